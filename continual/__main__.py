@@ -1,0 +1,3 @@
+from continual.cli import main
+
+main()

@@ -1,0 +1,178 @@
+"""The ``continual`` command: a Hydra app that runs one stream x strategy x seed
+(or a sweep with ``-m``), plus the ``list`` and ``report`` subcommands.
+
+Heavy imports (torch, strategies, avalanche, wandb) happen inside the job, so
+``continual --help`` answers quickly.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+from typing import Any
+
+from continual.config import register_configs
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> str:
+    import torch
+
+    from continual.types import ConfigError
+
+    name = getattr(name, "value", name)
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device=cuda was asked for but torch sees no GPU; use device=auto or device=cpu")
+    return name
+
+
+def build_model_from_config(cfg: Any, stream: Any):
+    """A backbone by ``name`` (see continual.models) or any module by ``_target_``;
+    its output size must match the stream's classes."""
+    import torch
+    from omegaconf import OmegaConf
+
+    from continual.config import check_options, instantiate_checked
+    from continual.models import BACKBONES, build_model
+    from continual.types import ConfigError
+
+    options = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    if "_target_" in options:
+        model = instantiate_checked(options, "model")
+    else:
+        name = options.pop("name", None)
+        if name not in BACKBONES:
+            raise ConfigError(f"unknown model {name!r}; choose one of {sorted(BACKBONES)}")
+        check_options(BACKBONES[name], options, f"model {name}", provided=("input_shape",))
+        model = build_model(name, stream.input_shape, stream.n_classes, **options)
+    with torch.no_grad():
+        was_training = model.training
+        model.eval()
+        out = model(stream.dataset.x_train[:1].cpu())
+        model.train(was_training)
+    if out.ndim != 2 or out.shape[1] != stream.n_classes:
+        raise ConfigError(
+            f"the model outputs shape {tuple(out.shape)} per input but stream {stream.name!r} has "
+            f"{stream.n_classes} classes; its head must output (B, {stream.n_classes})"
+        )
+    return model
+
+
+def run_experiment(
+    cfg: Any, out_dir: str | None = None, choices: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Build stream, model and strategy from ``cfg`` and run them; returns the summary."""
+    from omegaconf import OmegaConf
+
+    from continual.config import accepted_options, instantiate_checked
+    from continual.runner import Runner
+
+    check_top_level(cfg)
+    seed_everything(int(cfg.seed))
+    device = resolve_device(cfg.device)
+    stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))
+    model = build_model_from_config(cfg.model, stream).to(device)
+    strategy_cfg = OmegaConf.to_container(cfg.strategy, resolve=True)
+    provided: dict[str, Any] = {"model": model}
+    params, _ = accepted_options(instantiate_target(strategy_cfg))
+    if "seed" in params and "seed" not in strategy_cfg:
+        provided["seed"] = int(cfg.seed)
+    seed_everything(int(cfg.seed))
+    strategy = instantiate_checked(strategy_cfg, "strategy", **provided)
+    stream.to(device)
+    loggers = []
+    if cfg.log.console:
+        from continual.console import ConsoleLogger
+
+        loggers.append(ConsoleLogger())
+    choices = choices or {}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["device"] = device
+    runner = Runner(
+        stream, strategy, out_dir=out_dir or os.getcwd(),
+        eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
+        eval_batch_size=cfg.eval.batch_size, log_every=cfg.log.every,
+        stability_window=cfg.eval.stability_window, switch_tolerance=cfg.eval.switch_tolerance,
+        loggers=loggers, config=config, seed=int(cfg.seed), device=device,
+        extra_summary={
+            "strategy": choices.get("strategy", strategy_cfg["_target_"].rsplit(".", 1)[-1]),
+            "model": choices.get("model", ""),
+        },
+    )
+    summary = runner.run()
+    return summary
+
+
+def check_top_level(cfg: Any) -> None:
+    """Keys added with ``+key=...`` bypass Hydra's struct check: refuse unknown ones."""
+    from dataclasses import fields
+
+    from continual.config import EvalConfig, LogConfig, RunConfig
+    from continual.types import ConfigError
+
+    for section, schema in ((cfg, RunConfig), (cfg.eval, EvalConfig), (cfg.log, LogConfig)):
+        valid = {f.name for f in fields(schema)}
+        unknown = sorted(set(section.keys()) - valid)
+        if unknown:
+            raise ConfigError(f"unknown config key(s) {unknown}; valid keys here: {sorted(valid)}")
+
+
+def instantiate_target(cfg: dict[str, Any]):
+    from continual.config import _locate
+    from continual.types import ConfigError
+
+    if "_target_" not in cfg:
+        raise ConfigError("strategy config has no _target_; choose a strategy from conf/strategy/")
+    return _locate(cfg["_target_"])
+
+
+def _hydra_main() -> None:
+    import hydra
+    from hydra.core.hydra_config import HydraConfig
+
+    register_configs()
+
+    @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+    def job(cfg) -> float:
+        from continual.types import ConfigError
+
+        hc = HydraConfig.get()
+        try:
+            summary = run_experiment(cfg, out_dir=hc.runtime.output_dir, choices=dict(hc.runtime.choices))
+        except ConfigError as e:
+            print(f"continual: configuration error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+        return float(summary["acc"])
+
+    job()
+
+
+def main() -> None:
+    """Entry point of the ``continual`` console script."""
+    args = sys.argv[1:]
+    if args and args[0] == "list":
+        from continual.registry import print_list
+
+        print_list()
+        return
+    if args and args[0] == "report":
+        from continual.report import main as report_main
+
+        report_main(args[1:])
+        return
+    _hydra_main()
+
+
+if __name__ == "__main__":
+    main()

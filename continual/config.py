@@ -1,0 +1,157 @@
+"""Structured run configuration and checked instantiation of config groups.
+
+Hydra checks the top level (unknown keys, wrong types) against ``RunConfig``;
+``instantiate_checked`` checks a group's options (stream, strategy, model) against
+the signature of what it builds, so a typo fails at start with the valid choices.
+"""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from continual.types import ConfigError
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+@dataclass
+class EvalConfig:
+    every: int = 0  # also evaluate every this many steps (0: task ends only)
+    max_per_task: int | None = None  # subsample each task's test set (a fixed subset)
+    batch_size: int = 1024
+    stability_window: int | None = None  # samples after a boundary for stability_gap
+    switch_tolerance: int | None = None  # samples within which a detected switch counts
+
+
+@dataclass
+class LogConfig:
+    every: int = 10  # steps per metrics.jsonl record
+    console: bool = True  # rich progress bar and final table
+
+
+@dataclass
+class RunConfig:
+    stream: Any = None
+    strategy: Any = None
+    model: Any = None
+    seed: int = 0
+    device: Device = Device.auto
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    loggers: list[str] = field(default_factory=list)
+
+
+def register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+def _locate(target: str) -> Any:
+    from hydra.utils import get_object
+
+    try:
+        return get_object(target)
+    except Exception as e:  # hydra wraps import errors in several types
+        raise ConfigError(f"cannot import _target_ {target!r}: {e}") from None
+
+
+def accepted_options(fn: Any) -> tuple[dict[str, inspect.Parameter], dict[str, Any]]:
+    """Keyword options ``fn`` accepts, following ``**kwargs`` into what it forwards to
+    (a class's base ``__init__``, or ``fn.forwards_to``), with their type hints."""
+    params: dict[str, inspect.Parameter] = {}
+    hints: dict[str, Any] = {}
+    chain = list(inspect.getmro(fn)) if inspect.isclass(fn) else [fn]
+    while chain:
+        f = chain.pop(0)
+        init = f.__init__ if inspect.isclass(f) else f
+        if init is object.__init__:
+            continue
+        try:
+            sig = inspect.signature(init)
+        except (TypeError, ValueError):
+            continue
+        try:
+            hints = {**typing.get_type_hints(init), **hints}
+        except Exception:
+            pass
+        var_kw = False
+        for name, p in sig.parameters.items():
+            if p.kind is p.VAR_KEYWORD:
+                var_kw = True
+            elif p.kind is not p.VAR_POSITIONAL and name != "self":
+                params.setdefault(name, p)
+        if not var_kw:
+            break
+        if hasattr(f, "forwards_to"):
+            chain.insert(0, f.forwards_to)
+    return params, hints
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    if value is None:
+        return hint is Any or type(None) in typing.get_args(hint) or hint is type(None)
+    options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else (hint,)
+    for h in options:
+        if h is Any or h is type(None) and value is None:
+            return True
+        if h is bool:
+            if isinstance(value, bool):
+                return True
+        elif h is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return True
+        elif h is float:
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return True
+        elif h is str:
+            if isinstance(value, str):
+                return True
+        else:
+            return True  # lists, tensors, datasets, callables: not checked here
+    return False
+
+
+try:
+    from types import UnionType as _UnionType
+except ImportError:  # pragma: no cover
+    _UnionType = typing.Union
+
+
+def check_options(fn: Any, options: dict[str, Any], group: str, provided: tuple[str, ...] = ()) -> None:
+    """Raise ConfigError naming any unknown option or wrongly typed value."""
+    params, hints = accepted_options(fn)
+    name = getattr(fn, "__qualname__", str(fn))
+    valid = sorted(k for k in params if k not in provided)
+    for key, value in options.items():
+        if key not in params:
+            raise ConfigError(
+                f"{group} ({name}) has no option {key!r}; valid options: {', '.join(valid)}"
+            )
+        hint = hints.get(key)
+        if hint is not None and not _type_ok(value, hint):
+            raise ConfigError(
+                f"{group}.{key}={value!r} has the wrong type for {name}: expected {hint}"
+            )
+
+
+def instantiate_checked(cfg: Any, group: str, **provided: Any) -> Any:
+    """``hydra.utils.instantiate`` after checking the options against the target."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    options = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    target = options.pop("_target_", None)
+    if target is None:
+        raise ConfigError(f"{group} config has no _target_; choose a {group} from conf/{group}/")
+    fn = _locate(target)
+    check_options(fn, options, group, tuple(provided))
+    return instantiate({"_target_": target, **options}, **provided, _convert_="all")

@@ -1,0 +1,148 @@
+"""Continual-learning metrics as functions of the score matrix and the online record.
+
+``R`` is (n_eval_points, n_tasks): R[i, j] is the score on task j's test set at
+eval point i. ``task_end_rows[k]`` is the row taken right after the k-th task of
+the sequence was trained (so for a plain sequence R[task_end_rows[j], j] is the
+usual R_{j,j}); ``init_row`` is the row of the untrained model. Formulas, with
+citations, are in docs/metrics.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def _rows(R: np.ndarray, rows: Sequence[int]) -> np.ndarray:
+    R = np.asarray(R, dtype=float)
+    return R[list(rows)]
+
+
+def average_accuracy(R: np.ndarray, row: int = -1, seen: int | None = None) -> float:
+    """Mean score over the first ``seen`` tasks (all tasks if None) at eval point ``row``."""
+    r = np.asarray(R, dtype=float)[row]
+    return float(np.mean(r if seen is None else r[:seen]))
+
+
+def final_accuracy(R: np.ndarray) -> float:
+    """ACC: mean score over all tasks at the last eval point (Lopez-Paz & Ranzato 2017)."""
+    return average_accuracy(R, -1)
+
+
+def average_incremental_accuracy(R: np.ndarray, task_end_rows: Sequence[int]) -> float:
+    """AIA (Rebuffi et al. 2017): mean over k of the mean score on tasks 0..k after task k."""
+    E = _rows(R, task_end_rows)
+    return float(np.mean([E[k, : k + 1].mean() for k in range(len(E))]))
+
+
+def forgetting_per_task(R: np.ndarray, task_end_rows: Sequence[int]) -> np.ndarray:
+    """f_j = max_{l < T-1} R[l, j] - R[T-1, j] over task-end rows l >= j, for j < T-1
+    (Chaudhry et al. 2018, "Riemannian Walk"). Returns (T-1,) values."""
+    E = _rows(R, task_end_rows)
+    T = len(E)
+    return np.array([E[j : T - 1, j].max() - E[T - 1, j] for j in range(T - 1)])
+
+
+def forgetting(R: np.ndarray, task_end_rows: Sequence[int]) -> float:
+    """Average forgetting over all tasks but the last; 0.0 for a single task."""
+    f = forgetting_per_task(R, task_end_rows)
+    return float(f.mean()) if f.size else 0.0
+
+
+def backward_transfer(R: np.ndarray, task_end_rows: Sequence[int]) -> float:
+    """BWT = mean_{j < T-1} R[T-1, j] - R[j, j] (Lopez-Paz & Ranzato 2017, GEM)."""
+    E = _rows(R, task_end_rows)
+    T = len(E)
+    if T < 2:
+        return 0.0
+    return float(np.mean([E[T - 1, j] - E[j, j] for j in range(T - 1)]))
+
+
+def forward_transfer(R: np.ndarray, task_end_rows: Sequence[int], init_row: int) -> float:
+    """FWT = mean_{j >= 1} R[j-1, j] - b_j, b_j the randomly initialised model's score
+    on task j (Lopez-Paz & Ranzato 2017, GEM)."""
+    E = _rows(R, task_end_rows)
+    b = np.asarray(R, dtype=float)[init_row]
+    T = len(E)
+    if T < 2:
+        return 0.0
+    return float(np.mean([E[j - 1, j] - b[j] for j in range(1, T)]))
+
+
+def plasticity(R: np.ndarray, task_end_rows: Sequence[int]) -> float:
+    """Mean score on the task just trained, right after training it: mean_j R[j, j]."""
+    E = _rows(R, task_end_rows)
+    return float(np.mean([E[j, j] for j in range(len(E))]))
+
+
+def online_accuracy(n_correct: float, n_seen: float) -> float:
+    """Share of incoming samples classified correctly before the learner trained on them."""
+    return float(n_correct / n_seen) if n_seen else 0.0
+
+
+def stability_gap(
+    R: np.ndarray, task_end_rows: Sequence[int], samples: Sequence[int], window: int
+) -> float:
+    """Largest drop on earlier tasks just after a boundary (De Lange et al. 2023,
+    "Continual evaluation for lifelong learning: identifying the stability gap").
+
+    For each boundary k >= 1 (the end of task k-1, row b = task_end_rows[k-1]) and each
+    task j <= k-1, the gap is R[b, j] minus the minimum of R[i, j] over eval rows i after
+    b whose sample count is within ``window`` samples of b's. The metric is the mean over
+    boundaries of the mean over earlier tasks of max(gap, 0). It needs periodic eval
+    points (``eval.every``); with task-end rows only it measures end-of-task forgetting.
+    """
+    R = np.asarray(R, dtype=float)
+    samples = np.asarray(samples)
+    gaps = []
+    for k in range(1, len(task_end_rows)):
+        b = task_end_rows[k - 1]
+        after = [i for i in range(b + 1, len(R)) if samples[i] - samples[b] <= window]
+        if not after:
+            continue
+        drops = [max(R[b, j] - R[after, j].min(), 0.0) for j in range(k)]
+        gaps.append(np.mean(drops))
+    return float(np.mean(gaps)) if gaps else 0.0
+
+
+def fuar(
+    il0: float, il1: float, ul0: float, ul1: float, nl0: float, nl1: float
+) -> float | None:
+    """FUAR (Jang et al. 2022, "Towards Continual Knowledge Learning of Language Models", eq. 1):
+    max(0, IL(M0) - IL(M1)) / [max(0, UL(M1) - UL(M0)) + max(0, NL(M1) - NL(M0))].
+
+    Returns None ("not defined") when the denominator is 0 (nothing was learned).
+    """
+    gained = max(0.0, ul1 - ul0) + max(0.0, nl1 - nl0)
+    if gained == 0:
+        return None
+    return max(0.0, il0 - il1) / gained
+
+
+def boundary_scores(
+    detected: Sequence[int], true_boundaries: Sequence[int], tolerance: int
+) -> dict[str, float]:
+    """Precision, recall and mean delay (in samples) of detected task switches.
+
+    A true boundary b is found by the first detection d with b <= d <= b + tolerance;
+    each detection matches at most one boundary. Precision = matched detections /
+    detections, recall = matched boundaries / boundaries (1.0 when there is nothing to
+    detect or nothing was detected, respectively, as is conventional).
+    """
+    detected = sorted(int(d) for d in detected)
+    used: set[int] = set()
+    delays = []
+    for b in true_boundaries:
+        for i, d in enumerate(detected):
+            if i not in used and b <= d <= b + tolerance:
+                used.add(i)
+                delays.append(d - b)
+                break
+    precision = len(used) / len(detected) if detected else 1.0
+    recall = len(delays) / len(true_boundaries) if true_boundaries else 1.0
+    return {
+        "boundary_precision": precision,
+        "boundary_recall": recall,
+        "detection_delay": float(np.mean(delays)) if delays else float("nan"),
+    }

@@ -1,0 +1,69 @@
+"""The run folder as a record: metrics.jsonl (appended), scores.csv and summary.json
+(replaced atomically), so a crash never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe numbers: NaN/Inf become None; numpy/torch scalars become floats."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file, fsync and rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_atomic(path, (json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n").encode())
+
+
+class RunRecords:
+    """Writes one run's records into ``out_dir``."""
+
+    def __init__(self, out_dir: str | os.PathLike, append: bool = False) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.out_dir / "metrics.jsonl", "a" if append else "w")
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Append one record (a logged step or an eval point) and flush it to disk."""
+        self._jsonl.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+        self._jsonl.flush()
+
+    def scores(self, header: list[str], rows: list[list[Any]]) -> None:
+        lines = [",".join(header)] + [",".join(str(_clean(v)) for v in row) for row in rows]
+        write_atomic(self.out_dir / "scores.csv", ("\n".join(lines) + "\n").encode())
+
+    def summary(self, summary: dict[str, Any]) -> None:
+        write_json(self.out_dir / "summary.json", summary)
+
+    def close(self) -> None:
+        self._jsonl.close()

@@ -1,0 +1,324 @@
+"""The Runner: drives one strategy over one stream, evaluates, and records metrics.
+
+Test-then-train: every incoming batch is scored before the learner trains on it
+(the ``online`` record). The test split of every task, seen or not, is evaluated
+before training (the ``init`` row, for FWT), every ``eval_every`` steps
+(``periodic`` rows) and after each segment of the stream (``task_end`` rows).
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from continual import metrics as M
+from continual.records import RunRecords
+from continual.types import Strategy, TaskInfo
+from streams.stream import Stream
+
+
+class Logger(Protocol):
+    """A view of the run's records (console, wandb, tensorboard)."""
+
+    def log(self, record: dict[str, Any]) -> None: ...
+
+    def finish(self, summary: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class EvalRow:
+    step: int
+    samples: int
+    kind: str  # init | periodic | task_end
+    segment: int  # index of the segment being trained (or just trained, at a task end)
+    scores: list[float]
+    scores_task_il: list[float]
+    scores_class_il: list[float]
+
+
+@dataclass
+class RunState:
+    """Everything the rest of the run depends on besides the strategy (for checkpoints)."""
+
+    segment: int = 0
+    position: int = 0  # schedule position inside the current segment
+    step: int = 0
+    samples: int = 0
+    online_correct: float = 0.0
+    online_seen: int = 0
+    rows: list[EvalRow] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+
+def parameter_count(strategy: Strategy) -> int:
+    """Parameters of the strategy's model(s): ``parameter_count()`` if it defines one."""
+    if hasattr(strategy, "parameter_count"):
+        return int(strategy.parameter_count())
+    model = getattr(strategy, "model", None)
+    return sum(p.numel() for p in model.parameters()) if model is not None else 0
+
+
+class Runner:
+    """Runs ``strategy`` over ``stream`` and writes the run folder ``out_dir``."""
+
+    def __init__(
+        self,
+        stream: Stream,
+        strategy: Strategy,
+        out_dir: str = ".",
+        eval_every: int = 0,
+        eval_max_per_task: int | None = None,
+        eval_batch_size: int = 1024,
+        log_every: int = 10,
+        stability_window: int | None = None,
+        switch_tolerance: int | None = None,
+        loggers: Sequence[Logger] = (),
+        config: dict[str, Any] | None = None,
+        seed: int = 0,
+        device: torch.device | str = "cpu",
+        on_segment_end: Any = None,
+        extra_summary: dict[str, Any] | None = None,
+    ) -> None:
+        self.stream, self.strategy = stream, strategy
+        self.out_dir = out_dir
+        self.eval_every, self.log_every = int(eval_every), max(1, int(log_every))
+        self.eval_max_per_task, self.eval_batch_size = eval_max_per_task, int(eval_batch_size)
+        self.stability_window = stability_window
+        self.switch_tolerance = switch_tolerance
+        self.loggers = list(loggers)
+        self.config, self.seed, self.device = config or {}, seed, torch.device(device)
+        self.on_segment_end = on_segment_end
+        self.extra_summary = extra_summary or {}
+        self.state = RunState()
+        self._eval_sets = None
+
+    # ------------------------------------------------------------------ evaluation
+    def _prepare_eval_sets(self) -> None:
+        s = self.stream
+        self._eval_sets = []
+        for t in range(s.n_tasks):
+            x, y = s.eval_set(t, self.eval_max_per_task)
+            mask = torch.full((s.n_classes,), float("-inf"), device=self.device)
+            mask[torch.tensor(s.tasks[t].classes, device=self.device)] = 0.0
+            task = torch.full((y.numel(),), t, dtype=torch.long, device=self.device)
+            self._eval_sets.append((x.to(self.device), y.to(self.device), mask, task))
+
+    def evaluate(self, kind: str) -> EvalRow:
+        """Score every task's test set; returns and records the eval row."""
+        if self._eval_sets is None:
+            self._prepare_eval_sets()
+        if hasattr(self.strategy, "prepare_eval"):
+            self.strategy.prepare_eval()
+        show_task = self.stream.task_labels
+        counts = []
+        for x, y, mask, task in self._eval_sets:
+            c_cil = torch.zeros((), device=self.device)
+            c_til = torch.zeros((), device=self.device)
+            for i in range(0, y.numel(), self.eval_batch_size):
+                sl = slice(i, i + self.eval_batch_size)
+                with torch.inference_mode():
+                    logits = self.strategy.predict(x[sl], task[sl] if show_task else None)
+                    c_cil = c_cil + (logits.argmax(1) == y[sl]).sum()
+                    c_til = c_til + ((logits + mask).argmax(1) == y[sl]).sum()
+            counts.append(torch.stack([c_cil, c_til]))
+        sizes = [y.numel() for _, y, _, _ in self._eval_sets]
+        cil, til = torch.stack(counts).T.tolist()  # one device sync per eval point
+        cil = [c / n for c, n in zip(cil, sizes)]
+        til = [c / n for c, n in zip(til, sizes)]
+        st = self.state
+        row = EvalRow(st.step, st.samples, kind, st.segment, til if show_task else cil, til, cil)
+        st.rows.append(row)
+        self._record_eval(row)
+        return row
+
+    def _record_eval(self, row: EvalRow) -> None:
+        # accuracy over the tasks started so far (all tasks for the untrained model)
+        seen = self.stream.n_tasks if row.kind == "init" else min(row.segment + 1, self.stream.n_tasks)
+        rec = {
+            "type": "eval", "kind": row.kind, "step": row.step, "samples_seen": row.samples,
+            "time": time.time(),
+            **{f"acc_task_{t}": v for t, v in enumerate(row.scores)},
+            "acc": float(np.mean(row.scores[:seen])),
+        }
+        ends = self._task_end_rows()
+        if ends:
+            R = np.array([r.scores for r in self.state.rows])
+            rows = ends if ends[-1] == len(R) - 1 else ends + [len(R) - 1]
+            rec["forgetting"] = M.forgetting(R, rows)
+        self.records.log(rec)
+        for lg in self.loggers:
+            lg.log(rec)
+        self.records.scores(
+            ["step", "samples_seen", "kind"] + [f"task_{t}" for t in range(self.stream.n_tasks)],
+            [[r.step, r.samples, r.kind, *r.scores] for r in self.state.rows],
+        )
+
+    def _task_end_rows(self) -> list[int]:
+        """Task-end rows of the first pass through the task sequence (see ``summary``)."""
+        rows = [i for i, r in enumerate(self.state.rows) if r.kind == "task_end"]
+        return rows[: self.stream.n_tasks]
+
+    # ------------------------------------------------------------------ training
+    def _flush(self, sums: dict[str, Any], n_steps: int, segment_task: int) -> None:
+        st = self.state
+        values = {k: (v.item() if torch.is_tensor(v) else v) for k, v in sums.items()}
+        correct = values.pop("online_correct", None)
+        if correct is not None:
+            st.online_correct += correct
+        rec = {"type": "step", "step": st.step, "samples_seen": st.samples, "true_task": segment_task,
+               "time": time.time(),
+               **{k: v / n_steps for k, v in values.items()},
+               "online_acc": M.online_accuracy(st.online_correct, st.online_seen)}
+        self.records.log(rec)
+        for lg in self.loggers:
+            lg.log(rec)
+
+    def _train_segment(self, seg_index: int) -> None:
+        st, stream, strategy = self.state, self.stream, self.strategy
+        seg = stream.segments[seg_index]
+        start = seg.start + st.position
+        sums: dict[str, Any] = {}
+        n_in_window = 0
+        reports_online = None
+        t0 = time.perf_counter()
+        for batch in stream.batches(seg, st.step, start):
+            n = batch.y.shape[0]
+            if not reports_online:
+                with torch.inference_mode():
+                    pre = (strategy.predict(batch.x, batch.task).argmax(1) == batch.y).sum()
+            out = strategy.observe(batch)
+            if reports_online is None:
+                reports_online = "online_correct" in out
+            if not reports_online:
+                out = {**out, "online_correct": pre}
+            for k, v in out.items():
+                sums[k] = sums[k] + v if k in sums else v
+            st.step += 1
+            st.samples += n
+            st.online_seen += n
+            st.position += n
+            n_in_window += 1
+            if st.step % self.log_every == 0:
+                self._flush(sums, n_in_window, seg.task)
+                sums, n_in_window = {}, 0
+                for lg in self.loggers:
+                    if hasattr(lg, "progress"):
+                        lg.progress(st)
+            if self.eval_every and st.step % self.eval_every == 0:
+                st.train_seconds += time.perf_counter() - t0
+                self.evaluate("periodic")
+                t0 = time.perf_counter()
+        if n_in_window:
+            self._flush(sums, n_in_window, seg.task)
+        st.train_seconds += time.perf_counter() - t0
+
+    def run(self) -> dict[str, Any]:
+        """Run the whole stream (or its rest, after a resume) and return the summary."""
+        stream, strategy, st = self.stream, self.strategy, self.state
+        append = bool(st.rows)
+        self.records = RunRecords(self.out_dir, append=append)
+        try:
+            if not st.rows:
+                self.evaluate("init")
+            visible = stream.boundaries == "visible"
+            for lg in self.loggers:
+                if hasattr(lg, "start"):
+                    lg.start(self)
+            while st.segment < len(stream.segments):
+                seg = stream.segments[st.segment]
+                info = TaskInfo(seg.task, stream.tasks[seg.task].classes, stream.n_classes, st.step)
+                if visible and st.position == 0:
+                    strategy.on_task_start(info)
+                self._train_segment(st.segment)
+                if visible:
+                    strategy.on_task_end(info)
+                last = st.segment == len(stream.segments) - 1
+                if last and hasattr(strategy, "finalize"):
+                    strategy.finalize()
+                self.evaluate("task_end")
+                st.segment += 1
+                st.position = 0
+                if self.on_segment_end is not None:
+                    self.on_segment_end(self)
+            summary = self.summary()
+            self.records.summary(summary)
+            for lg in self.loggers:
+                lg.finish(summary)
+            return summary
+        finally:
+            self.records.close()
+
+    # ------------------------------------------------------------------ summary
+    def summary(self) -> dict[str, Any]:
+        """Final metrics (see docs/metrics.md), timing, memory, config, seed and versions.
+
+        On recurring streams the task-end rows are those of the first pass through the
+        task sequence, with the final eval point as the end of the run.
+        """
+        st, stream = self.state, self.stream
+        R = np.array([r.scores for r in st.rows])
+        ends = self._task_end_rows()
+        if ends[-1] != len(R) - 1:
+            ends = ends[:-1] + [len(R) - 1]
+        samples = [r.samples for r in st.rows]
+        # default window: a tenth of a segment, and at least three periodic eval points
+        window = self.stability_window or max(
+            len(stream) // (10 * len(stream.segments)), 3 * self.eval_every * stream.batch_size, 1
+        )
+        out: dict[str, Any] = {
+            "acc": M.final_accuracy(R),
+            "aia": M.average_incremental_accuracy(R, ends),
+            "forgetting": M.forgetting(R, ends),
+            "forgetting_per_task": M.forgetting_per_task(R, ends).tolist(),
+            "bwt": M.backward_transfer(R, ends),
+            "fwt": M.forward_transfer(R, ends, init_row=0),
+            "plasticity": M.plasticity(R, ends),
+            "online_acc": M.online_accuracy(st.online_correct, st.online_seen),
+            "stability_gap": M.stability_gap(R, ends, samples, window),
+            "acc_class_il": M.final_accuracy(np.array([r.scores_class_il for r in st.rows])),
+            "acc_task_il": M.final_accuracy(np.array([r.scores_task_il for r in st.rows])),
+            "final_task_acc": R[-1].tolist(),
+            "protocol": "task_il" if stream.task_labels else "class_il",
+            "steps": st.step,
+            "samples_seen": st.samples,
+            "train_seconds": st.train_seconds,
+            "samples_per_second": st.samples / st.train_seconds if st.train_seconds else 0.0,
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "params": parameter_count(self.strategy),
+            "stream": stream.name,
+            **self.extra_summary,
+            "n_tasks": stream.n_tasks,
+            "seed": self.seed,
+            "config": self.config,
+            "versions": versions(),
+        }
+        detected = getattr(self.strategy, "detected_switches", None)
+        if detected is not None:
+            tol = self.switch_tolerance or max(1, len(stream) // (4 * len(stream.segments)))
+            out.update(M.boundary_scores(detected, stream.true_boundaries, tol))
+            out["switches_detected"] = len(detected)
+        if hasattr(self.strategy, "summary"):
+            out.update(self.strategy.summary())
+        return out
+
+
+TIMING_KEYS = ("train_seconds", "samples_per_second", "peak_rss_mb", "time", "versions")
+
+
+def versions() -> dict[str, str]:
+    import platform
+    from importlib import metadata
+
+    out = {"python": platform.python_version()}
+    for dist in ("continual-sim", "torch", "numpy", "hydra-core", "faiss-gpu", "faiss-cpu"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,83 @@
+"""The small contracts every part of continual speaks: Batch, TaskInfo, Strategy.
+
+A third-party strategy implements ``observe`` and ``predict``; everything else
+is optional. Nothing here imports a strategy, a dataset or a logger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Batch:
+    """One training step's data as the learner may see it.
+
+    x: (B, ...) inputs on the run's device.
+    y: (B,) int64 global class labels.
+    task: (B,) int64 task ids, or None when the scenario hides task ids from
+        the learner (class-incremental, domain-incremental, task-free).
+    true_task, step, index: metadata for the runner's bookkeeping; a strategy
+        must not train on them (``continual.testing`` checks that).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    task: torch.Tensor | None = None
+    true_task: torch.Tensor | None = None
+    step: int = 0
+    index: torch.Tensor | None = None
+
+
+@dataclass
+class TaskInfo:
+    """What a learner is told at a visible task boundary."""
+
+    task_id: int
+    classes: list[int]
+    n_classes_total: int
+    step: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Strategy:
+    """A learner: ``observe`` one batch (one training step), ``predict`` logits.
+
+    Subclasses override ``observe`` and ``predict``; the hooks below are
+    optional and called only when the stream shows task boundaries.
+    """
+
+    def observe(self, batch: Batch) -> dict[str, Any]:
+        """Train on one batch; return what to log.
+
+        Values are floats or 0-d tensors (tensors are read lazily by the
+        runner, so returning them avoids a device sync per step). The reserved
+        key ``online_correct`` (number of the batch's samples the learner
+        classified correctly *before* this step) lets the runner skip its own
+        test-then-train forward pass.
+        """
+        raise NotImplementedError
+
+    def predict(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Return logits (B, n_classes) for inputs x: (B, ...); no gradients."""
+        raise NotImplementedError
+
+    def on_task_start(self, info: TaskInfo) -> None:  # noqa: B027 - optional hook
+        """Called when a visible task starts."""
+
+    def on_task_end(self, info: TaskInfo) -> None:  # noqa: B027 - optional hook
+        """Called when a visible task ends."""
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything the strategy's future depends on (for checkpoints)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027
+        """Restore what ``state_dict`` returned."""
+
+
+class ConfigError(ValueError):
+    """A configuration or input that cannot run; the message says what to do."""

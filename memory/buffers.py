@@ -1,0 +1,160 @@
+"""Replay buffers: fixed-capacity tensor stores with reservoir or class-balanced insertion.
+
+Items live as preallocated tensors on the buffer's device; insertion and
+sampling are vectorised (no Python loop over items).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from continual.types import ConfigError
+
+
+class ReplayBuffer:
+    """Shared storage and sampling; subclasses decide which slots new items take."""
+
+    def __init__(self, capacity: int, device: str | torch.device = "cpu", seed: int = 0) -> None:
+        if int(capacity) < 1:
+            raise ConfigError(
+                f"buffer capacity must be at least 1, got {capacity}; "
+                "use a positive number of items (e.g. buffer_size=200)"
+            )
+        self.capacity = int(capacity)
+        self.device = torch.device(device)
+        self.seed = seed
+        self.x: torch.Tensor | None = None
+        self.y: torch.Tensor | None = None
+        self.size = 0
+        self.seen = 0
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _allocate(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype, device=self.device)
+        self.y = torch.empty((self.capacity,), dtype=y.dtype, device=self.device)
+
+    def _slots(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return (positions in the incoming batch, buffer slots they overwrite)."""
+        raise NotImplementedError
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Offer a batch x: (B, ...), y: (B,) to the buffer."""
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} items but y has {y.shape[0]}")
+        if self.x is None:
+            self._allocate(x, y)
+        elif x.shape[1:] != self.x.shape[1:]:
+            raise ValueError(
+                f"buffer holds items of shape {tuple(self.x.shape[1:])}, got {tuple(x.shape[1:])}"
+            )
+        src, dst = self._slots(y)
+        self.seen += int(y.shape[0])
+        if src.numel():
+            src = src.to(x.device)
+            dst = dst.to(self.device)
+            self.x[dst] = x[src].detach().to(self.device)
+            self.y[dst] = y[src].detach().to(self.device)
+
+    def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return n items drawn uniformly without replacement (fewer if the buffer is smaller)."""
+        n = min(int(n), self.size)
+        idx = torch.randperm(self.size, generator=self.generator)[:n].to(self.device)
+        return self.x[idx], self.y[idx]
+
+    def items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All stored items (views, not copies)."""
+        return self.x[: self.size], self.y[: self.size]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "x": None if self.x is None else self.x[: self.size].cpu(),
+            "y": None if self.y is None else self.y[: self.size].cpu(),
+            "size": self.size,
+            "seen": self.seen,
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.size = int(state["size"])
+        self.seen = int(state["seen"])
+        self.generator.set_state(state["generator"])
+        if state["x"] is not None:
+            self._allocate(state["x"], state["y"])
+            self.x[: self.size] = state["x"].to(self.device)
+            self.y[: self.size] = state["y"].to(self.device)
+
+
+def _keep_last(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop all but the last write to each slot, as sequential insertion would."""
+    if dst.numel() < 2:
+        return src, dst
+    order = torch.arange(dst.numel())
+    last = torch.full((int(dst.max()) + 1,), -1, dtype=torch.long)
+    last.scatter_reduce_(0, dst, order, reduce="amax")
+    keep = last[dst] == order
+    return src[keep], dst[keep]
+
+
+class ReservoirBuffer(ReplayBuffer):
+    """Reservoir sampling (Vitter 1985): every item seen so far is kept with equal probability."""
+
+    def _slots(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        b = int(y.shape[0])
+        counts = torch.arange(self.seen, self.seen + b)
+        fill = counts < self.capacity
+        # item number j (0-based) replaces slot r ~ U{0..j} when r < capacity.
+        r = (torch.rand(b, generator=self.generator) * (counts + 1).double()).long()
+        dst = torch.where(fill, counts, r)
+        take = fill | (r < self.capacity)
+        src = torch.arange(b)[take]
+        dst = dst[take]
+        self.size = min(self.capacity, self.seen + b)
+        return _keep_last(src, dst)
+
+
+class ClassBalancedBuffer(ReplayBuffer):
+    """Keeps the classes balanced (GDumb's sampler, Prabhu et al. 2020): when full, an
+    item of a class that is not the largest replaces a random item of a largest class;
+    an item of a largest class is not stored.
+    """
+
+    def _slots(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # Class balancing depends on every previous insertion, so items go one by one;
+        # only the per-item work is vectorised. Batches are small in online learning.
+        src, dst = [], []
+        labels = y.detach().cpu()
+        stored = self.y[: self.size].cpu().clone() if self.size else torch.empty(0, dtype=y.dtype)
+        for i, label in enumerate(labels.tolist()):
+            if self.size < self.capacity:
+                slot = self.size
+                self.size += 1
+                stored = torch.cat([stored, labels[i : i + 1]])
+            else:
+                classes, counts = torch.unique(stored, return_counts=True)
+                largest = classes[counts == counts.max()]
+                own = (classes == label).nonzero()
+                if own.numel() and counts[own[0, 0]] == counts.max():
+                    continue  # its class is already the largest: keep the buffer as it is
+                else:
+                    pick = largest[torch.randint(largest.numel(), (1,), generator=self.generator)]
+                    members = (stored == pick).nonzero().squeeze(1)
+                    slot = int(members[torch.randint(members.numel(), (1,), generator=self.generator)])
+                stored[slot] = label
+            src.append(i)
+            dst.append(slot)
+        return _keep_last(torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long))
+
+
+BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer}
+
+
+def make_buffer(kind: str, capacity: int, device: str | torch.device = "cpu", seed: int = 0) -> ReplayBuffer:
+    """Build a replay buffer by name (``reservoir`` or ``class_balanced``)."""
+    if kind not in BUFFERS:
+        raise ConfigError(f"unknown buffer kind {kind!r}; choose one of {sorted(BUFFERS)}")
+    return BUFFERS[kind](capacity, device=device, seed=seed)

@@ -1,0 +1,83 @@
+"""Shared mechanics of gradient-based strategies: one place for the optimiser options.
+
+A strategy built on ``SupervisedStrategy`` gets ``self.model``, ``self.optimizer``,
+``self.device``, ``predict`` and ``step(loss)``; its ``observe`` says only what is
+special about it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from continual.types import ConfigError, Strategy
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+def make_optimizer(
+    params, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+) -> torch.optim.Optimizer:
+    """Build a torch optimiser by name: ``sgd``, ``adam`` or ``adamw``."""
+    if lr <= 0:
+        raise ConfigError(f"learning rate must be positive, got lr={lr}")
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
+
+
+class SupervisedStrategy(Strategy):
+    """A model trained by cross-entropy with one optimiser (the common training options)."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        lr: float = 0.01,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+    ) -> None:
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.optimizer = make_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimiser step on ``loss``."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+
+    def fit_batch(self, x: torch.Tensor, y: torch.Tensor, n_online: int = 0) -> dict[str, Any]:
+        """Forward, cross-entropy, step on (x, y).
+
+        The first ``n_online`` rows are the incoming batch: their pre-step predictions are
+        counted as ``online_correct`` (test-then-train at no extra cost).
+        """
+        self.model.train()
+        logits = self.model(x)
+        loss = F.cross_entropy(logits, y)
+        self.step(loss)
+        out: dict[str, Any] = {"loss": loss.detach()}
+        if n_online:
+            out["online_correct"] = (logits[:n_online].detach().argmax(1) == y[:n_online]).sum()
+        return out
+
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        self.model.eval()
+        return self.model(x)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])

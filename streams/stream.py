@@ -1,0 +1,210 @@
+"""The Stream: tasks over an in-memory dataset, and how they are presented to a learner.
+
+A stream is fully materialised as a *schedule*: one index into the training pool
+and one true task id per position, plus segments (the stretches in which one task
+is nominally trained). Batches are consecutive slices of the schedule, so a run
+is deterministic for a seed and a resumed run can restart at any position.
+
+Presentation options:
+- ``boundaries``: ``visible`` (the runner calls ``on_task_start``/``on_task_end``)
+  or ``hidden`` (task-free: the learner sees only batches);
+- ``passes``: passes over each task's data (epochs), contiguous in the schedule;
+- ``task_labels``: show task ids to the learner at train and test (task-incremental);
+- ``blurry``: share of each task's positions swapped with the next task's (Bang et
+  al. 2021, "Rainbow Memory": blurry boundaries);
+- ``gradual_width``: tasks blend over a window of this many samples around each
+  boundary, the next task's share rising linearly from 0 to 1;
+- ``repeats``: the task sequence is presented this many times (recurring tasks).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import torch
+
+from continual.types import Batch, ConfigError
+from streams.datasets import Dataset
+
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class Task:
+    """One task: its classes, indices into the dataset's train/test pools, an input transform."""
+
+    id: int
+    classes: list[int]
+    train_idx: torch.Tensor
+    test_idx: torch.Tensor
+    transform: Transform | None = None
+    name: str = ""
+
+
+@dataclass
+class Segment:
+    """Schedule positions [start, end) in which task ``task`` is nominally trained."""
+
+    start: int
+    end: int
+    task: int
+
+
+@dataclass
+class Stream:
+    """Tasks over a dataset plus their presentation; yields batches deterministically."""
+
+    name: str
+    dataset: Dataset
+    tasks: list[Task]
+    batch_size: int = 10
+    passes: int = 1
+    boundaries: str = "visible"
+    task_labels: bool = False
+    blurry: float = 0.0
+    gradual_width: int = 0
+    repeats: int = 1
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.boundaries not in ("visible", "hidden"):
+            raise ConfigError(f"boundaries must be 'visible' or 'hidden', got {self.boundaries!r}")
+        if self.batch_size < 1 or self.passes < 1 or self.repeats < 1:
+            raise ConfigError(
+                f"batch_size, passes and repeats must be >= 1, got {self.batch_size}, "
+                f"{self.passes}, {self.repeats}"
+            )
+        if not 0.0 <= self.blurry < 1.0:
+            raise ConfigError(f"blurry is a share of samples in [0, 1), got {self.blurry}")
+        if self.gradual_width < 0:
+            raise ConfigError(f"gradual_width is a number of samples >= 0, got {self.gradual_width}")
+        if not self.tasks:
+            raise ConfigError(f"stream {self.name!r} has no tasks")
+        for t in self.tasks:
+            if t.train_idx.numel() == 0 or t.test_idx.numel() == 0:
+                raise ConfigError(
+                    f"stream {self.name!r}: task {t.id} (classes {t.classes}) has no "
+                    f"{'training' if t.train_idx.numel() == 0 else 'test'} samples; "
+                    "check class_order, the subset size or the dataset"
+                )
+        self._build_schedule()
+
+    # ------------------------------------------------------------------ description
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def n_classes(self) -> int:
+        return self.dataset.n_classes
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.dataset.input_shape
+
+    def __len__(self) -> int:
+        """Number of training samples in the schedule (all passes and repeats)."""
+        return int(self.order.numel())
+
+    def n_steps(self) -> int:
+        return sum(-(-(s.end - s.start) // self.batch_size) for s in self.segments)
+
+    @property
+    def true_boundaries(self) -> list[int]:
+        """Sample counts at which the nominal task changes (task-free detection targets)."""
+        return [b.start for a, b in zip(self.segments, self.segments[1:]) if a.task != b.task]
+
+    # ------------------------------------------------------------------ schedule
+    def _build_schedule(self) -> None:
+        g = torch.Generator().manual_seed(self.seed)
+        idx_parts, task_parts, segments, pos = [], [], [], 0
+        for _ in range(self.repeats):
+            for t in self.tasks:
+                n = t.train_idx.numel()
+                for _ in range(self.passes):
+                    idx_parts.append(t.train_idx[torch.randperm(n, generator=g)])
+                    task_parts.append(torch.full((n,), t.id, dtype=torch.long))
+                segments.append(Segment(pos, pos + n * self.passes, t.id))
+                pos += n * self.passes
+        order, true_task = torch.cat(idx_parts), torch.cat(task_parts)
+        if self.blurry > 0:
+            order, true_task = self._blur(order, true_task, segments, g)
+        if self.gradual_width > 0:
+            order, true_task = self._blend(order, true_task, segments, g)
+        self.order, self.true_task, self.segments = order, true_task, segments
+
+    def _blur(self, order, true_task, segments, g):
+        for a, b in zip(segments, segments[1:]):
+            n = int(self.blurry * min(a.end - a.start, b.end - b.start) / 2)
+            if n == 0:
+                continue
+            pa = a.start + torch.randperm(a.end - a.start, generator=g)[:n]
+            pb = b.start + torch.randperm(b.end - b.start, generator=g)[:n]
+            for arr in (order, true_task):
+                arr[pa], arr[pb] = arr[pb].clone(), arr[pa].clone()
+        return order, true_task
+
+    def _blend(self, order, true_task, segments, g):
+        for a, b in zip(segments, segments[1:]):
+            h = min(self.gradual_width // 2, (a.end - a.start) // 2, (b.end - b.start) // 2)
+            if h == 0:
+                continue
+            lo, hi = a.end - h, b.start + h
+            # Keys with densities 2(1-k) (old task) and 2k (new task) on [0, 1]: sorted, the
+            # new task's share at relative position k of the window is k (a linear blend).
+            u = torch.rand(2 * h, generator=g, dtype=torch.float64)
+            keys = torch.cat([1 - u[:h].sqrt(), u[h:].sqrt()])
+            perm = lo + torch.argsort(keys)
+            order[lo:hi], true_task[lo:hi] = order[perm].clone(), true_task[perm].clone()
+        return order, true_task
+
+    # ------------------------------------------------------------------ data access
+    def to(self, device: torch.device | str) -> Stream:
+        """Move the pools to ``device`` (data lives where the model trains when it fits)."""
+        d = self.dataset
+        for name in ("x_train", "y_train", "x_test", "y_test"):
+            setattr(d, name, getattr(d, name).to(device))
+        self.order, self.true_task = self.order.to(device), self.true_task.to(device)
+        return self
+
+    def _inputs(self, idx: torch.Tensor, tasks: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+        x = pool[idx]
+        if self.tasks[0].transform is None:
+            return x
+        x = x.clone()
+        for t in torch.unique(tasks).tolist():
+            m = tasks == t
+            x[m] = self.tasks[t].transform(x[m])
+        return x
+
+    def batch(self, start: int, end: int, step: int = 0) -> Batch:
+        """The batch at schedule positions [start, end)."""
+        idx, tasks = self.order[start:end], self.true_task[start:end]
+        return Batch(
+            x=self._inputs(idx, tasks, self.dataset.x_train),
+            y=self.dataset.y_train[idx],
+            task=tasks if self.task_labels else None,
+            true_task=tasks,
+            step=step,
+            index=idx,
+        )
+
+    def batches(self, segment: Segment, first_step: int = 0, start: int | None = None) -> Iterator[Batch]:
+        """Batches of one segment, optionally resuming at schedule position ``start``."""
+        pos, step = segment.start if start is None else start, first_step
+        while pos < segment.end:
+            end = min(pos + self.batch_size, segment.end)
+            yield self.batch(pos, end, step)
+            pos, step = end, step + 1
+
+    def eval_set(self, task: int, max_items: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test inputs and labels of one task (a fixed subset of ``max_items`` if given)."""
+        idx = self.tasks[task].test_idx
+        if max_items is not None and idx.numel() > max_items:
+            g = torch.Generator().manual_seed(self.seed + 7919 * (task + 1))
+            idx = idx[torch.randperm(idx.numel(), generator=g)[:max_items]].sort().values
+        idx = idx.to(self.dataset.x_test.device)
+        tasks = torch.full_like(idx, task)
+        return self._inputs(idx, tasks, self.dataset.x_test), self.dataset.y_test[idx]

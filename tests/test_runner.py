@@ -1,0 +1,125 @@
+"""The runner: records, metrics wiring, test-then-train, determinism."""
+
+import json
+
+import pytest
+import torch
+
+import streams
+from continual.models import build_model
+from continual.runner import TIMING_KEYS, Runner
+from continual.types import Batch, Strategy
+from strategies.er import ER
+from strategies.joint import Joint
+from strategies.naive import Naive
+
+
+def _run(tmp_path, strategy_cls=Naive, seed=0, stream=None, **runner_kw):
+    torch.manual_seed(seed)
+    stream = stream or streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=seed)
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=32)
+    strategy = strategy_cls(model, lr=0.1)
+    out = tmp_path / f"{strategy_cls.__name__}_{seed}"
+    return Runner(stream, strategy, out_dir=str(out), seed=seed, **runner_kw).run(), out
+
+
+def test_run_folder_holds_the_records(tmp_path):
+    summary, out = _run(tmp_path)
+    for key in ("acc", "aia", "forgetting", "bwt", "fwt", "online_acc", "stability_gap", "train_seconds",
+                "samples_per_second", "peak_rss_mb", "params"):
+        assert key in summary
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["type"] == "eval"]
+    assert [r["kind"] for r in evals] == ["init"] + ["task_end"] * 5
+    assert all(f"acc_task_{t}" in evals[-1] for t in range(5))
+    steps = [r for r in records if r["type"] == "step"]
+    assert steps and {"loss", "online_acc", "samples_seen", "true_task"} <= set(steps[0])
+    rows = (out / "scores.csv").read_text().splitlines()
+    assert rows[0].startswith("step,samples_seen,kind,task_0") and len(rows) == 7
+    assert json.loads((out / "summary.json").read_text())["acc"] == summary["acc"]
+
+
+def test_naive_forgets_and_replay_forgets_less(tmp_path):
+    naive, _ = _run(tmp_path, Naive)
+    er, _ = _run(tmp_path, ER)
+    assert naive["forgetting"] > 0.5
+    assert er["forgetting"] < naive["forgetting"] and er["acc"] > naive["acc"]
+
+
+def test_joint_is_an_upper_bound_on_naive(tmp_path):
+    joint, _ = _run(tmp_path, Joint)
+    naive, _ = _run(tmp_path, Naive)
+    assert joint["acc"] > naive["acc"] + 0.2
+
+
+def test_periodic_evaluation_and_stability_gap(tmp_path):
+    summary, out = _run(tmp_path, eval_every=5)
+    kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if '"eval"' in line]
+    assert kinds.count("periodic") == summary["steps"] // 5
+    assert summary["stability_gap"] > 0  # naive drops old tasks right after each boundary
+
+
+class _CountsCalls(Strategy):
+    """Predicts class 0 always and records what it was shown."""
+
+    def __init__(self, n_classes):
+        self.n_classes, self.seen_tasks, self.calls = n_classes, [], []
+
+    def observe(self, batch: Batch):
+        self.calls.append("observe")
+        self.seen_tasks.append(batch.task)
+        return {}
+
+    def predict(self, x, task=None):
+        self.calls.append("predict")
+        out = torch.zeros(x.shape[0], self.n_classes)
+        out[:, 0] = 1
+        return out
+
+
+def test_online_accuracy_scores_each_batch_before_training(tmp_path):
+    s = streams.class_incremental("digits", n_tasks=5, batch_size=10)
+    strat = _CountsCalls(s.n_classes)
+    summary = Runner(s, strat, out_dir=str(tmp_path)).run()
+    first_observe = strat.calls.index("observe")
+    assert strat.calls[first_observe - 1] == "predict"
+    share_of_zeros = (s.dataset.y_train == 0).float().sum().item() / len(s)
+    assert summary["online_acc"] == pytest.approx(share_of_zeros)
+
+
+def test_hidden_boundaries_hide_task_ids_and_hooks(tmp_path):
+    s = streams.class_incremental("digits", n_tasks=5, batch_size=10, boundaries="hidden")
+
+    class NoHooks(_CountsCalls):
+        def on_task_start(self, info):
+            raise AssertionError("on_task_start called on a task-free stream")
+
+    strat = NoHooks(s.n_classes)
+    Runner(s, strat, out_dir=str(tmp_path)).run()
+    assert all(t is None for t in strat.seen_tasks)
+
+
+def test_task_incremental_protocol_masks_logits_to_the_task(tmp_path):
+    s = streams.task_incremental(dataset="digits", n_tasks=5, batch_size=10)
+    summary = Runner(s, _CountsCalls(s.n_classes), out_dir=str(tmp_path)).run()
+    # always class 0: class-IL accuracy ~ 0.1 * task 0; task-IL: first class of each task ~ 0.5
+    assert summary["protocol"] == "task_il"
+    assert summary["acc_task_il"] == pytest.approx(0.5, abs=0.05)
+    assert summary["acc_class_il"] < 0.15
+
+
+def _strip(summary):
+    return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
+
+
+def test_same_seed_gives_identical_summary(tmp_path):
+    a, _ = _run(tmp_path / "a", ER, seed=3)
+    b, _ = _run(tmp_path / "b", ER, seed=3)
+    assert _strip(a) == _strip(b)
+
+
+def test_different_seeds_differ(tmp_path):
+    a, _ = _run(tmp_path, ER, seed=1)
+    b, _ = _run(tmp_path, ER, seed=2)
+    assert a["acc"] != b["acc"]
