@@ -109,7 +109,20 @@ def run_experiment(
             "strategy": choices.get("strategy", strategy_cfg["_target_"].rsplit(".", 1)[-1]),
             "model": choices.get("model", ""),
         },
+        checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
+        checkpoints=cfg.checkpoint.enabled, on_nan=cfg.on_nan,
     )
+    resume = getattr(cfg.resume, "value", cfg.resume)
+    if resume == "false":
+        from continual.checkpoint import list_checkpoints
+
+        for old in list_checkpoints(runner.checkpoint_dir or "/nonexistent"):
+            old.unlink()
+    elif runner.resume():
+        print(f"continual: resumed from {runner.last_checkpoint} at step {runner.state.step}", file=sys.stderr)
+    elif resume == "true":
+        print("continual: resume=true but no valid checkpoint was found; starting from the beginning",
+              file=sys.stderr)
     summary = runner.run()
     return summary
 
@@ -118,10 +131,12 @@ def check_top_level(cfg: Any) -> None:
     """Keys added with ``+key=...`` bypass Hydra's struct check: refuse unknown ones."""
     from dataclasses import fields
 
-    from continual.config import EvalConfig, LogConfig, RunConfig
+    from continual.config import CheckpointConfig, EvalConfig, LogConfig, RunConfig
     from continual.types import ConfigError
 
-    for section, schema in ((cfg, RunConfig), (cfg.eval, EvalConfig), (cfg.log, LogConfig)):
+    sections = ((cfg, RunConfig), (cfg.eval, EvalConfig), (cfg.log, LogConfig),
+                (cfg.checkpoint, CheckpointConfig))
+    for section, schema in sections:
         valid = {f.name for f in fields(schema)}
         unknown = sorted(set(section.keys()) - valid)
         if unknown:
@@ -137,6 +152,16 @@ def instantiate_target(cfg: dict[str, Any]):
     return _locate(cfg["_target_"])
 
 
+def _write_error(out_dir: str, error: BaseException) -> None:
+    import traceback
+    from pathlib import Path
+
+    from continual.records import write_atomic
+
+    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    write_atomic(Path(out_dir) / "error.txt", f"{type(error).__name__}: {error}\n\n{text}".encode())
+
+
 def _hydra_main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -145,14 +170,24 @@ def _hydra_main() -> None:
 
     @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
     def job(cfg) -> float:
+        from hydra.types import RunMode
+
+        from continual.runner import RunStopped
         from continual.types import ConfigError
 
         hc = HydraConfig.get()
+        out_dir = hc.runtime.output_dir
         try:
-            summary = run_experiment(cfg, out_dir=hc.runtime.output_dir, choices=dict(hc.runtime.choices))
-        except ConfigError as e:
-            print(f"continual: configuration error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+            summary = run_experiment(cfg, out_dir=out_dir, choices=dict(hc.runtime.choices))
+        except (ConfigError, RunStopped, Exception) as e:
+            _write_error(out_dir, e)
+            kind = "configuration error" if isinstance(e, ConfigError) else "run failed"
+            print(f"continual: {kind}: {e}\n(recorded in {out_dir}/error.txt)", file=sys.stderr)
+            if hc.mode == RunMode.MULTIRUN:
+                return float("nan")  # the other jobs of the sweep go on
+            if isinstance(e, (ConfigError, RunStopped)):
+                raise SystemExit(2) from None
+            raise
         return float(summary["acc"])
 
     job()

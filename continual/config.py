@@ -38,6 +38,19 @@ class LogConfig:
 
 
 @dataclass
+class CheckpointConfig:
+    enabled: bool = True
+    every: int = 0  # also checkpoint every this many steps (0: at task ends only)
+    keep: int = 2  # newest checkpoints kept
+
+
+class Resume(str, Enum):
+    auto = "auto"  # continue when the run folder holds checkpoints (a restarted job)
+    true = "true"
+    false = "false"
+
+
+@dataclass
 class RunConfig:
     stream: Any = None
     strategy: Any = None
@@ -47,6 +60,9 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     loggers: list[str] = field(default_factory=list)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    resume: Resume = Resume.auto
+    on_nan: str = "stop"  # stop | skip
 
 
 def register_configs() -> None:

@@ -8,18 +8,25 @@ before training (the ``init`` row, for FWT), every ``eval_every`` steps
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import os
 import resource
+import signal
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from continual import checkpoint as C
 from continual import metrics as M
 from continual.records import RunRecords
-from continual.types import Strategy, TaskInfo
+from continual.types import ConfigError, NonFiniteLoss, Strategy, TaskInfo
 from streams.stream import Stream
 
 
@@ -54,6 +61,21 @@ class RunState:
     online_seen: int = 0
     rows: list[EvalRow] = field(default_factory=list)
     train_seconds: float = 0.0
+    n_records: int = 0  # lines of metrics.jsonl written
+    reports_online: bool | None = None  # does observe() return 'online_correct'?
+    skipped_nonfinite: int = 0
+    evals_done: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunState:
+        return cls(**{**d, "rows": [EvalRow(**r) for r in d["rows"]]})
+
+
+class RunStopped(RuntimeError):
+    """The run stopped on purpose (e.g. a NaN loss with on_nan=stop); the message says why."""
 
 
 def parameter_count(strategy: Strategy) -> int:
@@ -84,6 +106,10 @@ class Runner:
         device: torch.device | str = "cpu",
         on_segment_end: Any = None,
         extra_summary: dict[str, Any] | None = None,
+        checkpoint_every: int = 0,
+        checkpoint_keep: int = 2,
+        checkpoints: bool = True,
+        on_nan: str = "stop",
     ) -> None:
         self.stream, self.strategy = stream, strategy
         self.out_dir = out_dir
@@ -95,8 +121,21 @@ class Runner:
         self.config, self.seed, self.device = config or {}, seed, torch.device(device)
         self.on_segment_end = on_segment_end
         self.extra_summary = extra_summary or {}
+        if on_nan not in ("stop", "skip"):
+            raise ConfigError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
+        if checkpoint_every and checkpoint_every % self.log_every:
+            raise ConfigError(
+                f"checkpoint.every={checkpoint_every} must be a multiple of log.every={self.log_every} "
+                "so that a checkpoint never splits a logging window"
+            )
+        self.checkpoint_every, self.checkpoint_keep = int(checkpoint_every), int(checkpoint_keep)
+        self.checkpoint_dir = Path(out_dir) / "checkpoints" if checkpoints else None
+        self.on_nan = on_nan
+        self.last_checkpoint: Path | None = None
+        self.resume_info: dict[str, Any] = {}
         self.state = RunState()
         self._eval_sets = None
+        self._fault = _fault_from_env()
 
     # ------------------------------------------------------------------ evaluation
     def _prepare_eval_sets(self) -> None:
@@ -117,7 +156,9 @@ class Runner:
             self.strategy.prepare_eval()
         show_task = self.stream.task_labels
         counts = []
-        for x, y, mask, task in self._eval_sets:
+        for i_set, (x, y, mask, task) in enumerate(self._eval_sets):
+            if i_set == len(self._eval_sets) // 2:
+                self._maybe_fault("eval")
             c_cil = torch.zeros((), device=self.device)
             c_til = torch.zeros((), device=self.device)
             for i in range(0, y.numel(), self.eval_batch_size):
@@ -134,6 +175,7 @@ class Runner:
         st = self.state
         row = EvalRow(st.step, st.samples, kind, st.segment, til if show_task else cil, til, cil)
         st.rows.append(row)
+        st.evals_done += 1
         self._record_eval(row)
         return row
 
@@ -151,9 +193,7 @@ class Runner:
             R = np.array([r.scores for r in self.state.rows])
             rows = ends if ends[-1] == len(R) - 1 else ends + [len(R) - 1]
             rec["forgetting"] = M.forgetting(R, rows)
-        self.records.log(rec)
-        for lg in self.loggers:
-            lg.log(rec)
+        self._log(rec)
         self.records.scores(
             ["step", "samples_seen", "kind"] + [f"task_{t}" for t in range(self.stream.n_tasks)],
             [[r.step, r.samples, r.kind, *r.scores] for r in self.state.rows],
@@ -175,7 +215,14 @@ class Runner:
                "time": time.time(),
                **{k: v / n_steps for k, v in values.items()},
                "online_acc": M.online_accuracy(st.online_correct, st.online_seen)}
+        for k, v in values.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                self._stop_nonfinite(f"{k} was {v} in the steps up to {st.step}")
+        self._log(rec)
+
+    def _log(self, rec: dict[str, Any]) -> None:
         self.records.log(rec)
+        self.state.n_records += 1
         for lg in self.loggers:
             lg.log(rec)
 
@@ -185,17 +232,22 @@ class Runner:
         start = seg.start + st.position
         sums: dict[str, Any] = {}
         n_in_window = 0
-        reports_online = None
         t0 = time.perf_counter()
         for batch in stream.batches(seg, st.step, start):
             n = batch.y.shape[0]
-            if not reports_online:
+            if not st.reports_online:
                 with torch.inference_mode():
                     pre = (strategy.predict(batch.x, batch.task).argmax(1) == batch.y).sum()
-            out = strategy.observe(batch)
-            if reports_online is None:
-                reports_online = "online_correct" in out
-            if not reports_online:
+            try:
+                out = strategy.observe(batch)
+            except NonFiniteLoss as e:
+                if self.on_nan == "stop":
+                    self._stop_nonfinite(f"{e} at step {st.step}")
+                st.skipped_nonfinite += 1
+                out = {}
+            if st.reports_online is None:
+                st.reports_online = "online_correct" in out
+            if not st.reports_online:
                 out = {**out, "online_correct": pre}
             for k, v in out.items():
                 sums[k] = sums[k] + v if k in sums else v
@@ -214,9 +266,64 @@ class Runner:
                 st.train_seconds += time.perf_counter() - t0
                 self.evaluate("periodic")
                 t0 = time.perf_counter()
+            if self.checkpoint_every and st.step % self.checkpoint_every == 0:
+                st.train_seconds += time.perf_counter() - t0
+                self.save_checkpoint()
+                t0 = time.perf_counter()
+            self._maybe_fault("step")
         if n_in_window:
             self._flush(sums, n_in_window, seg.task)
         st.train_seconds += time.perf_counter() - t0
+
+    def _stop_nonfinite(self, what: str) -> None:
+        name = type(self.strategy).__name__
+        last = self.last_checkpoint or "none written yet"
+        raise RunStopped(
+            f"non-finite loss: {what} (strategy {name}); last good checkpoint: {last}. "
+            "Lower the learning rate, check the data, or set on_nan=skip to skip such batches"
+        )
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> None:
+        """Write everything the rest of the run depends on (atomic; keeps the newest K)."""
+        if self.checkpoint_dir is None:
+            return
+        payload = {
+            "format": "continual-run", "version": 1,
+            "state": self.state.to_dict(),
+            "strategy": self.strategy.state_dict(),
+            "rng": C.rng_state(),
+        }
+        self.last_checkpoint = C.save_checkpoint(
+            self.checkpoint_dir, self.state.step, payload, keep=self.checkpoint_keep
+        )
+
+    def resume(self) -> bool:
+        """Restore the newest valid checkpoint in the run folder; False if there is none."""
+        if self.checkpoint_dir is None:
+            return False
+        payload, path, skipped = C.load_latest(self.checkpoint_dir)
+        for msg in skipped:
+            print(f"continual: skipping corrupt checkpoint: {msg}", file=sys.stderr)
+        self.resume_info = {
+            "resumed_from": str(path) if path else None, "corrupt_checkpoints_skipped": len(skipped),
+        }
+        if payload is None:
+            return False
+        self.state = RunState.from_dict(payload["state"])
+        self.strategy.load_state_dict(payload["strategy"])
+        C.set_rng_state(payload["rng"])
+        self.last_checkpoint = path
+        _truncate_lines(Path(self.out_dir) / "metrics.jsonl", self.state.n_records)
+        return True
+
+    def _maybe_fault(self, point: str) -> None:
+        """Test hook: CONTINUAL_FAULT=<point>:<n> kills the process (SIGKILL) at the n-th <point>."""
+        if self._fault is None or self._fault[0] != point:
+            return
+        self._fault[2] += 1
+        if self._fault[2] == self._fault[1]:
+            os.kill(os.getpid(), signal.SIGKILL)
 
     def run(self) -> dict[str, Any]:
         """Run the whole stream (or its rest, after a resume) and return the summary."""
@@ -244,6 +351,8 @@ class Runner:
                 self.evaluate("task_end")
                 st.segment += 1
                 st.position = 0
+                self.save_checkpoint()
+                self._maybe_fault("task_end")
                 if self.on_segment_end is not None:
                     self.on_segment_end(self)
             summary = self.summary()
@@ -292,6 +401,8 @@ class Runner:
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "params": parameter_count(self.strategy),
             "stream": stream.name,
+            "skipped_nonfinite_batches": st.skipped_nonfinite,
+            **self.resume_info,
             **self.extra_summary,
             "n_tasks": stream.n_tasks,
             "seed": self.seed,
@@ -308,7 +419,29 @@ class Runner:
         return out
 
 
-TIMING_KEYS = ("train_seconds", "samples_per_second", "peak_rss_mb", "time", "versions")
+TIMING_KEYS = (
+    "train_seconds", "samples_per_second", "peak_rss_mb", "time", "versions",
+    "resumed_from", "corrupt_checkpoints_skipped",
+)
+
+
+def _fault_from_env() -> list | None:
+    spec = os.environ.get("CONTINUAL_FAULT")
+    if not spec:
+        return None
+    point, n = spec.split(":")
+    return [point, int(n), 0]
+
+
+def _truncate_lines(path: Path, n: int) -> None:
+    """Keep the first n lines of a file (drop records written after the checkpoint)."""
+    if not path.exists():
+        return
+    lines = path.read_bytes().split(b"\n")
+    kept = b"\n".join(lines[:n]) + (b"\n" if n else b"")
+    from continual.records import write_atomic
+
+    write_atomic(path, kept)
 
 
 def versions() -> dict[str, str]:

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from continual.types import ConfigError, Strategy
+from continual.types import ConfigError, NonFiniteLoss, Strategy
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -50,7 +50,9 @@ class SupervisedStrategy(Strategy):
         self.optimizer = make_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
 
     def step(self, loss: torch.Tensor) -> None:
-        """One optimiser step on ``loss``."""
+        """One optimiser step on ``loss``; raises NonFiniteLoss (model untouched) on NaN/Inf."""
+        if not torch.isfinite(loss):
+            raise NonFiniteLoss(f"loss is {loss.item()}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
