@@ -170,4 +170,12 @@ def instantiate_checked(cfg: Any, group: str, **provided: Any) -> Any:
         raise ConfigError(f"{group} config has no _target_; choose a {group} from conf/{group}/")
     fn = _locate(target)
     check_options(fn, options, group, tuple(provided))
-    return instantiate({"_target_": target, **options}, **provided, _convert_="all")
+    try:
+        return instantiate({"_target_": target, **options}, **provided, _convert_="all")
+    except Exception as e:  # hydra wraps errors raised by the target: surface ours as they are
+        cause = e
+        while cause is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if cause is not None:
+            raise cause from None
+        raise

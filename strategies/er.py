@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from continual.types import Batch
+from continual.types import Batch, ConfigError
 from memory.buffers import make_buffer
 from strategies.base import SupervisedStrategy
 
@@ -29,6 +29,8 @@ class ER(SupervisedStrategy):
         **train_options: Any,
     ) -> None:
         super().__init__(model, **train_options)
+        if replay_batch_size < 0:
+            raise ConfigError(f"replay_batch_size must be >= 0, got {replay_batch_size}")
         self.replay_batch_size = replay_batch_size
         self.buffer = make_buffer(buffer_kind, buffer_size, device=self.device, seed=seed)
 

@@ -128,5 +128,8 @@ def build_model(name: str, input_shape: tuple[int, ...], n_classes: int, **kwarg
         raise ConfigError(f"unknown model {name!r}; choose one of {sorted(BACKBONES)}")
     if n_classes < 1:
         raise ConfigError(f"a classifier needs at least one class, got n_classes={n_classes}")
+    bad = {k: v for k, v in kwargs.items() if isinstance(v, int) and not isinstance(v, bool) and v < 1}
+    if bad:
+        raise ConfigError(f"model {name!r}: sizes must be positive integers, got {bad}")
     body, dim = BACKBONES[name](tuple(input_shape), **kwargs)
     return Classifier(body, dim, n_classes)

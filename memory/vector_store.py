@@ -1,0 +1,1085 @@
+"""A FAISS vector store with stable ids, payload columns, a capacity and persistence.
+
+``VectorStore`` keeps fixed-dimension float32 vectors under stable int64 ids
+(issued in increasing order, never reused), with a payload per memory stored as
+columns beside them (label, task, time written, time last recalled, times
+recalled, strength, and optionally the raw input tensor so memories can be
+replayed). ``search`` finds nearest neighbours with FAISS:
+
+- ``flat``: exact search with FAISS's brute-force kernel (``faiss.knn``, the
+  same code ``IndexFlat.search`` runs) over the store's own vector array, so
+  overwriting an evicted memory is an in-place row write;
+- ``ivf``: IVF-Flat (Jegou et al. 2011, "Product quantization for nearest
+  neighbor search", Sec. 3.1, without the quantization), trained once, on the
+  vectors held when ``train_size`` of them have arrived; before that, search
+  is exact. Departure: the coarse quantizer is not retrained when the data
+  drift later;
+- ``hnsw``: HNSW (Malkov & Yashunin 2018). FAISS's HNSW cannot delete, so an
+  overwritten or removed memory's graph node is masked out of searches (an
+  ``IDSelectorBitmap``) and the graph is rebuilt from the live vectors once
+  masked nodes outnumber live ones.
+
+On a GPU (``device="cuda"``, or ``"auto"`` when ``faiss.get_num_gpus() > 0``)
+``flat`` keeps a copy of the vectors in a CUDA tensor searched by FAISS's GPU
+brute-force kNN (``bfKnn``, what ``GpuIndexFlat`` runs), and ``ivf`` searches
+a GPU copy of its index, refreshed before a search when the index changed (an
+O(n) upload after each change: cheap when writes come in large batches).
+FAISS has no GPU HNSW, so ``hnsw`` stays on the CPU. The CPU copy (host
+arrays) is always the store's reference: ``get``, ``sample`` and ``save`` read it.
+
+Every memory lives in a slot 0..len-1 (slots stay dense: ``remove`` moves the
+last memories into the holes); ids map to slots through a sorted id array, so
+all bookkeeping is whole-array numpy work and a search adds only a few gathers
+to the FAISS call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import struct
+import tempfile
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import faiss
+import numpy as np
+import torch
+
+from continual.types import ConfigError
+from memory.eviction import (
+    EVICTION_POLICIES,
+    EvictionPlan,
+    EvictionPolicy,
+    EvictionView,
+    make_eviction,
+)
+
+__all__ = [
+    "Memories",
+    "Payload",
+    "SearchResult",
+    "StoreFileError",
+    "VectorStore",
+    "resolve_device",
+]
+
+METRICS = ("l2", "ip", "cosine")
+KINDS = ("flat", "ivf", "hnsw")
+DEVICES = ("auto", "cpu", "cuda")
+FORMAT_VERSION = 1
+_MAGIC = b"CVSTORE\x00"
+_HEADER = struct.Struct("<8sIQ32s")  # magic, format version, payload length, sha256(payload)
+
+# payload columns: name -> (dtype, value in the sentinel row that a missing hit (-1) reads)
+_COLUMNS: dict[str, tuple[type, int | float]] = {
+    "id": (np.int64, -1),
+    "label": (np.int64, -1),
+    "task": (np.int64, -1),
+    "time": (np.int64, -1),
+    "last_recall": (np.int64, -1),
+    "recalls": (np.int64, 0),
+    "strength": (np.float64, 0.0),
+}
+_PAYLOAD = ("label", "task", "time", "last_recall", "recalls", "strength")
+
+
+class StoreFileError(ConfigError):
+    """A saved store that cannot be read back: truncated, altered, or another format."""
+
+
+@dataclass
+class Payload:
+    """Payload columns of a set of memories; every column has the same shape S.
+
+    label, task: int64, -1 where not given (or where a search found no hit).
+    time: int64 clock time the memory was written.
+    last_recall: int64 clock time of its last recall (its write time if never).
+    recalls: int64 times it was returned by a recalling ``search``.
+    strength: float64 MemoryBank strength S (1 at write, +1 per recall).
+    inputs: (*S, *input_shape) raw inputs when the store keeps them and they were
+        asked for, else None.
+    """
+
+    label: np.ndarray
+    task: np.ndarray
+    time: np.ndarray
+    last_recall: np.ndarray
+    recalls: np.ndarray
+    strength: np.ndarray
+    inputs: torch.Tensor | None = None
+
+
+@dataclass
+class Memories:
+    """Memories read by ``get`` or ``sample``: ids (n,), vectors (n, dim), payload (n,)."""
+
+    ids: np.ndarray
+    vectors: np.ndarray
+    payload: Payload
+
+
+class SearchResult(NamedTuple):
+    """``search`` output for Q queries and k neighbours, nearest first.
+
+    ids: (Q, k) int64; -1 where an approximate index found fewer than k.
+    distances: (Q, k) float32 as FAISS returns them: squared L2 (smaller is
+        nearer) for ``l2``; inner product, or cosine similarity for ``cosine``
+        (larger is nearer).
+    payload: columns of shape (Q, k) (label -1 etc. where ids is -1).
+    """
+
+    ids: np.ndarray
+    distances: np.ndarray
+    payload: Payload
+
+
+def resolve_device(device: str, num_gpus: int, kind: str = "flat") -> str:
+    """'cpu' or 'cuda' for a requested ``device`` given how many GPUs FAISS sees."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; use one of {DEVICES}")
+    if device == "cpu":
+        return "cpu"
+    if kind == "hnsw":
+        if device == "cuda":
+            raise ConfigError(
+                "kind='hnsw' cannot run on the GPU (FAISS has no GPU HNSW); "
+                "use device='cpu' or 'auto', or kind='flat'/'ivf' on the GPU"
+            )
+        return "cpu"
+    if num_gpus > 0:
+        return "cuda"
+    if device == "cuda":
+        raise ConfigError(
+            "device='cuda' but FAISS sees no GPU (faiss.get_num_gpus() == 0); install "
+            "faiss-gpu on a CUDA machine, or use device='auto' to fall back to the CPU"
+        )
+    return "cpu"
+
+
+def _faiss_gpu_count() -> int:
+    return faiss.get_num_gpus()
+
+
+class TorchMirror:
+    """A copy of the store's vectors as a torch tensor, searched by ``knn``.
+
+    knn(queries (Q, d), base (n, d), k) -> (distances (Q, k), positions (Q, k)),
+    tensors on ``device``. On the GPU the store uses FAISS's bfKnn
+    (``_make_gpu_mirror``); tests may build one on the CPU.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        device: torch.device,
+        knn: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
+    ) -> None:
+        self.device = device
+        self.knn_fn = knn
+        self.rows = torch.empty((0, dim), dtype=torch.float32, device=device)
+
+    def reserve(self, size: int, n: int) -> None:
+        """Make room for ``size`` rows, keeping the first n."""
+        if self.rows.shape[0] < size:
+            rows = torch.empty((size, self.rows.shape[1]), dtype=torch.float32, device=self.device)
+            rows[:n] = self.rows[:n]
+            self.rows = rows
+
+    def write(self, slots: np.ndarray, vectors: np.ndarray) -> None:
+        """rows[slots] = vectors (vectors: (len(slots), d) float32 on the host)."""
+        index = torch.from_numpy(slots).to(self.device)
+        self.rows[index] = torch.from_numpy(vectors).to(self.device)
+
+    def knn(self, queries: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest of the first n rows for queries (Q, d); returns host arrays."""
+        q = torch.from_numpy(queries).to(self.device)
+        dist, pos = self.knn_fn(q, self.rows[:n], k)
+        return dist.cpu().numpy(), pos.cpu().numpy().astype(np.int64, copy=False)
+
+
+def _make_gpu_mirror(dim: int, metric: int) -> TorchMirror:
+    """A CUDA mirror searched by faiss.knn_gpu (bfKnn), on torch's current stream."""
+    import faiss.contrib.torch_utils  # noqa: F401  (lets faiss.knn_gpu take torch tensors)
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            "FAISS sees a GPU but torch does not (torch.cuda.is_available() is False); "
+            "install a CUDA build of torch or use device='cpu'"
+        )
+    resources = faiss.StandardGpuResources()
+
+    def knn(q: torch.Tensor, base: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return faiss.knn_gpu(resources, q, base, k, metric=metric)
+
+    return TorchMirror(dim, torch.device("cuda"), knn)
+
+
+def _make_gpu_index(index: Any, resources: Any) -> Any:
+    """A GPU copy of a CPU IVF index with the same nprobe; ``resources`` from
+    ``_new_gpu_resources`` (made once per store: they reserve GPU scratch memory)."""
+    gpu = faiss.index_cpu_to_gpu(resources, 0, index)
+    gpu.nprobe = index.nprobe
+    return gpu
+
+
+def _new_gpu_resources() -> Any:
+    return faiss.StandardGpuResources()
+
+
+class _IdIndex:
+    """Sorted map id -> slot; new ids are larger than all before, so adding appends."""
+
+    def __init__(self) -> None:
+        self.keys = np.empty(0, dtype=np.int64)
+        self.slots = np.empty(0, dtype=np.int64)  # -1 once the id is gone
+        self.size = 0
+        self.dead = 0
+
+    def append(self, ids: np.ndarray, slots: np.ndarray) -> None:
+        need = self.size + ids.shape[0]
+        if need > self.keys.shape[0]:
+            grown = max(need, 2 * self.keys.shape[0], 1024)
+            self.keys = np.resize(self.keys, grown)
+            self.slots = np.resize(self.slots, grown)
+        self.keys[self.size : need] = ids
+        self.slots[self.size : need] = slots
+        self.size = need
+
+    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in keys, known mask) of ids; a position is valid where known."""
+        if self.size == 0:
+            return np.zeros(ids.shape, dtype=np.int64), np.zeros(ids.shape, dtype=bool)
+        keys = self.keys[: self.size]
+        pos = np.minimum(np.searchsorted(keys, ids), self.size - 1)
+        return pos, (keys[pos] == ids) & (self.slots[pos] >= 0)
+
+    def set_slots(self, ids: np.ndarray, slots: np.ndarray) -> None:
+        self.slots[self.positions(ids)[0]] = slots
+
+    def drop(self, ids: np.ndarray) -> None:
+        self.slots[self.positions(ids)[0]] = -1
+        self.dead += ids.shape[0]
+        if self.dead > self.size // 2:
+            live = self.slots[: self.size] >= 0
+            kept = int(live.sum())
+            self.keys[:kept] = self.keys[: self.size][live]
+            self.slots[:kept] = self.slots[: self.size][live]
+            self.size, self.dead = kept, 0
+
+
+class VectorStore:
+    """Vectors of one dimension under stable int64 ids, with payload, capacity and eviction.
+
+    Args:
+        dim: vector dimension (fixed).
+        metric: 'l2' (squared Euclidean), 'ip' (inner product) or 'cosine'
+            (inner product of L2-normalised vectors; the store keeps them normalised).
+        kind: 'flat' (exact), 'ivf' (IVF-Flat) or 'hnsw' (fixed).
+        capacity: most memories held; None for no limit. When an ``add`` would
+            exceed it, ``eviction`` chooses what goes.
+        eviction: 'fifo', 'lru', 'retention', 'reservoir', 'class_balanced' (see
+            ``memory.eviction``) or an ``EvictionPolicy``.
+        device: 'auto' (GPU when FAISS sees one), 'cpu' or 'cuda'.
+        nlist, nprobe: IVF lists and lists probed per query.
+        train_size: vectors needed before the IVF is trained (default 39 * nlist,
+            FAISS's minimum for k-means without a warning); exact search until then.
+        hnsw_m, ef_construction, ef_search: HNSW graph degree and beam widths.
+        seed: seeds the store's generator (reservoir, class_balanced, sample).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        *,
+        metric: str = "l2",
+        kind: str = "flat",
+        capacity: int | None = None,
+        eviction: str | EvictionPolicy = "fifo",
+        device: str = "auto",
+        nlist: int = 1024,
+        nprobe: int = 16,
+        train_size: int | None = None,
+        hnsw_m: int = 32,
+        ef_construction: int = 40,
+        ef_search: int = 128,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(dim, int | np.integer) or dim < 1:
+            raise ConfigError(f"dim must be a positive int, got {dim!r}")
+        if metric not in METRICS:
+            raise ConfigError(f"unknown metric {metric!r}; use one of {METRICS}")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown index kind {kind!r}; use one of {KINDS}")
+        if capacity is not None and (not isinstance(capacity, int | np.integer) or capacity < 1):
+            raise ConfigError(
+                f"capacity must be an int >= 1 (or None for no limit), got {capacity!r}"
+            )
+        for name, value in (
+            ("nlist", nlist),
+            ("nprobe", nprobe),
+            ("hnsw_m", hnsw_m),
+            ("ef_construction", ef_construction),
+            ("ef_search", ef_search),
+        ):
+            if value < 1:
+                raise ConfigError(f"{name} must be >= 1, got {value}")
+        if train_size is not None and train_size < nlist:
+            raise ConfigError(
+                f"train_size={train_size} is below nlist={nlist}: k-means needs at least "
+                "one vector per list (FAISS advises 39 per list)"
+            )
+        self.dim = int(dim)
+        self.metric = metric
+        self.kind = kind
+        self.capacity = None if capacity is None else int(capacity)
+        self.policy = make_eviction(eviction)
+        self.device = resolve_device(device, _faiss_gpu_count(), kind)
+        self.nlist = nlist
+        self.train_size = 39 * nlist if train_size is None else train_size
+        self.hnsw_m = hnsw_m
+        self.ef_construction = ef_construction
+        self._nprobe = nprobe
+        self._ef_search = ef_search
+        self.seed = seed
+        self._faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+
+        self._rng = np.random.default_rng(seed)
+        self._n = 0
+        self._next_id = 0
+        self._seen = 0
+        self._now = 0
+        self._ids = _IdIndex()
+        self._alloc = 0
+        self._vectors = np.zeros((1, self.dim), dtype=np.float32)  # rows: slots + sentinel
+        self._cols = {name: np.full(1, fill, dtype) for name, (dtype, fill) in _COLUMNS.items()}
+        self._inputs: torch.Tensor | None = None  # (alloc + 1, *input_shape) once used
+        self._ann: Any = None  # the ivf (once trained) or hnsw FAISS index
+        self._ann_version = 0  # bumped at every change of _ann (GPU copies compare it)
+        self._gpu_ann: Any = None
+        self._gpu_resources: Any = None
+        self._gpu_ann_version = -1
+        self._mirror: TorchMirror | None = None
+        # hnsw: graph node -> slot (-1 masked; one sentinel at the end) and slot -> node
+        self._node_slot = np.full(1, -1, dtype=np.int64)
+        self._slot_node = np.full(1, -1, dtype=np.int64)
+        self._masked = 0
+        self._selector: Any = None
+        if kind == "hnsw":
+            self._ann = self._new_hnsw()
+
+    # ------------------------------------------------------------------ properties
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return (
+            f"VectorStore(dim={self.dim}, metric={self.metric!r}, kind={self.kind!r}, "
+            f"len={self._n}, capacity={self.capacity}, eviction={self.policy.name!r}, "
+            f"device={self.device!r})"
+        )
+
+    @property
+    def now(self) -> int:
+        """The store's clock: +1 at each ``add`` unless a time is passed explicitly."""
+        return self._now
+
+    @property
+    def seen(self) -> int:
+        """Items offered to ``add`` so far (stored or not)."""
+        return self._seen
+
+    @property
+    def is_trained(self) -> bool:
+        """False only for an ``ivf`` store still searching exactly (too few vectors yet)."""
+        return self.kind != "ivf" or self._ann is not None
+
+    @property
+    def nprobe(self) -> int:
+        """IVF lists probed per query."""
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if value < 1:
+            raise ConfigError(f"nprobe must be >= 1, got {value}")
+        self._nprobe = int(value)
+        if self.kind == "ivf" and self._ann is not None:
+            self._ann.nprobe = self._nprobe
+            self._ann_version += 1
+
+    @property
+    def ef_search(self) -> int:
+        """HNSW search beam width."""
+        return self._ef_search
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        if value < 1:
+            raise ConfigError(f"ef_search must be >= 1, got {value}")
+        self._ef_search = int(value)
+        if self.kind == "hnsw":
+            self._ann.hnsw.efSearch = self._ef_search
+
+    def ids(self) -> np.ndarray:
+        """(len,) ids of all stored memories, in slot order (a copy)."""
+        return self._cols["id"][: self._n].copy()
+
+    def __contains__(self, memory_id: int) -> bool:
+        return bool(self._ids.positions(np.array([memory_id], dtype=np.int64))[1][0])
+
+    # ------------------------------------------------------------------ input checks
+    def _as_matrix(self, x: Any, what: str) -> np.ndarray:
+        """(m, dim) C-contiguous finite float32 copy-free view where possible."""
+        if isinstance(x, torch.Tensor):
+            x = x.detach().to("cpu", torch.float32).numpy()
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ConfigError(
+                f"{what} must have shape (m, {self.dim}) for this store of dim={self.dim}, "
+                f"got {tuple(x.shape)}; reshape a single vector with v.reshape(1, -1)"
+            )
+        if not np.isfinite(x).all():
+            bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+            raise ConfigError(
+                f"{what} contain NaN or Inf in {bad.shape[0]} row(s) (first: {bad[:5].tolist()}); "
+                "clean or drop them before adding or searching"
+            )
+        if self.metric == "cosine":
+            norms = np.linalg.norm(x, axis=1, keepdims=True)
+            if (norms == 0).any():
+                raise ConfigError(
+                    f"{what} contain {(norms == 0).sum()} all-zero row(s), which have no "
+                    "direction under metric='cosine'; drop them or use metric='l2'"
+                )
+            x = x / norms
+        return x
+
+    @staticmethod
+    def _as_column(values: Any, m: int, what: str) -> np.ndarray:
+        if values is None:
+            return np.full(m, -1, dtype=np.int64)
+        if isinstance(values, torch.Tensor):
+            values = values.detach().cpu().numpy()
+        values = np.asarray(values)
+        if values.ndim == 0:
+            values = np.full(m, values)
+        if values.shape != (m,) or not np.issubdtype(values.dtype, np.integer):
+            raise ConfigError(
+                f"{what} must be {m} integers (one per vector) or one integer, "
+                f"got shape {values.shape} dtype {values.dtype}"
+            )
+        return values.astype(np.int64, copy=False)
+
+    def _as_ids(self, ids: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(ids (m,) int64, their slots); ConfigError naming unknown ids."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.detach().cpu().numpy()
+        ids = np.asarray(ids)
+        if ids.ndim == 0:
+            ids = ids.reshape(1)
+        if ids.ndim != 1 or (ids.size and not np.issubdtype(ids.dtype, np.integer)):
+            raise ConfigError(f"ids must be a 1-D array of integers, got {ids.dtype} {ids.shape}")
+        ids = ids.astype(np.int64, copy=False)
+        pos, known = self._ids.positions(ids)
+        if not known.all():
+            unknown = ids[~known]
+            raise ConfigError(
+                f"{unknown.shape[0]} id(s) are not in the store (first: {unknown[:5].tolist()}); "
+                "they were never issued, were removed or were evicted"
+            )
+        return ids, self._ids.slots[pos]
+
+    def _advance(self, time: int | None, step: int) -> int:
+        if time is None:
+            self._now += step
+        else:
+            if time < self._now:
+                raise ConfigError(
+                    f"time={time} is before the store's clock now={self._now}; "
+                    "times must not go backwards"
+                )
+            self._now = int(time)
+        return self._now
+
+    # ------------------------------------------------------------------ storage
+    def _reserve(self, size: int) -> None:
+        """Make room for ``size`` slots (plus the sentinel row missing hits read)."""
+        if size <= self._alloc:
+            return
+        grown = max(size, 2 * self._alloc, 1024)
+        if self.capacity is not None:
+            grown = min(max(size, self.capacity), grown)
+        n = self._n
+
+        def regrow(old: np.ndarray, fill: Any) -> np.ndarray:
+            new = np.empty((grown + 1, *old.shape[1:]), dtype=old.dtype)
+            new[:n] = old[:n]
+            new[grown] = fill
+            return new
+
+        self._vectors = regrow(self._vectors, 0.0)
+        self._cols = {k: regrow(v, _COLUMNS[k][1]) for k, v in self._cols.items()}
+        if self.kind == "hnsw":
+            self._slot_node = regrow(self._slot_node, -1)
+        if self._inputs is not None:
+            inputs = self._inputs.new_zeros((grown + 1, *self._inputs.shape[1:]))
+            inputs[:n] = self._inputs[:n]
+            self._inputs = inputs
+        if self._mirror is not None:
+            self._mirror.reserve(grown, n)
+        self._alloc = grown
+
+    def _check_inputs(self, inputs: Any, m: int) -> torch.Tensor | None:
+        if inputs is None:
+            if self._inputs is not None and m:
+                raise ConfigError(
+                    "this store keeps raw inputs (an earlier add passed inputs=); "
+                    "pass inputs with every add"
+                )
+            return None
+        if isinstance(inputs, np.ndarray):
+            inputs = torch.from_numpy(inputs)
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim < 1 or inputs.shape[0] != m:
+            raise ConfigError(
+                f"inputs must be a tensor with one row per vector ({m}), got "
+                f"{type(inputs).__name__} {tuple(getattr(inputs, 'shape', ()))}"
+            )
+        if self._inputs is None:
+            if self._n:
+                raise ConfigError(
+                    "inputs= given but earlier adds stored memories without inputs; "
+                    "decide at the first add whether the store keeps raw inputs"
+                )
+            return inputs.detach()
+        if inputs.shape[1:] != self._inputs.shape[1:] or inputs.dtype != self._inputs.dtype:
+            raise ConfigError(
+                f"inputs must be {self._inputs.dtype} of shape (m, "
+                f"{', '.join(map(str, self._inputs.shape[1:]))}) like the first add's, "
+                f"got {inputs.dtype} {tuple(inputs.shape)}"
+            )
+        return inputs.detach().to(self._inputs.device)
+
+    def add(
+        self,
+        vectors: np.ndarray | torch.Tensor,
+        labels: Any = None,
+        tasks: Any = None,
+        *,
+        inputs: torch.Tensor | np.ndarray | None = None,
+        time: int | None = None,
+    ) -> np.ndarray:
+        """Store vectors (m, dim) with their payload; return their ids.
+
+        labels, tasks: (m,) ints or one int (default -1: unknown).
+        inputs: (m, ...) raw inputs kept for replay (decided at the first add).
+        time: clock time of the write (default: ``now + 1``); must not go back.
+        Returns (m,) int64 ids in input order; -1 for items the eviction policy
+        did not store (only ``reservoir`` and ``class_balanced`` refuse newcomers,
+        or any policy when m exceeds the capacity).
+        """
+        x = self._as_matrix(vectors, "vectors")
+        m = x.shape[0]
+        labels = self._as_column(labels, m, "labels")
+        tasks = self._as_column(tasks, m, "tasks")
+        raw = self._check_inputs(inputs, m)
+        if self.policy.needs_labels and self.capacity is not None and (labels < 0).any():
+            raise ConfigError(
+                f"eviction={self.policy.name!r} needs a label (>= 0) for every vector; "
+                "pass labels= or choose another eviction policy"
+            )
+        if m == 0:
+            return np.empty(0, dtype=np.int64)
+        now = self._advance(time, 1)
+        n = self._n
+        if self.capacity is None or n + m <= self.capacity:
+            admit, evict = None, np.empty(0, dtype=np.int64)
+        else:
+            plan = self._plan(labels, m, now)
+            admit, evict = plan.admit, plan.evict
+        self._seen += m
+        if admit is not None:
+            x, labels, tasks = x[admit], labels[admit], tasks[admit]
+            raw = None if raw is None else raw[torch.from_numpy(admit).to(raw.device)]
+        k = x.shape[0]
+        reuse, extra = evict[:k], evict[k:]
+        fresh = k - reuse.shape[0]
+        slots = np.concatenate([reuse, np.arange(n, n + fresh, dtype=np.int64)])
+        ids = np.arange(self._next_id, self._next_id + k, dtype=np.int64)
+        self._next_id += k
+
+        if reuse.size:
+            self._ids.drop(self._cols["id"][reuse])
+        self._reserve(n + fresh)
+        if raw is not None and self._inputs is None:
+            self._inputs = raw.new_zeros((self._alloc + 1, *raw.shape[1:]))
+        self._n = n + fresh
+        cols = self._cols
+        cols["id"][slots] = ids
+        cols["label"][slots] = labels
+        cols["task"][slots] = tasks
+        cols["time"][slots] = now
+        cols["last_recall"][slots] = now
+        cols["recalls"][slots] = 0
+        cols["strength"][slots] = 1.0
+        if raw is not None:
+            self._inputs[torch.from_numpy(slots).to(raw.device)] = raw
+        self._ids.append(ids, slots)
+        self._write_vectors(slots, x, reused=reuse.shape[0])
+        if extra.size:
+            self._delete_slots(extra)
+
+        if admit is None:
+            return ids
+        out = np.full(m, -1, dtype=np.int64)
+        out[admit] = ids
+        return out
+
+    def _plan(self, labels: np.ndarray, m: int, now: int) -> EvictionPlan:
+        n, cols = self._n, self._cols
+        view = EvictionView(
+            ids=cols["id"][:n],
+            labels=cols["label"][:n],
+            time=cols["time"][:n],
+            last_recall=cols["last_recall"][:n],
+            strength=cols["strength"][:n],
+            new_ids=np.arange(self._next_id, self._next_id + m, dtype=np.int64),
+            new_labels=labels,
+            capacity=self.capacity,
+            now=now,
+            seen=self._seen,
+        )
+        plan = self.policy.plan(view, self._rng)
+        evict = np.asarray(plan.evict, dtype=np.int64)
+        admit = np.asarray(plan.admit, dtype=bool)
+        if admit.shape != (m,):
+            raise ConfigError(
+                f"eviction policy {self.policy!r} returned admit of shape "
+                f"{admit.shape}, expected ({m},)"
+            )
+        if np.unique(evict).shape[0] != evict.shape[0] or (
+            evict.size and (evict.min() < 0 or evict.max() >= n)
+        ):
+            raise ConfigError(f"eviction policy {self.policy!r} returned invalid slots to evict")
+        if n - evict.shape[0] + int(admit.sum()) > self.capacity:
+            raise ConfigError(
+                f"eviction policy {self.policy!r} would exceed capacity={self.capacity} "
+                f"(keeps {n - evict.shape[0]} + admits {int(admit.sum())})"
+            )
+        return EvictionPlan(admit=admit, evict=evict)
+
+    def _write_vectors(self, slots: np.ndarray, x: np.ndarray, reused: int) -> None:
+        """Write vectors (len(slots), dim) into slots; the first ``reused`` held old ones."""
+        self._vectors[slots] = x
+        if self._mirror is None and self.device == "cuda" and self.kind == "flat":
+            self._mirror = _make_gpu_mirror(self.dim, self._faiss_metric)
+            self._mirror.reserve(self._alloc, 0)
+            self._mirror.write(np.arange(self._n), self._vectors[: self._n])
+        elif self._mirror is not None:
+            self._mirror.write(slots, x)
+        if self.kind == "ivf":
+            if self._ann is None:
+                if self._n >= self.train_size:
+                    self._train_ivf()
+                return
+            if reused:
+                self._ann.remove_ids(faiss.IDSelectorArray(slots[:reused]))
+            self._ann.add_with_ids(x, slots)
+            self._ann_version += 1
+        elif self.kind == "hnsw":
+            if reused:
+                self._mask_nodes(self._slot_node[slots[:reused]])
+            self._hnsw_append(slots, x)
+            self._maybe_rebuild_hnsw()
+
+    def _delete_slots(self, slots: np.ndarray) -> None:
+        """Drop the memories in ``slots``; move the last ones into the holes."""
+        slots = np.unique(slots)
+        n, after = self._n, self._n - slots.shape[0]
+        self._ids.drop(self._cols["id"][slots])
+        holes = slots[slots < after]
+        tail = np.ones(n - after, dtype=bool)
+        tail[slots[slots >= after] - after] = False
+        movers = after + np.flatnonzero(tail)  # surviving slots past the end, as many as holes
+        if self.kind == "hnsw":
+            self._mask_nodes(self._slot_node[slots])
+        for col in self._cols.values():
+            col[holes] = col[movers]
+        self._vectors[holes] = self._vectors[movers]
+        if self._inputs is not None:
+            dev = self._inputs.device
+            self._inputs[torch.from_numpy(holes).to(dev)] = self._inputs[
+                torch.from_numpy(movers).to(dev)
+            ]
+        if self._mirror is not None:
+            self._mirror.write(holes, self._vectors[holes])
+        self._ids.set_slots(self._cols["id"][holes], holes)
+        self._n = after
+        if self.kind == "ivf" and self._ann is not None:
+            self._ann.remove_ids(faiss.IDSelectorArray(np.concatenate([slots, movers])))
+            self._ann.add_with_ids(self._vectors[holes], holes)
+            self._ann_version += 1
+        elif self.kind == "hnsw":
+            nodes = self._slot_node[movers]
+            self._slot_node[holes] = nodes
+            self._node_slot[nodes] = holes
+            self._maybe_rebuild_hnsw()
+
+    def remove(self, ids: Any) -> None:
+        """Forget the memories with these ids (ConfigError if any is unknown)."""
+        _, slots = self._as_ids(ids)
+        if slots.size:
+            self._delete_slots(slots)
+
+    # ------------------------------------------------------------------ indexes
+    def _train_ivf(self) -> None:
+        quantizer = faiss.IndexFlat(self.dim, self._faiss_metric)
+        # (faiss's Python wrapper keeps the quantizer alive as long as the index)
+        index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, self._faiss_metric)
+        live = self._vectors[: self._n]
+        index.train(live)
+        # a hashtable direct map makes remove_ids cost O(removed) instead of O(n)
+        index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        index.add_with_ids(live, np.arange(self._n, dtype=np.int64))
+        index.nprobe = self._nprobe
+        self._ann = index
+        self._ann_version += 1
+
+    def _new_hnsw(self) -> Any:
+        index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, self._faiss_metric)
+        index.hnsw.efConstruction = self.ef_construction
+        index.hnsw.efSearch = self._ef_search
+        return index
+
+    def _hnsw_append(self, slots: np.ndarray, x: np.ndarray) -> None:
+        start = self._ann.ntotal
+        self._ann.add(x)
+        nodes = np.arange(start, start + x.shape[0], dtype=np.int64)
+        node_slot = np.empty(start + x.shape[0] + 1, dtype=np.int64)
+        node_slot[:start] = self._node_slot[:start]
+        node_slot[start:-1] = slots
+        node_slot[-1] = -1  # sentinel: a missing hit (-1) maps to slot -1
+        self._node_slot = node_slot
+        self._slot_node[slots] = nodes
+        self._selector = None
+
+    def _mask_nodes(self, nodes: np.ndarray) -> None:
+        self._node_slot[nodes] = -1
+        self._masked += nodes.shape[0]
+        self._selector = None
+
+    def _maybe_rebuild_hnsw(self) -> None:
+        if self._masked <= max(self._n, 1024):
+            return
+        self._ann = self._new_hnsw()
+        self._node_slot = np.full(1, -1, dtype=np.int64)
+        self._masked = 0
+        self._hnsw_append(np.arange(self._n, dtype=np.int64), self._vectors[: self._n])
+
+    def _hnsw_params(self) -> Any:
+        if not self._masked:
+            return None
+        if self._selector is None:
+            live = np.packbits(self._node_slot[:-1] >= 0, bitorder="little")
+            # n is the bitmap's length in bytes; node i is kept iff bit i % 8 of byte i // 8
+            selector = faiss.IDSelectorBitmap(live.shape[0], faiss.swig_ptr(live))
+            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self._ef_search)
+            self._selector = (params, selector, live)  # keep the bitmap alive
+        return self._selector[0]
+
+    def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, slots) of the k nearest live memories; slot -1 where none."""
+        if self.kind == "hnsw":
+            dist, nodes = self._ann.search(q, k, params=self._hnsw_params())
+            return dist, self._node_slot[nodes]
+        if self.kind == "ivf" and self._ann is not None:
+            if self.device == "cuda":
+                if self._gpu_ann_version != self._ann_version:
+                    if self._gpu_resources is None:
+                        self._gpu_resources = _new_gpu_resources()
+                    self._gpu_ann = None  # free the stale copy first
+                    self._gpu_ann = _make_gpu_index(self._ann, self._gpu_resources)
+                    self._gpu_ann_version = self._ann_version
+                return self._gpu_ann.search(q, k)
+            return self._ann.search(q, k)
+        if self._mirror is not None:
+            return self._mirror.knn(q, k, self._n)
+        return faiss.knn(q, self._vectors[: self._n], k, metric=self._faiss_metric)
+
+    # ------------------------------------------------------------------ reading
+    def _payload(self, slots: np.ndarray, with_inputs: bool) -> Payload:
+        cols = self._cols
+        inputs = None
+        if with_inputs and self._inputs is not None:
+            flat = torch.from_numpy(slots.reshape(-1)).to(self._inputs.device)
+            inputs = self._inputs[flat].reshape(*slots.shape, *self._inputs.shape[1:])
+        return Payload(*(cols[name][slots] for name in _PAYLOAD), inputs=inputs)
+
+    def search(
+        self,
+        queries: np.ndarray | torch.Tensor,
+        k: int,
+        *,
+        recall: bool = True,
+        with_inputs: bool = False,
+        time: int | None = None,
+    ) -> SearchResult:
+        """The k nearest memories of each query (Q, dim), nearest first.
+
+        recall: count the hits as recalled at ``time`` (default ``now``): sets
+            last_recall, adds 1 to recalls and to strength (once per search,
+            however many queries hit a memory); ``lru`` and ``retention`` read these.
+        with_inputs: also gather the hits' raw inputs (Q, k, ...).
+        Returns ``SearchResult(ids, distances, payload)``; the payload is read
+        after the recall was counted.
+        """
+        q = self._as_matrix(queries, "queries")
+        if not isinstance(k, int | np.integer) or not 1 <= k <= self._n:
+            raise ConfigError(
+                f"k must be between 1 and the number of stored memories ({self._n}), got {k!r}"
+            )
+        now = self._advance(time, 0)
+        dist, slots = self._knn(q, int(k))
+        cols = self._cols
+        if recall:
+            # fancy-index updates touch a memory once however often it appears
+            cols["last_recall"][slots] = now
+            cols["recalls"][slots] += 1
+            cols["strength"][slots] += 1.0
+            self._reset_sentinel()
+        return SearchResult(cols["id"][slots], dist, self._payload(slots, with_inputs))
+
+    def _reset_sentinel(self) -> None:
+        for name, (_, fill) in _COLUMNS.items():
+            self._cols[name][-1] = fill
+
+    def mark_recalled(self, ids: Any, time: int | None = None) -> None:
+        """Count these memories as recalled now (as a recalling ``search`` would)."""
+        _, slots = self._as_ids(ids)
+        now = self._advance(time, 0)
+        slots = np.unique(slots)
+        self._cols["last_recall"][slots] = now
+        self._cols["recalls"][slots] += 1
+        self._cols["strength"][slots] += 1.0
+
+    def _memories(self, slots: np.ndarray, with_inputs: bool) -> Memories:
+        return Memories(
+            ids=self._cols["id"][slots],
+            vectors=self._vectors[slots],
+            payload=self._payload(slots, with_inputs),
+        )
+
+    def get(self, ids: Any, *, with_inputs: bool = True) -> Memories:
+        """The memories with these ids (m,), in that order (ConfigError if unknown)."""
+        _, slots = self._as_ids(ids)
+        return self._memories(slots, with_inputs)
+
+    def sample(
+        self,
+        n: int,
+        generator: np.random.Generator | int | None = None,
+        *,
+        replace: bool = False,
+        with_inputs: bool = True,
+    ) -> Memories:
+        """n memories drawn uniformly (without replacement unless ``replace``).
+
+        generator: a numpy Generator, a seed, or None for the store's own generator.
+        """
+        if not isinstance(n, int | np.integer) or n < 0 or (not replace and n > self._n):
+            raise ConfigError(
+                f"cannot sample {n!r} memories without replacement from {self._n}; "
+                "ask for at most len(store) or pass replace=True"
+            )
+        if replace and n and not self._n:
+            raise ConfigError("cannot sample from an empty store")
+        rng = self._rng if generator is None else np.random.default_rng(generator)
+        slots = rng.choice(self._n, size=int(n), replace=replace).astype(np.int64)
+        return self._memories(slots, with_inputs)
+
+    # ------------------------------------------------------------------ persistence
+    def _config(self) -> dict[str, Any]:
+        if type(self.policy) is not EVICTION_POLICIES.get(self.policy.name):
+            raise ConfigError(
+                f"cannot save a store with a custom eviction policy {self.policy!r}; "
+                "only the named policies are saved"
+            )
+        return {
+            "dim": self.dim,
+            "metric": self.metric,
+            "kind": self.kind,
+            "capacity": self.capacity,
+            "eviction": self.policy.name,
+            "nlist": self.nlist,
+            "nprobe": self._nprobe,
+            "train_size": self.train_size,
+            "hnsw_m": self.hnsw_m,
+            "ef_construction": self.ef_construction,
+            "ef_search": self._ef_search,
+            "seed": self.seed,
+        }
+
+    def to_bytes(self) -> bytes:
+        """The whole store as bytes (what ``save`` writes; ``from_bytes`` reads it).
+
+        Format: a header (magic, format version, payload length, sha256 of the
+        payload) then an ``.npz`` payload (no pickles): columns, vectors, raw
+        inputs as bytes, FAISS index bytes (``faiss.serialize_index``) and a JSON
+        ``meta`` record (configuration, clock, counters, generator state).
+        """
+        n = self._n
+        state = {
+            "format_version": FORMAT_VERSION,
+            "config": self._config(),
+            "n": n,
+            "next_id": self._next_id,
+            "seen": self._seen,
+            "now": self._now,
+            "masked": self._masked,
+            "rng": self._rng.bit_generator.state,
+            "inputs": None,
+        }
+        arrays: dict[str, np.ndarray] = {"vectors": self._vectors[:n]}
+        arrays.update({f"col_{k}": v[:n] for k, v in self._cols.items()})
+        if self._inputs is not None:
+            live = self._inputs[:n].detach().cpu().contiguous()
+            state["inputs"] = {
+                "dtype": str(live.dtype).removeprefix("torch."),
+                "shape": list(live.shape),
+                "device": str(self._inputs.device),
+            }
+            arrays["inputs"] = live.view(torch.uint8).numpy().reshape(-1)
+        if self._ann is not None:
+            arrays["index"] = faiss.serialize_index(self._ann)
+        if self.kind == "hnsw":
+            arrays["node_slot"] = self._node_slot
+            arrays["slot_node"] = self._slot_node[:n]
+        arrays["meta"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        payload = buffer.getvalue()
+        digest = hashlib.sha256(payload).digest()
+        return _HEADER.pack(_MAGIC, FORMAT_VERSION, len(payload), digest) + payload
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the whole store to ``path`` atomically (temp file, fsync, rename)."""
+        data = self.to_bytes()
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
+            dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], *, device: str = "auto") -> VectorStore:
+        """Read a store written by ``save``; StoreFileError if the file is damaged.
+
+        The file is checked whole (length and sha256) before anything is built,
+        so a truncated or altered file never yields a half-loaded store.
+        """
+        return cls.from_bytes(Path(path).read_bytes(), device=device, source=str(path))
+
+    @classmethod
+    def from_bytes(
+        cls, data: bytes, *, device: str = "auto", source: str = "VectorStore bytes"
+    ) -> VectorStore:
+        """Rebuild a store from ``to_bytes`` output; StoreFileError if damaged.
+
+        source: names the data in error messages (``load`` passes the path).
+        """
+        if len(data) < _HEADER.size:
+            raise StoreFileError(
+                f"{source}: {len(data)} bytes is too short for a VectorStore file (truncated?)"
+            )
+        magic, version, length, digest = _HEADER.unpack_from(data)
+        if magic != _MAGIC:
+            raise StoreFileError(f"{source} is not a VectorStore file (bad magic bytes)")
+        if version != FORMAT_VERSION:
+            raise StoreFileError(
+                f"{source} has format version {version}; this code reads version {FORMAT_VERSION}"
+            )
+        payload = memoryview(data)[_HEADER.size :]
+        if len(payload) != length:
+            raise StoreFileError(
+                f"{source} is truncated or padded: header says {length} payload bytes, "
+                f"found {len(payload)}"
+            )
+        if hashlib.sha256(payload).digest() != digest:
+            raise StoreFileError(
+                f"{source} failed its sha256 check: the data was altered or damaged"
+            )
+        try:
+            with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            state = json.loads(arrays.pop("meta").tobytes())
+            return cls._from_state(state, arrays, device)
+        except StoreFileError:
+            raise
+        except (KeyError, ValueError, TypeError, RuntimeError, OSError, zipfile.BadZipFile) as err:
+            raise StoreFileError(f"{source}: inconsistent VectorStore contents ({err})") from err
+
+    @classmethod
+    def _from_state(
+        cls, state: dict[str, Any], arrays: dict[str, np.ndarray], device: str
+    ) -> VectorStore:
+        store = cls(**state["config"], device=device)
+        n = int(state["n"])
+        vectors = arrays["vectors"]
+        if vectors.shape != (n, store.dim) or any(
+            arrays[f"col_{k}"].shape != (n,) for k in _COLUMNS
+        ):
+            raise StoreFileError(f"column lengths disagree with n={n}")
+        store._reserve(n)
+        store._n = n
+        store._vectors[:n] = vectors
+        for name in _COLUMNS:
+            store._cols[name][:n] = arrays[f"col_{name}"]
+        ids = store._cols["id"][:n]
+        order = np.argsort(ids, kind="stable")
+        store._ids.append(ids[order], order.astype(np.int64))
+        store._next_id, store._seen = int(state["next_id"]), int(state["seen"])
+        store._now, store._masked = int(state["now"]), int(state["masked"])
+        rng = np.random.Generator(np.random.PCG64())
+        rng.bit_generator.state = state["rng"]
+        store._rng = rng
+        spec = state["inputs"]
+        if spec is not None:
+            dtype = getattr(torch, spec["dtype"])
+            raw = torch.from_numpy(arrays["inputs"].copy()).view(dtype).reshape(spec["shape"])
+            target = spec["device"] if torch.cuda.is_available() else "cpu"
+            store._inputs = raw.new_zeros((store._alloc + 1, *raw.shape[1:])).to(target)
+            store._inputs[:n] = raw.to(target)
+        if "index" in arrays:
+            store._ann = faiss.deserialize_index(arrays["index"])
+            store._ann_version += 1
+            if store.kind == "ivf":
+                store._ann.nprobe = store._nprobe
+            else:
+                store._ann.hnsw.efSearch = store._ef_search
+        if store.kind == "hnsw":
+            store._node_slot = arrays["node_slot"].astype(np.int64)
+            store._slot_node[:n] = arrays["slot_node"]
+        if store._ann is not None and store.kind == "ivf" and store._ann.ntotal != n:
+            raise StoreFileError(f"the IVF index holds {store._ann.ntotal} vectors, expected {n}")
+        if store.device == "cuda" and store.kind == "flat" and n:
+            store._mirror = _make_gpu_mirror(store.dim, store._faiss_metric)
+            store._mirror.reserve(store._alloc, 0)
+            store._mirror.write(np.arange(n), store._vectors[:n])
+        return store
