@@ -70,7 +70,8 @@ def build_model_from_config(cfg: Any, stream: Any):
 
 
 def run_experiment(
-    cfg: Any, out_dir: str | None = None, choices: dict[str, str] | None = None
+    cfg: Any, out_dir: str | None = None, choices: dict[str, str] | None = None, sweep_dir: str | None = None,
+    report: bool = True,
 ) -> dict[str, Any]:
     """Build stream, model and strategy from ``cfg`` and run them; returns the summary."""
     from omegaconf import OmegaConf
@@ -99,6 +100,9 @@ def run_experiment(
     choices = choices or {}
     config = OmegaConf.to_container(cfg, resolve=True)
     config["device"] = device
+    from continual.loggers import abort_loggers, make_loggers
+
+    loggers += make_loggers(list(cfg.loggers), config, out_dir or os.getcwd(), choices, sweep_dir=sweep_dir)
     runner = Runner(
         stream, strategy, out_dir=out_dir or os.getcwd(),
         eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
@@ -123,7 +127,15 @@ def run_experiment(
     elif resume == "true":
         print("continual: resume=true but no valid checkpoint was found; starting from the beginning",
               file=sys.stderr)
-    summary = runner.run()
+    try:
+        summary = runner.run()
+    except BaseException as e:
+        abort_loggers(loggers, e)  # wandb marks the run failed; never raises
+        raise
+    if report:
+        from continual.report import write_run_report
+
+        write_run_report(runner.out_dir)  # never raises; warns on failure
     return summary
 
 
@@ -178,7 +190,8 @@ def _hydra_main() -> None:
         hc = HydraConfig.get()
         out_dir = hc.runtime.output_dir
         try:
-            summary = run_experiment(cfg, out_dir=out_dir, choices=dict(hc.runtime.choices))
+            sweep_dir = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+            summary = run_experiment(cfg, out_dir=out_dir, choices=dict(hc.runtime.choices), sweep_dir=sweep_dir)
         except (ConfigError, RunStopped, Exception) as e:
             _write_error(out_dir, e)
             kind = "configuration error" if isinstance(e, ConfigError) else "run failed"
