@@ -1,0 +1,66 @@
+"""Bounded resources: peak RSS after 10k steps against after 1k steps, per strategy.
+
+Each strategy runs in its own process (peak RSS is per process) on a long task-free
+stream (Permuted MNIST 5k, batch 10, eval every 500 steps on 200 items per task), once
+for 1k steps and once for 10k steps. A leak (graphs kept by eval or logging, growing
+lists) shows as growth; the target is at most 10%. ``joint`` keeps every sample by
+design and is reported for reference only.
+
+    python3 benchmarks/leak_check.py [--strategies naive er] [--steps 1000 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CHILD = r"""
+import json, resource, sys, torch
+torch.set_num_threads(1)
+from hydra import compose, initialize_config_module
+from continual.config import register_configs
+from continual.cli import run_experiment
+register_configs()
+strategy, steps, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+n_tasks = max(1, -(-steps * 10 // 4000))
+with initialize_config_module(config_module="conf", version_base="1.3"):
+    cfg = compose("config", overrides=[
+        "stream=permuted_mnist", f"stream.n_tasks={n_tasks}", "stream.boundaries=hidden", f"strategy={strategy}",
+        "log.console=false", "eval.every=500", "eval.max_per_task=200", "checkpoint.enabled=false"])
+s = run_experiment(cfg, out_dir=out, report=False)
+print(json.dumps({"steps": s["steps"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def measure(strategy: str, steps: int) -> dict:
+    with tempfile.TemporaryDirectory() as out:
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        r = subprocess.run([sys.executable, "-c", CHILD, strategy, str(steps), out], capture_output=True,
+                           text=True, env=env, check=True)
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--strategies", nargs="+", default=["naive", "er", "joint"])
+    p.add_argument("--steps", nargs=2, type=int, default=[1000, 10000])
+    args = p.parse_args()
+    rows = []
+    print(f"{'strategy':<12}{'steps':>8}{'peak RSS MB':>14}{'steps':>8}{'peak RSS MB':>14}{'growth':>9}")
+    for strategy in args.strategies:
+        a, b = (measure(strategy, n) for n in args.steps)
+        growth = b["peak_rss_mb"] / a["peak_rss_mb"] - 1
+        rows.append({"strategy": strategy, "short": a, "long": b, "growth": growth})
+        print(f"{strategy:<12}{a['steps']:>8}{a['peak_rss_mb']:>14.1f}{b['steps']:>8}{b['peak_rss_mb']:>14.1f}"
+              f"{growth:>8.1%}")
+    os.makedirs("benchmarks/results", exist_ok=True)
+    with open("benchmarks/results/leak_check.json", "w") as f:
+        json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
