@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from continual.types import ConfigError
+from continual.errors import ConfigError
 
 
 class Device(str, Enum):

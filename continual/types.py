@@ -11,6 +11,10 @@ from typing import Any
 
 import torch
 
+from continual.errors import ConfigError, NonFiniteLoss
+
+__all__ = ["Batch", "ConfigError", "NonFiniteLoss", "Strategy", "TaskInfo"]
+
 
 @dataclass
 class Batch:
@@ -77,11 +81,3 @@ class Strategy:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027
         """Restore what ``state_dict`` returned."""
-
-
-class ConfigError(ValueError):
-    """A configuration or input that cannot run; the message says what to do."""
-
-
-class NonFiniteLoss(FloatingPointError):
-    """A training step produced a NaN or Inf loss; raised before the update is applied."""

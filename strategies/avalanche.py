@@ -1,0 +1,392 @@
+"""Avalanche's training strategies on our streams, under our Runner (the observe/predict contract).
+
+``AvalancheStrategy(model, strategy="ewc", protocol=..., options={...})`` builds an Avalanche
+strategy (``avalanche.training``, 0.6) around our model and optimiser and drives it with one
+of two protocols:
+
+- ``protocol="online"`` (any stream, visible or hidden boundaries): every ``observe`` is one
+  Avalanche ``train()`` call on an ``OnlineCLExperience`` holding that batch -- Avalanche's own
+  online-CL protocol (what ``split_online_stream(experience_size=batch_size)`` produces).
+  Per-experience machinery (EWC importances, LwF's teacher, replay-buffer updates, NCM class
+  means) therefore runs after every batch, as it does in Avalanche's online scenarios.
+- ``protocol="experience"`` (visible boundaries only): ``observe`` collects the task's batches
+  and ``on_task_end`` runs one Avalanche ``train()`` on the whole task as one experience, for
+  as many epochs as the stream made passes -- Avalanche's usual offline protocol, under which
+  per-task methods (EWC, LwF, SI, GEM, AGEM, iCaRL, GDumb) run as Avalanche designed them
+  (iCaRL is given the classes seen so far and the number of classes, never the future
+  order). The departure: nothing is learnt during a task, so online accuracy and in-task
+  periodic evaluations measure a model that has not yet trained on the current task; task-end
+  rows (acc, forgetting, bwt) are the usual ones.
+
+``avalanche`` is imported only when an adapter is built (importing it takes seconds).
+Avalanche's plugin state (replay buffers, importances, teachers) is not part of
+``state_dict``: a resumed run keeps the model and optimiser and restarts that state.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import warnings
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from torch import nn
+
+from continual.types import Batch, ConfigError, Strategy, TaskInfo
+
+AVALANCHE_STRATEGIES: dict[str, str] = {
+    "naive": "avalanche.training.Naive",
+    "cumulative": "avalanche.training.Cumulative",
+    "replay": "avalanche.training.Replay",
+    "ewc": "avalanche.training.EWC",
+    "lwf": "avalanche.training.LwF",
+    "si": "avalanche.training.SynapticIntelligence",
+    "mas": "avalanche.training.MAS",
+    "gem": "avalanche.training.GEM",
+    "agem": "avalanche.training.AGEM",
+    "gdumb": "avalanche.training.GDumb",
+    "icarl": "avalanche.training.ICaRL",
+    "der": "avalanche.training.DER",
+    "er_ace": "avalanche.training.ER_ACE",
+    "er_aml": "avalanche.training.ER_AML",
+    "mir": "avalanche.training.MIR",
+    "scr": "avalanche.training.SCR",
+}
+PROTOCOLS = ("online", "experience")
+# One memory (or constraint) per experience: with one-batch experiences it grows without bound,
+# and AGEM's replay batch (sample_size // experiences) reaches 0 after sample_size batches.
+GROWS_PER_EXPERIENCE = {"gem": "GEM", "agem": "AGEM", "cumulative": "Cumulative"}
+# Avalanche 0.6 ER_AML cycles a drop_last DataLoader of train_mb_size over each class's buffer:
+# while a class holds fewer samples (the first batches of an online stream) it loops forever.
+ONLINE_HANGS = {"er_aml": "ER_AML"}
+# Arguments the adapter sets itself; giving them in ``options`` is an error.
+RESERVED = ("model", "feature_extractor", "classifier", "optimizer", "device", "evaluator",
+            "train_mb_size", "train_epochs", "eval_mb_size", "eval_every")
+
+
+def _import_avalanche_training():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # qpsolvers warns at import when no QP solver is there
+        import avalanche.training  # noqa: F401
+    from avalanche.training.plugins import EvaluationPlugin
+
+    return EvaluationPlugin
+
+
+def _feature_parts(model: nn.Module, name: str) -> tuple[nn.Module, nn.Module]:
+    """(feature extractor, classifier head) of a continual.models.Classifier-like model."""
+    body, head = getattr(model, "body", None), getattr(model, "head", None)
+    if not isinstance(body, nn.Module) or not isinstance(head, nn.Linear):
+        raise ConfigError(
+            f"avalanche strategy {name!r} needs a model with a feature extractor `body` and a "
+            "linear `head` (continual.models backbones have both); got "
+            f"{type(model).__name__}"
+        )
+    return body, head
+
+
+class _BatchCrop:
+    """RandomResizedCrop for image batches (B, C, H, W), identity for other inputs (SCR's views)."""
+
+    def __init__(self, scale: tuple[float, float] = (0.2, 1.0)) -> None:
+        self.scale, self.crop = tuple(scale), None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4:
+            return x
+        if self.crop is None:
+            from torchvision.transforms import v2
+
+            self.crop = v2.RandomResizedCrop(tuple(x.shape[-2:]), scale=self.scale, antialias=True)
+        return self.crop(x)
+
+
+class AvalancheStrategy(Strategy):
+    """Runs an Avalanche training strategy (by short name or dotted path) on our streams.
+
+    model: our backbone (B, ...) -> (B, n_classes); strategy: a key of AVALANCHE_STRATEGIES
+    or ``"package.module.Class"`` of any ``avalanche.training`` template; protocol: "online"
+    or "experience" (see the module docstring); lr/optimizer/momentum/weight_decay: the
+    optimiser (shared with our own strategies); train_mb_size: Avalanche's minibatch size
+    (None: the incoming batch's size); train_epochs: epochs per experience (None: 1 online,
+    the stream's passes per task in the experience protocol); options: the Avalanche
+    strategy's own keyword arguments (checked against its signature).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        strategy: str = "naive",
+        protocol: str = "online",
+        lr: float = 0.05,
+        optimizer: str = "sgd",
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        train_mb_size: int | None = None,
+        train_epochs: int | None = None,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        from strategies.base import make_optimizer
+
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+        self.name, self.protocol = strategy, protocol
+        self.train_mb_size, self.train_epochs = train_mb_size, train_epochs
+        options = dict(options or {})
+        self._check_protocol(strategy, protocol, options)
+        target = AVALANCHE_STRATEGIES.get(strategy, strategy)
+        if "." not in target:
+            raise ConfigError(
+                f"unknown avalanche strategy {strategy!r}; choose one of "
+                f"{sorted(AVALANCHE_STRATEGIES)} or give a dotted path to an avalanche.training "
+                "class"
+            )
+        if strategy == "gem" and importlib.util.find_spec("quadprog") is None:
+            raise ConfigError("avalanche GEM solves its QP with quadprog: `pip install quadprog`")
+        evaluation_plugin = _import_avalanche_training()
+        from continual.config import _locate
+
+        cls = _locate(target)
+        self._check_options(cls, strategy, options)
+        self.base_model = model
+        self.device = next(model.parameters()).device
+        self.n_classes = getattr(getattr(model, "head", None), "out_features", None)
+        args = self._model_arguments(strategy, model, options)
+        params = [p for m in args.values() if isinstance(m, nn.Module) for p in m.parameters()]
+        opt = make_optimizer(list(dict.fromkeys(params)), optimizer, lr, momentum, weight_decay)
+        if "criterion" in inspect.signature(cls.__init__).parameters:
+            args["criterion"] = nn.CrossEntropyLoss()  # required by some, fixed inside others
+        self.avl = cls(
+            **args, optimizer=opt, train_mb_size=train_mb_size or 10,
+            train_epochs=train_epochs or 1, eval_mb_size=256, device=self.device,
+            evaluator=evaluation_plugin(loggers=[]), **options,
+        )
+        self.model = self.avl.model
+        self._n_experiences = 0
+        self._seen_classes: set[int] = set()
+        self._task: TaskInfo | None = None
+        self._first_in_task = True
+        self._pending: list[tuple[torch.Tensor, ...]] = []
+        self._classes_per_experience: list[list[int]] = []
+
+    # ------------------------------------------------------------------ construction
+    @staticmethod
+    def _check_protocol(strategy: str, protocol: str, options: dict[str, Any]) -> None:
+        if protocol != "online":
+            return
+        if strategy in ONLINE_HANGS:
+            raise ConfigError(
+                f"avalanche {ONLINE_HANGS[strategy]} never returns from a one-batch experience "
+                "while a class has fewer than train_mb_size samples in its buffer; use "
+                "strategy.protocol=experience on a stream with visible boundaries"
+            )
+        if strategy in GROWS_PER_EXPERIENCE:
+            raise ConfigError(
+                f"avalanche {GROWS_PER_EXPERIENCE[strategy]} keeps state per experience; with "
+                "protocol=online every batch is an experience and that state grows without bound; "
+                "use strategy.protocol=experience on a stream with visible boundaries"
+            )
+        if strategy == "ewc" and options.get("mode", "separate") == "separate":
+            raise ConfigError(
+                "avalanche EWC with mode=separate keeps one penalty per experience; with "
+                "protocol=online every batch is an experience: use strategy.options.mode=online "
+                "(with decay_factor) or strategy.protocol=experience"
+            )
+
+    @staticmethod
+    def _check_options(cls: type, strategy: str, options: dict[str, Any]) -> None:
+        reserved = sorted(set(options) & set(RESERVED))
+        if reserved:
+            raise ConfigError(
+                f"strategy.options {reserved} are set by the adapter; use the adapter's own "
+                "lr/optimizer/momentum/weight_decay/train_mb_size/train_epochs options instead"
+            )
+        from continual.config import accepted_options
+
+        params, _ = accepted_options(cls)  # follows **kwargs into the base templates
+        valid = sorted(k for k in params if k not in (*RESERVED, "criterion", "plugins"))
+        unknown = sorted(set(options) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"avalanche strategy {strategy!r} has no option(s) {unknown}; valid options: "
+                f"{', '.join(valid)}"
+            )
+
+    def _model_arguments(self, strategy: str, model: nn.Module, options: dict[str, Any]):
+        """The model slots of each Avalanche constructor, filled from our backbone."""
+        if strategy == "icarl":
+            body, head = _feature_parts(model, strategy)
+            options.setdefault("buffer_transform", None)
+            return {"feature_extractor": body, "classifier": head}
+        if strategy == "er_aml":
+            body, _ = _feature_parts(model, strategy)
+            return {"model": model, "feature_extractor": body}
+        if strategy == "scr":
+            from avalanche.models import SCRModel
+
+            body, head = _feature_parts(model, strategy)
+            dim = head.in_features
+            projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 128))
+            options.setdefault("augmentations", _BatchCrop())
+            return {"model": SCRModel(body, projection.to(self.device))}
+        return {"model": model}
+
+    # ------------------------------------------------------------------ experiences
+    def _experience(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor | None,
+                    online: bool):
+        from avalanche.benchmarks import OnlineCLExperience
+        from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+
+        labels = 0 if task is None else task.tolist()
+        data = _make_taskaware_tensor_classification_dataset(
+            x, y, targets=y.tolist(), task_labels=labels
+        )
+        visible = self._task is not None
+        if online:
+            origin = DatasetExperience(
+                dataset=data, current_experience=self._task.task_id if visible else 0
+            )
+            exp = OnlineCLExperience(
+                dataset=data, origin_experience=origin, is_first_subexp=self._first_in_task,
+                access_task_boundaries=visible,
+            )
+            exp.current_experience = self._n_experiences
+        else:
+            exp = DatasetExperience(dataset=data, current_experience=self._n_experiences)
+        classes = sorted(set(y.tolist()))
+        exp.classes_in_this_experience = classes
+        exp.previous_classes = sorted(self._seen_classes)
+        new = [c for c in classes if c not in self._seen_classes]
+        self._seen_classes.update(classes)
+        exp.classes_seen_so_far = sorted(self._seen_classes)
+        exp.future_classes = []  # unknown to a learner
+        # iCaRL reads the class order from the benchmark: give the past, and the classes not yet
+        # seen (known from the head's size, not from the stream) as one trailing group
+        self._classes_per_experience.append(new)
+        order = [c for part in self._classes_per_experience for c in part]
+        unseen = [c for c in range(self.n_classes or 0) if c not in self._seen_classes]
+        sizes = [len(c) for c in self._classes_per_experience] + ([len(unseen)] if unseen else [])
+        exp.benchmark = SimpleNamespace(n_classes_per_exp=sizes, classes_order=order + unseen)
+        if self.name == "icarl" and not new:
+            raise ConfigError(
+                "avalanche iCaRL needs every experience to bring new classes (class-incremental "
+                f"streams); experience {self._n_experiences} only has seen classes {classes}"
+            )
+        return exp
+
+    def _train(self, exp, epochs: int, mb_size: int) -> None:
+        self.avl.train_epochs, self.avl.train_mb_size = epochs, mb_size
+        self.avl.train(exp, eval_streams=[])
+        self._n_experiences += 1
+
+    # ------------------------------------------------------------------ the contract
+    def on_task_start(self, info: TaskInfo) -> None:
+        self._task, self._first_in_task, self._pending = info, True, []
+
+    def observe(self, batch: Batch) -> dict[str, Any]:
+        """Online: one Avalanche train() on this batch; experience: keep it for the task's end."""
+        if self.protocol == "experience":
+            if self._task is None:
+                raise ConfigError(
+                    "strategy.protocol=experience needs a stream with visible task boundaries "
+                    "(it trains on each task at its end); use strategy.protocol=online on "
+                    "task-free streams"
+                )
+            self._pending.append((batch.x.detach(), batch.y, batch.task, batch.index))
+            return {}
+        exp = self._experience(batch.x.detach(), batch.y, batch.task, online=True)
+        self._train(exp, self.train_epochs or 1, self.train_mb_size or batch.y.shape[0])
+        self._first_in_task = False
+        return {"loss": self.avl.loss.detach().sum()}  # Avalanche's loss has shape (1,)
+
+    def on_task_end(self, info: TaskInfo) -> None:
+        if self.protocol != "experience" or not self._pending:
+            return
+        xs, ys, ts, idx = zip(*self._pending)
+        x, y = torch.cat(xs), torch.cat(ys)
+        task = None if ts[0] is None else torch.cat(ts)
+        passes = 1
+        if idx[0] is not None:  # the stream's passes repeat each index: keep one copy
+            index = torch.cat(idx)
+            keep = _first_occurrences(index)
+            passes = max(1, round(index.numel() / keep.numel()))
+            x, y = x[keep], y[keep]
+            task = None if task is None else task[keep]
+        exp = self._experience(x, y, task, online=False)
+        self._train(exp, self.train_epochs or passes, self.train_mb_size or ys[0].shape[0])
+        self._pending = []
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (B, n_classes): the Avalanche model in eval mode (NCM for iCaRL and SCR)."""
+        from avalanche.models import MultiTaskModule, avalanche_forward
+
+        model = self.avl.model
+        n_classes = self.n_classes or self._infer_classes(x)
+        ncm = getattr(model, "eval_classifier", None)
+        if getattr(ncm, "class_means_dict", None) == {}:
+            return torch.zeros(x.shape[0], n_classes, device=x.device)  # no class means yet
+        was_training = model.training
+        model.eval()
+        try:
+            if isinstance(model, MultiTaskModule):
+                tasks = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+                out = avalanche_forward(model, x, tasks if task is None else task)
+            else:
+                out = model(x)
+        finally:
+            model.train(was_training)
+        if out.shape[1] < n_classes:  # NCM scores only the classes it has means for
+            full = torch.full((x.shape[0], n_classes), float("-inf"), device=out.device)
+            full[:, : out.shape[1]] = out
+            out = full
+        return out
+
+    def _infer_classes(self, x: torch.Tensor) -> int:
+        was_training = self.base_model.training
+        self.base_model.eval()
+        self.n_classes = int(self.base_model(x[:1]).shape[1])
+        self.base_model.train(was_training)
+        return self.n_classes
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.avl.model.state_dict(),
+            "optimizer": self.avl.optimizer.state_dict(),
+            "n_experiences": self._n_experiences,
+            "seen_classes": sorted(self._seen_classes),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        _load_model_state(self.avl.model, state["model"])
+        self.avl.optimizer.load_state_dict(state["optimizer"])
+        self._n_experiences = int(state["n_experiences"])
+        self._seen_classes = set(state["seen_classes"])
+
+    def summary(self) -> dict[str, Any]:
+        return {"avalanche_strategy": self.name, "avalanche_protocol": self.protocol}
+
+
+def _first_occurrences(index: torch.Tensor) -> torch.Tensor:
+    """Positions of the first occurrence of each value of ``index`` (N,), in stream order."""
+    order = torch.argsort(index, stable=True)
+    sorted_index = index[order]
+    first = torch.ones_like(sorted_index, dtype=torch.bool)
+    first[1:] = sorted_index[1:] != sorted_index[:-1]
+    return order[first].sort().values
+
+
+def _load_model_state(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """``model.load_state_dict`` that also restores NCM class means (a buffer that starts None)."""
+    from avalanche.models import NCMClassifier
+
+    state = dict(state)
+    for prefix, module in model.named_modules():
+        if isinstance(module, NCMClassifier):
+            key = f"{prefix}.class_means" if prefix else "class_means"
+            if key in state:
+                module.load_state_dict({"class_means": state.pop(key)})
+    model.load_state_dict(state)

@@ -1,0 +1,192 @@
+"""Avalanche interop: the strategy adapter under our Runner, and streams to/from Avalanche."""
+
+import json
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import streams
+from continual import metrics as M
+from continual.models import build_model
+from continual.runner import Runner
+from continual.testing import check_strategy
+from continual.types import ConfigError
+from strategies.avalanche import AvalancheStrategy
+from streams.avalanche import from_avalanche, to_avalanche
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["stream=split_digits", "model.hidden=32", "log.console=false"]
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
+
+
+def _digits(**presentation):
+    return streams.class_incremental("digits", n_tasks=5, batch_size=10, **presentation)
+
+
+def _model(stream, hidden=32):
+    torch.manual_seed(0)
+    return build_model("mlp", stream.input_shape, stream.n_classes, hidden=hidden)
+
+
+# ---------------------------------------------------------------------- the strategy adapter
+def test_avalanche_naive_through_the_adapter_scores_exactly_as_our_naive(tmp_path):
+    from strategies.naive import Naive
+
+    s = _digits()
+    ours = Runner(s, Naive(_model(s), lr=0.05), out_dir=str(tmp_path / "ours")).run()
+    avl = AvalancheStrategy(_model(s), strategy="naive", protocol="online", lr=0.05)
+    theirs = Runner(s, avl, out_dir=str(tmp_path / "avl")).run()
+    assert theirs["final_task_acc"] == ours["final_task_acc"]
+    assert theirs["online_acc"] == ours["online_acc"]
+
+
+def test_the_adapter_meets_the_strategy_contract_and_never_reads_hidden_tasks():
+    results = check_strategy(AvalancheStrategy, {"strategy": "naive", "protocol": "online"})
+    assert set(results.values()) == {"passed"}
+
+
+def test_an_avalanche_strategy_runs_end_to_end_through_the_cli(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "continual", *FAST, "strategy=avl_er_ace",
+         f"hydra.run.dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["strategy"] == "avl_er_ace" and summary["avalanche_strategy"] == "er_ace"
+    assert summary["steps"] == streams.class_incremental("digits", n_tasks=5).n_steps()
+    assert 0.0 <= summary["acc"] <= 1.0 and len(summary["final_task_acc"]) == 5
+
+
+def test_a_per_task_avalanche_strategy_runs_from_its_config(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from continual.cli import run_experiment
+    from continual.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*FAST, "strategy=avl_lwf"])
+    summary = run_experiment(cfg, out_dir=str(tmp_path))
+    assert summary["avalanche_protocol"] == "experience" and summary["steps"] > 0
+    assert summary["online_acc"] < 0.2  # nothing is learnt inside a task under this protocol
+    assert summary["plasticity"] > 0.5  # but each task is learnt by its end
+
+
+def test_online_protocol_refuses_strategies_whose_state_grows_per_experience():
+    s = _digits()
+    with pytest.raises(ConfigError, match="protocol=experience"):
+        AvalancheStrategy(_model(s), strategy="agem", protocol="online",
+                          options={"patterns_per_exp": 8})
+
+
+def test_experience_protocol_on_a_task_free_stream_is_a_config_error(tmp_path):
+    s = _digits(boundaries="hidden")
+    avl = AvalancheStrategy(_model(s), strategy="lwf", protocol="experience",
+                            options={"alpha": 1.0, "temperature": 2.0})
+    with pytest.raises(ConfigError, match="visible task boundaries"):
+        Runner(s, avl, out_dir=str(tmp_path)).run()
+
+
+def test_unknown_avalanche_options_name_the_valid_ones():
+    s = _digits()
+    with pytest.raises(ConfigError, match="no option.*ewc_lamda.*ewc_lambda"):
+        AvalancheStrategy(_model(s), strategy="ewc", protocol="experience",
+                          options={"ewc_lamda": 1.0})
+
+
+# ---------------------------------------------------------------------- streams
+def test_to_avalanche_then_from_avalanche_gives_back_the_tasks():
+    s = _digits()
+    back = from_avalanche(to_avalanche(s), batch_size=10)
+    assert back.n_tasks == s.n_tasks and back.n_classes == s.n_classes
+    for t in range(s.n_tasks):
+        assert back.tasks[t].classes == s.tasks[t].classes
+        x, y = s.eval_set(t)
+        bx, by = back.eval_set(t)
+        assert torch.equal(x, bx) and torch.equal(y, by)
+        seg = s.segments[t]
+        train_x = back.dataset.x_train[back.tasks[t].train_idx]
+        assert torch.equal(train_x, s.batch(seg.start, seg.end).x)
+
+
+def test_a_native_avalanche_benchmark_becomes_a_stream():
+    from avalanche.benchmarks import benchmark_from_datasets
+    from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset as make
+
+    g = torch.Generator().manual_seed(0)
+
+    def experience(i, n):
+        y = torch.randint(2 * i, 2 * i + 2, (n,), generator=g)
+        return make(torch.randn(n, 1, 4, 4, generator=g), y, targets=y.tolist(), task_labels=i)
+
+    bench = benchmark_from_datasets(train=[experience(i, 40) for i in range(3)],
+                                    test=[experience(i, 12) for i in range(3)])
+    s = from_avalanche(bench, batch_size=8)
+    assert [t.classes for t in s.tasks] == [[0, 1], [2, 3], [4, 5]]
+    assert s.task_labels  # the experiences carry different task labels: task-incremental
+    assert len(s) == 120 and s.eval_set(2)[0].shape == (12, 1, 4, 4)
+
+
+def test_a_task_free_stream_becomes_batch_sized_online_experiences():
+    from avalanche.benchmarks import OnlineCLExperience
+
+    s = _digits(boundaries="hidden", blurry=0.2)
+    exps = list(to_avalanche(s).train_stream)
+    assert len(exps) == s.n_steps()
+    assert all(isinstance(e, OnlineCLExperience) and len(e.dataset) <= 10 for e in exps)
+    assert not exps[0].access_task_boundaries
+    # blurry: the first task's stretch also holds the second task's classes
+    first_task = [e for e in exps if e.origin_experience.current_experience == 0]
+    labels = set().union(*(set(e.classes_in_this_experience) for e in first_task))
+    assert labels > set(s.tasks[0].classes)
+
+
+def test_forgetting_and_bwt_equal_avalanches_own_evaluation():
+    """Train Avalanche's Naive on our stream as a 3-experience benchmark; evaluate with Avalanche
+    after each experience and, on the same model, with our test sets; compare the metrics."""
+    from avalanche.evaluation.metrics import accuracy_metrics, bwt_metrics, forgetting_metrics
+    from avalanche.training import Naive
+    from avalanche.training.plugins import EvaluationPlugin
+
+    digits = streams.load_dataset("digits")
+    keep_tr, keep_te = digits.y_train < 9, digits.y_test < 9  # 9 classes: 3 tasks of 3
+    data = streams.from_arrays(digits.x_train[keep_tr], digits.y_train[keep_tr],
+                               digits.x_test[keep_te], digits.y_test[keep_te], name="digits9")
+    s = streams.class_incremental(data, n_tasks=3, batch_size=10)
+    bench = to_avalanche(s)
+    model = _model(s)
+    evaluator = EvaluationPlugin(accuracy_metrics(experience=True),
+                                 forgetting_metrics(experience=True, stream=True),
+                                 bwt_metrics(experience=True, stream=True), loggers=[])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        learner = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.05),
+                        train_mb_size=10, train_epochs=1, evaluator=evaluator)
+        R_avl, R_ours = [], []
+        for exp in bench.train_stream:
+            learner.train(exp, eval_streams=[])
+            res = learner.eval(bench.test_stream)
+            R_avl.append([res[f"Top1_Acc_Exp/eval_phase/test_stream/Exp{j:03d}"]
+                          for j in range(s.n_tasks)])
+            model.eval()
+            with torch.no_grad():
+                sets = [s.eval_set(j) for j in range(s.n_tasks)]
+                R_ours.append([(model(x).argmax(1) == y).float().mean().item() for x, y in sets])
+    R = np.array(R_ours)
+    rows = list(range(s.n_tasks))
+    np.testing.assert_allclose(R, np.array(R_avl), atol=1e-6)  # the same test sets and scores
+    # Avalanche: forgetting_j = R[j, j] - R[T-1, j]; ours takes the max over rows j..T-2, which
+    # is R[j, j] whenever accuracy on j did not rise after its own task (checked here)
+    assert R[1, 0] <= R[0, 0]
+    assert M.forgetting(R, rows) == pytest.approx(res["StreamForgetting/eval_phase/test_stream"])
+    assert M.backward_transfer(R, rows) == pytest.approx(res["StreamBWT/eval_phase/test_stream"])
+    assert M.forgetting(R, rows) > 0.3  # a real amount of forgetting was compared

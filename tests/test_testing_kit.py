@@ -1,0 +1,125 @@
+"""continual.testing.check_strategy: it passes a conforming strategy and names each broken rule."""
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from continual.testing import ContractViolation, TaskLeakError, TaskTripwire, check_strategy
+from strategies.naive import Naive
+
+
+def _problems(cls, **kwargs) -> str:
+    with pytest.raises(ContractViolation) as info:
+        check_strategy(cls, **kwargs)
+    return str(info.value)
+
+
+def test_a_conforming_strategy_passes_every_check():
+    results = check_strategy(Naive, {"lr": 0.05})
+    assert results == {name: "passed" for name in
+                       ("observe", "predict", "no_grad", "state_dict", "determinism", "task_free")}
+
+
+def test_skipped_checks_are_reported_as_skipped():
+    results = check_strategy(Naive, skip=("state_dict",))
+    assert results["state_dict"] == "skipped" and results["observe"] == "passed"
+
+
+def test_an_unknown_check_name_is_refused():
+    with pytest.raises(ValueError, match="unknown checks"):
+        check_strategy(Naive, skip=("speed",))
+
+
+def test_reading_hidden_task_ids_is_caught():
+    class Peeks(Naive):
+        def observe(self, batch):
+            self.last_task = int(batch.true_task[0])
+            return super().observe(batch)
+
+    message = _problems(Peeks)
+    assert "[task_free]" in message and "true_task" in message
+    assert "[observe]" not in message  # visible streams may carry true_task
+
+
+def test_predict_that_keeps_the_graph_fails_no_grad():
+    class Grad(Naive):
+        def predict(self, x, task=None):
+            return self.model(x)
+
+    assert "[no_grad] predict returned a tensor that requires grad" in _problems(Grad)
+
+
+def test_predict_with_the_wrong_shape_fails_predict():
+    class Narrow(Naive):
+        def predict(self, x, task=None):
+            return super().predict(x, task)[:, :2]
+
+    message = _problems(Narrow)
+    assert "[predict]" in message and "expected (B, n_classes)" in message
+
+
+def test_observe_returning_per_sample_losses_fails_observe():
+    class PerSample(Naive):
+        def observe(self, batch):
+            logits = self.model(batch.x)
+            loss = F.cross_entropy(logits, batch.y, reduction="none")
+            self.step(loss.mean())
+            return {"loss": loss.detach()}
+
+    assert "[observe] observe()['loss'] is a tensor of shape" in _problems(PerSample)
+
+
+def test_state_dict_without_the_optimiser_fails_the_round_trip():
+    class ForgetsMomentum(Naive):
+        def state_dict(self):
+            return {"model": self.model.state_dict()}
+
+        def load_state_dict(self, state):
+            self.model.load_state_dict(state["model"])
+
+    message = _problems(ForgetsMomentum, options={"momentum": 0.9})
+    assert "[state_dict]" in message and "misses something training depends on" in message
+
+
+def test_an_empty_state_dict_fails():
+    class NoState(Naive):
+        def state_dict(self):
+            return {}
+
+    assert "[state_dict] state_dict() returned {}" in _problems(NoState)
+
+
+def test_unseeded_randomness_fails_determinism():
+    class Noisy(Naive):
+        def __init__(self, model, **kw):
+            super().__init__(model, **kw)
+            self.rng = torch.Generator().manual_seed(torch.seed())
+
+        def observe(self, batch):
+            noise = 0.1 * torch.randn(batch.x.shape, generator=self.rng)
+            return self.fit_batch(batch.x + noise, batch.y)
+
+    assert "[determinism]" in _problems(Noisy, skip=("state_dict",))
+
+
+def test_batchnorm_statistics_updated_in_predict_fail_no_grad():
+    def with_batchnorm(input_shape, n_classes):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 16),
+                                   torch.nn.BatchNorm1d(16), torch.nn.Linear(16, n_classes))
+
+    class TrainModePredict(Naive):
+        @torch.inference_mode()
+        def predict(self, x, task=None):
+            return self.model(x)  # no model.eval(): BatchNorm updates its running statistics
+
+    message = _problems(TrainModePredict, model=with_batchnorm)
+    assert "[no_grad] predict changed the model state" in message
+
+
+def test_the_tripwire_raises_on_use_but_not_on_repr():
+    wire = TaskTripwire()
+    assert repr(wire) == "<hidden true_task>"
+    for use in (lambda: wire[0], lambda: int(wire), lambda: wire == 1, lambda: wire.to("cpu"),
+                lambda: torch.cat([torch.zeros(1), wire]), lambda: bool(wire)):
+        with pytest.raises(TaskLeakError):
+            use()
