@@ -7,6 +7,7 @@ special about it.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -49,13 +50,17 @@ class SupervisedStrategy(Strategy):
         self.device = next(model.parameters()).device
         self.optimizer = make_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
 
-    def step(self, loss: torch.Tensor) -> None:
-        """One optimiser step on ``loss``; raises NonFiniteLoss (model untouched) on NaN/Inf."""
-        if not torch.isfinite(loss):
-            raise NonFiniteLoss(f"loss is {loss.item()}")
+    def step(self, loss: torch.Tensor) -> float:
+        """One optimiser step on ``loss``; returns its value. Raises NonFiniteLoss (model
+        untouched) on NaN/Inf: checking costs one device sync per step, which is what lets
+        a bad batch be skipped before it corrupts the weights."""
+        value = loss.item()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss is {value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        return value
 
     def fit_batch(self, x: torch.Tensor, y: torch.Tensor, n_online: int = 0) -> dict[str, Any]:
         """Forward, cross-entropy, step on (x, y).
@@ -63,18 +68,18 @@ class SupervisedStrategy(Strategy):
         The first ``n_online`` rows are the incoming batch: their pre-step predictions are
         counted as ``online_correct`` (test-then-train at no extra cost).
         """
-        self.model.train()
+        if not self.model.training:  # Module.train() walks every submodule: skip when already set
+            self.model.train()
         logits = self.model(x)
-        loss = F.cross_entropy(logits, y)
-        self.step(loss)
-        out: dict[str, Any] = {"loss": loss.detach()}
+        out: dict[str, Any] = {"loss": self.step(F.cross_entropy(logits, y))}
         if n_online:
             out["online_correct"] = (logits[:n_online].detach().argmax(1) == y[:n_online]).sum()
         return out
 
     @torch.inference_mode()
     def predict(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
-        self.model.eval()
+        if self.model.training:
+            self.model.eval()
         return self.model(x)
 
     def state_dict(self) -> dict[str, Any]:
