@@ -114,7 +114,7 @@ def run_experiment(
             "model": choices.get("model", ""),
         },
         checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
-        checkpoints=cfg.checkpoint.enabled, on_nan=cfg.on_nan,
+        checkpoints=cfg.checkpoint.enabled, on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen,
     )
     resume = getattr(cfg.resume, "value", cfg.resume)
     if resume == "false":

@@ -63,7 +63,10 @@ class RunRecords:
         self._jsonl.flush()
 
     def scores(self, header: list[str], rows: list[list[Any]]) -> None:
-        lines = [",".join(header)] + [",".join(str(_clean(v)) for v in row) for row in rows]
+        def cell(v: Any) -> str:
+            return "nan" if isinstance(v, float) and math.isnan(v) else str(_clean(v))
+
+        lines = [",".join(header)] + [",".join(cell(v) for v in row) for row in rows]
         write_atomic(self.out_dir / "scores.csv", ("\n".join(lines) + "\n").encode(), fsync=False)
 
     def summary(self, summary: dict[str, Any]) -> None:

@@ -9,6 +9,7 @@ before training (the ``init`` row, for FWT), every ``eval_every`` steps
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 import resource
@@ -110,6 +111,7 @@ class Runner:
         checkpoint_keep: int = 2,
         checkpoints: bool = True,
         on_nan: str = "stop",
+        eval_unseen: bool = True,
     ) -> None:
         self.stream, self.strategy = stream, strategy
         self.out_dir = out_dir
@@ -131,6 +133,7 @@ class Runner:
         self.checkpoint_every, self.checkpoint_keep = int(checkpoint_every), int(checkpoint_keep)
         self.checkpoint_dir = Path(out_dir) / "checkpoints" if checkpoints else None
         self.on_nan = on_nan
+        self.eval_unseen = eval_unseen  # False: periodic eval points skip tasks not started yet (NaN)
         self.last_checkpoint: Path | None = None
         self.resume_info: dict[str, Any] = {}
         self.state = RunState()
@@ -155,10 +158,16 @@ class Runner:
         if hasattr(self.strategy, "prepare_eval"):
             self.strategy.prepare_eval()
         show_task = self.stream.task_labels
+        started = None  # None: score every task
+        if kind == "periodic" and not self.eval_unseen:
+            started = {s.task for s in self.stream.segments[: self.state.segment + 1]}
         counts = []
         for i_set, (x, y, mask, task) in enumerate(self._eval_sets):
             if i_set == len(self._eval_sets) // 2:
                 self._maybe_fault("eval")
+            if started is not None and i_set not in started:
+                counts.append(torch.full((2,), float("nan"), device=self.device))
+                continue
             c_cil = torch.zeros((), device=self.device)
             c_til = torch.zeros((), device=self.device)
             for i in range(0, y.numel(), self.eval_batch_size):
@@ -351,7 +360,8 @@ class Runner:
                 self.evaluate("task_end")
                 st.segment += 1
                 st.position = 0
-                self.save_checkpoint()
+                if not last:  # after the last segment only the summary is left to write
+                    self.save_checkpoint()
                 self._maybe_fault("task_end")
                 if self.on_segment_end is not None:
                     self.on_segment_end(self)
@@ -444,7 +454,8 @@ def _truncate_lines(path: Path, n: int) -> None:
     write_atomic(path, kept)
 
 
-def versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     import platform
     from importlib import metadata
 
@@ -454,4 +465,9 @@ def versions() -> dict[str, str]:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             pass
-    return out
+    return tuple(out.items())
+
+
+def versions() -> dict[str, str]:
+    """Python and package versions (read once per process: metadata lookups are slow)."""
+    return dict(_versions())

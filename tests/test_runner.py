@@ -123,3 +123,12 @@ def test_different_seeds_differ(tmp_path):
     a, _ = _run(tmp_path, ER, seed=1)
     b, _ = _run(tmp_path, ER, seed=2)
     assert a["acc"] != b["acc"]
+
+
+def test_periodic_evaluation_can_skip_unseen_tasks(tmp_path):
+    full, _ = _run(tmp_path / "full", eval_every=5)
+    seen_only, out = _run(tmp_path / "seen", eval_every=5, eval_unseen=False)
+    assert seen_only["acc"] == full["acc"] and seen_only["stability_gap"] == full["stability_gap"]
+    rows = (out / "scores.csv").read_text().splitlines()
+    first_periodic = next(r for r in rows if ",periodic," in r)
+    assert first_periodic.endswith("nan,nan,nan,nan")
