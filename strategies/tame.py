@@ -1,0 +1,845 @@
+"""TAME: task-agnostic continual learning with multiple experts.
+
+Zhu, Majzoubi, Jain, Choromanska, "TAME: Task Agnostic Continual Learning using
+Multiple Experts", CVPR 2024 Workshops (arXiv 2210.03869). The learner never sees
+task ids or boundaries. Four parts, each usable and tested on its own:
+
+- ``LossTracker`` + detectors (``ThresholdDetector``, the paper's rule; ``RiverDetector``,
+  river's ADWIN / PageHinkley / KSWIN): decide from the active expert's loss that the
+  data distribution has switched.
+- ``ExpertPool``: the experts, each with its optimiser, loss tracker, detector and
+  pruning buffer; finds the first existing expert that fits the new data, or spawns one.
+- ``ExpertSelector``: a network x -> expert id trained on a per-class uniform sample of
+  (x, expert active when x was seen); at inference it routes each input to an expert.
+- ``prune_to_sparsity`` / ``fit``: global L1 unstructured pruning (``torch.nn.utils.prune``)
+  and the fine-tuning loop shared by selector training and pruning.
+
+Per batch (paper, Sec. 3): the active expert's loss l_t updates its smoothed loss
+s_t = alpha * l_t + (1 - alpha) * s_{t-1}; with tau = mean(window) + 3 * max(std(window), 0.005)
+over the last W raw losses, s_t > tau is a switch. On a switch the experts are tried in
+order and the first whose candidate smoothed loss (from its own last s) is under its
+frozen tau becomes active; if none fits, a new expert is spawned. Otherwise the active
+expert takes an SGD step and its window gets l_t.
+
+Where we depart from the paper or its code, and why:
+
+- Experts are deep copies of the runner's model (re-initialised), so their head has
+  ``n_classes`` outputs on global labels, not ``classes per task`` outputs on labels
+  re-numbered within the task (which would need task ids). A new expert's window starts
+  at ln(n_classes) (a fresh expert's loss) unless ``initial_loss`` is given; the paper
+  uses ln(classes per task) for the same reason.
+- No sigmoid before the cross-entropy by default (``sigmoid_outputs=False``): the paper's
+  network has one, but with 10 global outputs and the code's SGD (lr 0.1, momentum 0.9)
+  it stalls at chance (measured in benchmarks/results/tame.md). ``sigmoid_outputs=True``
+  restores it.
+- Experts' SGD lr is 0.05, not the code's 0.1: without the sigmoid (which bounds the loss
+  and its gradient) lr 0.1 with momentum 0.9 gives divergence spikes in fresh experts,
+  which the detector rightly reads as switches (Split-Fashion-MNIST boundary precision
+  0.82 at 0.1, 1.00 at 0.05; benchmarks/results/tame.md).
+- A new expert is not checked on its first step (its window holds only ln(n_classes)).
+- Smoothed losses advance only while an expert is active (the code also updates an
+  inactive expert's smoothed loss every batch, so a reactivated expert carries the other
+  task's high smoothed loss and fires again at once; each such re-fire would count as a
+  detected switch). A reactivated expert's smoothed loss continues from its candidate.
+- Only the active expert's loss is computed each step (from the training forward pass);
+  the others' losses are computed only when a switch is checked (same decisions as
+  computing all of them every batch, at a fraction of the cost).
+- Each expert keeps its own pruning buffer of C_p (x, y) seen while it was active (the
+  code keeps one buffer and resets it when an expert is spawned); pruning then works
+  for every expert whenever it happens, also after the stream.
+- Selector training and pruning build *deployed copies*: the experts and selector that
+  keep training stay dense, so pruning at an evaluation point (``train_at='eval'``)
+  cannot disturb detection during the stream. The paper does this once, after the
+  stream (``train_at='end'``, default).
+- The selector buffer does not deduplicate repeated samples (the code does, by dataset
+  index; ``Batch.index`` is bookkeeping a strategy must not use); a per-class reservoir
+  over all passes keeps a uniform sample of what was seen.
+- River detectors see the raw loss; their alarm counts only when the smoothed loss is
+  above the window's mean (the loss went up), since a new expert's falling learning
+  curve is a change too.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.nn.utils import prune
+
+from continual.types import Batch, ConfigError, Strategy
+from memory.buffers import ReservoirBuffer
+from strategies.base import make_optimizer
+
+DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
+TRAIN_AT = ("end", "eval")
+
+
+# --------------------------------------------------------------------------- detection
+class LossTracker:
+    """One expert's loss statistics: a window of its last W raw losses and a smoothed loss.
+
+    ``threshold()`` is the paper's tau = mean(window) + n_sigma * max(std(window), min_std)
+    (population std); it changes only when ``record`` adds a loss, so an inactive expert
+    keeps the tau it had when last active.
+    """
+
+    def __init__(
+        self, window: int = 100, alpha: float = 0.2, n_sigma: float = 3.0, min_std: float = 0.005,
+        initial_loss: float | None = None, clip: bool = False,
+    ) -> None:
+        if window < 2:
+            raise ConfigError(f"the loss window needs at least 2 losses, got window={window}")
+        if not 0.0 < alpha <= 1.0:
+            raise ConfigError(f"smoothing factor alpha must lie in (0, 1], got {alpha}")
+        self.alpha, self.n_sigma, self.min_std = float(alpha), float(n_sigma), float(min_std)
+        self.clip = bool(clip)
+        self.window: deque[float] = deque(maxlen=int(window))
+        if initial_loss is not None:
+            self.window.append(float(initial_loss))
+        self.smoothed: float | None = None
+
+    def mean(self) -> float:
+        return sum(self.window) / len(self.window) if self.window else math.inf
+
+    def threshold(self) -> float:
+        """tau = mean + n_sigma * max(std, min_std) of the window (inf while it is empty)."""
+        if not self.window:
+            return math.inf
+        mean = self.mean()
+        std = math.sqrt(sum((v - mean) ** 2 for v in self.window) / len(self.window))
+        return mean + self.n_sigma * max(std, self.min_std)
+
+    def candidate(self, loss: float) -> float:
+        """The smoothed loss this expert would have after seeing ``loss``."""
+        if self.smoothed is None:
+            return float(loss)
+        return self.alpha * float(loss) + (1.0 - self.alpha) * self.smoothed
+
+    def accepts(self, loss: float) -> bool:
+        """Whether data with this loss fits the expert: candidate smoothed loss under tau."""
+        return self.candidate(loss) < self.threshold()
+
+    def record(self, loss: float) -> None:
+        """Add a loss of a step the expert trained on (window and smoothed loss).
+
+        With ``clip`` the window gets min(loss, tau): a single spike that did not move the
+        smoothed loss past tau is not let in to raise tau for the next W steps.
+        """
+        tau = self.threshold()
+        self.smoothed = self.candidate(loss)
+        self.window.append(min(float(loss), tau) if self.clip else float(loss))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"window": list(self.window), "smoothed": self.smoothed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.window.clear()
+        self.window.extend(state["window"])
+        self.smoothed = state["smoothed"]
+
+
+class ThresholdDetector:
+    """The paper's rule: a switch when the smoothed loss exceeds tau (no state of its own)."""
+
+    def fires(self, loss: float, tracker: LossTracker) -> bool:
+        return tracker.candidate(loss) > tracker.threshold()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+class RiverDetector:
+    """A river drift detector (ADWIN, PageHinkley, KSWIN) on the active expert's raw loss.
+
+    Fires when river reports a drift *and* the smoothed loss is above the window mean,
+    i.e. the loss went up (a falling learning curve is not a task switch). ADWIN and KSWIN
+    need 10-20 steps to fire on a jump, and meanwhile the expert keeps training on the new
+    task, which lowers the very loss they watch (see benchmarks/results/tame.md).
+    """
+
+    KINDS = {"adwin": "ADWIN", "page_hinkley": "PageHinkley", "kswin": "KSWIN"}
+    # Defaults tuned for per-step losses (river's own are for other scales): ADWIN checks
+    # every step (clock=1, not 32); PageHinkley watches increases only, with a threshold
+    # in loss units; KSWIN's alpha is lowered because it tests at every step.
+    DEFAULTS: dict[str, dict[str, Any]] = {
+        "adwin": {"delta": 0.002, "clock": 1, "grace_period": 10},
+        "page_hinkley": {"mode": "up", "threshold": 2.0, "delta": 0.005, "min_instances": 10},
+        "kswin": {"alpha": 1e-5, "window_size": 100, "stat_size": 30, "seed": 0},
+    }
+
+    def __init__(self, kind: str, **params: Any) -> None:
+        self.kind, self.params = kind, params
+        self.history: list[float] = []  # every loss fed in: the state, as plain data
+        if kind not in self.KINDS:
+            raise ConfigError(
+                f"unknown river detector {kind!r}; choose one of {sorted(self.KINDS)}"
+            )
+        try:
+            from river import drift
+        except ImportError as err:  # pragma: no cover - river is a declared dependency
+            raise ConfigError(f"detector {kind!r} needs river: pip install river ({err})") from err
+        try:
+            self.detector = getattr(drift, self.KINDS[kind])(**{**self.DEFAULTS[kind], **params})
+        except TypeError as err:
+            raise ConfigError(f"bad parameters for river {self.KINDS[kind]}: {err}") from err
+
+    def fires(self, loss: float, tracker: LossTracker) -> bool:
+        self.detector.update(float(loss))
+        self.history.append(float(loss))
+        return bool(self.detector.drift_detected) and tracker.candidate(loss) > tracker.mean()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": list(self.history)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Rebuild river's detector by replaying the losses it saw (exact, and checkpoints
+        stay plain tensors and containers, loadable with ``weights_only=True``)."""
+        self.__init__(self.kind, **self.params)
+        for loss in state["history"]:
+            self.detector.update(loss)
+        self.history = list(state["history"])
+
+
+def make_detector(
+    name: str, params: dict[str, Any] | None = None
+) -> ThresholdDetector | RiverDetector:
+    """A switch detector by name: ``threshold`` (paper), ``adwin``, ``page_hinkley``, ``kswin``."""
+    if name == "threshold":
+        return ThresholdDetector()
+    if name in RiverDetector.KINDS:
+        return RiverDetector(name, **dict(params or {}))
+    raise ConfigError(f"unknown detector {name!r}; choose one of {list(DETECTORS)}")
+
+
+def detect_shifts(
+    losses: Sequence[float], detector: str = "threshold", detector_params: dict | None = None,
+    warmup: int = 0, **tracker_options: Any,
+) -> list[int]:
+    """Run one expert's detector over a loss series; return the indices where it fired.
+
+    Losses at which it does not fire are recorded as training steps, as in the strategy;
+    after a firing the series continues with a fresh tracker and detector (a new expert).
+    The first ``warmup`` losses after each (re)start are recorded without a check.
+    """
+    def make() -> tuple[LossTracker, ThresholdDetector | RiverDetector]:
+        return LossTracker(**tracker_options), make_detector(detector, detector_params)
+
+    tracker, det = make()
+    fired, since = [], 0
+    for i, loss in enumerate(losses):
+        if since >= max(1, warmup) and det.fires(loss, tracker):
+            fired.append(i)
+            tracker, det = make()
+            since = 0
+        tracker.record(loss)
+        since += 1
+    return fired
+
+
+def recurrence_scores(
+    events: Sequence[tuple[int, str, int]], true_boundaries: Sequence[int],
+    task_sequence: Sequence[int], tolerance: int,
+) -> dict[str, float | int | None]:
+    """How TAME handled recurring tasks.
+
+    events: ``TAME.switch_events`` (samples seen, 'reuse' or 'spawn', expert id).
+    task_sequence: the task of each segment between boundaries (len(true_boundaries) + 1).
+    For each boundary into a task seen before (a recurrence), the first event within
+    ``tolerance`` samples after it decides: ``reuse_rate`` = share of recurrences handled by
+    reusing an expert; ``same_expert_rate`` = share that picked the expert the task got
+    at its first occurrence (expert 0 for the first task).
+    """
+    if len(task_sequence) != len(true_boundaries) + 1:
+        raise ConfigError(
+            f"task_sequence needs one task per segment: {len(true_boundaries) + 1} for "
+            f"{len(true_boundaries)} boundaries, got {len(task_sequence)}"
+        )
+    expert_of: dict[int, int] = {int(task_sequence[0]): 0}
+    recurrences = reused = same = 0
+    for b, task in zip(true_boundaries, task_sequence[1:]):
+        hit = next((e for e in events if b <= e[0] <= b + tolerance), None)
+        if int(task) in expert_of:
+            recurrences += 1
+            reused += int(hit is not None and hit[1] == "reuse")
+            same += int(hit is not None and hit[2] == expert_of[int(task)])
+        elif hit is not None:
+            expert_of[int(task)] = int(hit[2])
+    return {
+        "recurrences": recurrences,
+        "reuse_rate": reused / recurrences if recurrences else None,
+        "same_expert_rate": same / recurrences if recurrences else None,
+    }
+
+
+# --------------------------------------------------------------------------- training helpers
+def expert_loss(logits: torch.Tensor, y: torch.Tensor, sigmoid: bool) -> torch.Tensor:
+    """Mean cross-entropy on logits (B, C); through a sigmoid first when ``sigmoid`` (paper)."""
+    return F.cross_entropy(torch.sigmoid(logits) if sigmoid else logits, y)
+
+
+def fit(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
+    batch_size: int = 128,
+    sigmoid: bool = True, momentum: float = 0.9, weight_decay: float = 5e-4,
+    generator: torch.Generator | None = None,
+) -> float:
+    """Train ``model`` on (x: (N, ...), y: (N,)) for ``epochs`` shuffled passes with SGD.
+
+    Used to train the selector and to fine-tune pruned networks (pruning masks stay in
+    force: torch's pruning hooks recompute the masked weights every forward). Returns the
+    last epoch's mean loss (nan when there is nothing to fit).
+    """
+    if x.shape[0] == 0 or epochs <= 0:
+        return math.nan
+    opt = make_optimizer(model.parameters(), "sgd", lr=lr, momentum=momentum,
+                         weight_decay=weight_decay)
+    model.train()
+    total = 0.0
+    for _ in range(int(epochs)):
+        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        total = 0.0
+        for i in range(0, x.shape[0], batch_size):
+            idx = perm[i : i + batch_size]
+            loss = expert_loss(model(x[idx]), y[idx], sigmoid)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * idx.numel()
+    return total / x.shape[0]
+
+
+def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """The (module, 'weight') pairs global pruning acts on: every Linear and Conv weight."""
+    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
+    return [(m, "weight") for m in model.modules() if isinstance(m, kinds)]
+
+
+def prune_to_sparsity(model: nn.Module, share: float) -> None:
+    """Global L1 unstructured pruning so that ``share`` of all Linear/Conv weights are zero.
+
+    Idempotent: an existing mask is folded in first, so pruning a pruned model to the same
+    share changes nothing and pruning to a larger share removes only further weights. The
+    masks stay as forward hooks (``weight_orig`` * ``weight_mask``), so fine-tuning keeps
+    the pruned weights at zero.
+    """
+    if not 0.0 <= share < 1.0:
+        raise ConfigError(f"pruning share must lie in [0, 1), got {share}")
+    params = prunable(model)
+    if not params:
+        raise ConfigError(f"{type(model).__name__} has no Linear or Conv weights to prune")
+    for module, name in params:
+        if prune.is_pruned(module) and hasattr(module, name + "_mask"):
+            prune.remove(module, name)
+    n = sum(getattr(m, name).numel() for m, name in params)
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
+                              amount=int(round(share * n)))
+
+
+def sparsity(model: nn.Module) -> float:
+    """Share of zeros among the prunable (Linear/Conv) weights, masks applied."""
+    params = prunable(model)
+    zeros = sum(int((getattr(m, name) == 0).sum()) for m, name in params)
+    return zeros / max(1, sum(getattr(m, name).numel() for m, name in params))
+
+
+def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
+    """Number of parameters (the effective, masked tensors when ``nonzero``)."""
+    if not nonzero:
+        return sum(p.numel() for p in model.parameters())
+    total = 0
+    for module in model.modules():
+        for name, _ in module.named_parameters(recurse=False):
+            base = name[:-5] if name.endswith("_orig") else name
+            total += int((getattr(module, base) != 0).sum())
+    return total
+
+
+def fresh_copy(template: nn.Module) -> nn.Module:
+    """A deep copy of ``template`` with every parameter re-initialised (torch's global RNG)."""
+    model = copy.deepcopy(template)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()
+    return model
+
+
+def _pruned_like(template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Rebuild a (possibly pruned) copy of ``template`` from its state dict.
+
+    The head is resized to the state's (a deployed selector may predate a grown head).
+    """
+    model = copy.deepcopy(template)
+    head = state.get("head.weight", state.get("head.weight_orig"))
+    if head is not None and hasattr(model, "head") and model.head.weight.shape != head.shape:
+        model.head = nn.Linear(head.shape[1], head.shape[0]).to(head.device)
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        if f"{prefix}weight_mask" in state:
+            prune.identity(module, "weight")
+    model.load_state_dict(state)
+    return model
+
+
+# --------------------------------------------------------------------------- experts
+@dataclass
+class Expert:
+    """One task expert: its network, optimiser, loss statistics, detector and pruning buffer."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    tracker: LossTracker
+    detector: ThresholdDetector | RiverDetector
+    prune_buffer: ReservoirBuffer
+    steps: int = 0
+
+
+class ExpertPool:
+    """The experts: spawn from a template, score a batch, find the first one that fits."""
+
+    def __init__(
+        self, template: nn.Module, make_tracker: Callable[[], LossTracker],
+        make_switch_detector: Callable[[], ThresholdDetector | RiverDetector],
+        lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+        prune_capacity: int = 500, sigmoid: bool = True, seed: int = 0,
+    ) -> None:
+        self.template = template
+        self.device = next(template.parameters()).device
+        self.make_tracker, self.make_detector = make_tracker, make_switch_detector
+        self.optim_options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        self.prune_capacity, self.sigmoid, self.seed = int(prune_capacity), sigmoid, seed
+        self.experts: list[Expert] = []
+
+    def __len__(self) -> int:
+        return len(self.experts)
+
+    def __getitem__(self, i: int) -> Expert:
+        return self.experts[i]
+
+    def _make(self, model: nn.Module) -> Expert:
+        i = len(self.experts)
+        return Expert(
+            model=model,
+            optimizer=make_optimizer(model.parameters(), "sgd", **self.optim_options),
+            tracker=self.make_tracker(),
+            detector=self.make_detector(),
+            prune_buffer=ReservoirBuffer(self.prune_capacity, device=self.device,
+                                         seed=self.seed + 7919 * i),
+        )
+
+    def spawn(self) -> int:
+        """Add a freshly initialised expert; return its id."""
+        self.experts.append(self._make(fresh_copy(self.template).to(self.device)))
+        return len(self.experts) - 1
+
+    @torch.no_grad()
+    def loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Expert i's mean loss on (x: (B, ...), y: (B,)), eval mode, no gradient."""
+        model = self.experts[i].model
+        model.eval()
+        return float(expert_loss(model(x), y, self.sigmoid))
+
+    def first_match(
+        self, x: torch.Tensor, y: torch.Tensor, exclude: int | None = None
+    ) -> tuple[int, float] | None:
+        """(id, loss) of the first expert, in spawn order, whose candidate smoothed loss on
+        this batch is under its frozen tau (the paper's first match, not best match)."""
+        for i, e in enumerate(self.experts):
+            if i == exclude:
+                continue
+            loss = self.loss(i, x, y)
+            if e.tracker.accepts(loss):
+                return i, loss
+        return None
+
+    def n_parameters(self) -> int:
+        return sum(count_parameters(e.model) for e in self.experts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"experts": [{
+            "model": e.model.state_dict(), "optimizer": e.optimizer.state_dict(),
+            "tracker": e.tracker.state_dict(), "detector": e.detector.state_dict(),
+            "prune_buffer": e.prune_buffer.state_dict(), "steps": e.steps,
+        } for e in self.experts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.experts = []
+        for s in state["experts"]:
+            e = self._make(copy.deepcopy(self.template).to(self.device))
+            e.model.load_state_dict(s["model"])
+            e.optimizer.load_state_dict(s["optimizer"])
+            e.tracker.load_state_dict(s["tracker"])
+            e.detector.load_state_dict(s["detector"])
+            e.prune_buffer.load_state_dict(s["prune_buffer"])
+            e.steps = s["steps"]
+            self.experts.append(e)
+
+
+# --------------------------------------------------------------------------- selector
+class ExpertSelector:
+    """Routes inputs to experts: a copy of the template body with one output per expert.
+
+    Its buffer keeps, per class, a uniform random sample (reservoir, ``capacity //
+    n_classes`` each) of (x, id of the expert active when x was seen).
+    """
+
+    def __init__(
+        self, template: nn.Module, n_classes: int, capacity: int = 5000, seed: int = 0,
+    ) -> None:
+        if not hasattr(template, "head") or not hasattr(template, "feature_dim"):
+            raise ConfigError(
+                f"TAME's selector needs a Classifier with .head and .feature_dim, got "
+                f"{type(template).__name__}; build the model with continual.models.build_model"
+            )
+        per_class = int(capacity) // int(n_classes)
+        if per_class < 1:
+            raise ConfigError(
+                f"selector capacity {capacity} gives no slot per class for {n_classes} classes; "
+                f"use selector_capacity >= {n_classes}"
+            )
+        self.device = next(template.parameters()).device
+        self.model = fresh_copy(template).to(self.device)
+        self.model.head = nn.Linear(template.feature_dim, 1).to(self.device)
+        self.n_experts = 1
+        self.buffers = [
+            ReservoirBuffer(per_class, device=self.device, seed=seed + 104729 * (c + 1))
+            for c in range(int(n_classes))
+        ]
+
+    def grow(self, n_experts: int) -> None:
+        """Widen the output layer to ``n_experts``, keeping the rows already learnt."""
+        if n_experts <= self.n_experts:
+            return
+        old = self.model.head
+        new = nn.Linear(old.in_features, n_experts).to(self.device)
+        with torch.no_grad():
+            new.weight[: old.out_features] = old.weight
+            new.bias[: old.out_features] = old.bias
+        self.model.head, self.n_experts = new, n_experts
+
+    def add(self, x: torch.Tensor, y: torch.Tensor, expert: int) -> None:
+        """Offer inputs x: (B, ...) with class labels y: (B,) seen while ``expert`` was active."""
+        tags = torch.full_like(y, int(expert))
+        for c in torch.unique(y).tolist():
+            m = y == c
+            self.buffers[int(c)].add(x[m], tags[m])
+
+    def items(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All stored (x, expert id)."""
+        parts = [b.items() for b in self.buffers if len(b)]
+        if not parts:
+            empty = torch.empty(0, dtype=torch.long, device=self.device)
+            return empty.float(), empty
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model": self.model.state_dict(), "n_experts": self.n_experts,
+                "buffers": [b.state_dict() for b in self.buffers]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.grow(state["n_experts"])
+        self.model.load_state_dict(state["model"])
+        for b, s in zip(self.buffers, state["buffers"]):
+            b.load_state_dict(s)
+
+
+# --------------------------------------------------------------------------- the strategy
+@dataclass
+class _Deployed:
+    """The networks predict uses: pruned, fine-tuned copies of the selector and experts."""
+
+    selector: nn.Module | None
+    experts: list[nn.Module] = field(default_factory=list)
+    version: int = -1
+
+
+class TAME(Strategy):
+    """TAME (Zhu et al. 2024): loss-shift detection, an expert pool and a selector; task-free.
+
+    Args (defaults: the paper's values, the code's optimiser; ``conf/strategy/tame.yaml``):
+        model: template for experts and selector (a ``Classifier``), re-initialised per copy.
+        window, alpha, n_sigma, min_std: the detector's W, smoothing factor, tau's sigma
+            multiple and std floor.
+        initial_loss: the value a new expert's window starts with (None: ln(n_classes)).
+        clip_window: the window takes min(loss, tau) (not in the paper; off by default).
+        detector: ``threshold`` (paper), ``adwin``, ``page_hinkley`` or ``kswin``;
+            detector_params go to the river class.
+        lr, momentum, weight_decay: the experts' SGD.
+        sigmoid_outputs: sigmoid before the cross-entropy (experts and selector), as the
+            paper's network; off by default (see the module docstring).
+        selector_capacity (C_s), prune_capacity (C_p): buffer sizes.
+        selector_epochs, selector_lr, selector_batch_size: selector training.
+        train_at: ``end`` (after the stream: ``finalize()``, or lazily at the first predict)
+            or ``eval`` (``prepare_eval()`` before every evaluation).
+        prune: whether to prune; expert_prune / selector_prune: shares of weights removed;
+            prune_epochs, expert_finetune_lr, selector_finetune_lr: fine-tuning after pruning.
+        max_experts: a safety cap; past it, the best-fitting expert is reused instead.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        window: int = 100,
+        alpha: float = 0.2,
+        n_sigma: float = 3.0,
+        min_std: float = 0.005,
+        initial_loss: float | None = None,
+        clip_window: bool = False,
+        detector: str = "threshold",
+        detector_params: dict[str, Any] | None = None,
+        lr: float = 0.05,
+        momentum: float = 0.9,
+        weight_decay: float = 5e-4,
+        sigmoid_outputs: bool = False,
+        selector_capacity: int = 5000,
+        prune_capacity: int = 500,
+        selector_epochs: int = 200,
+        selector_lr: float = 0.1,
+        selector_batch_size: int = 128,
+        train_at: str = "end",
+        prune: bool = True,
+        expert_prune: float = 0.98,
+        selector_prune: float = 0.5,
+        prune_epochs: int = 200,
+        expert_finetune_lr: float = 0.1,
+        selector_finetune_lr: float = 1e-3,
+        max_experts: int = 100,
+        seed: int = 0,
+    ) -> None:
+        if train_at not in TRAIN_AT:
+            raise ConfigError(f"train_at must be one of {list(TRAIN_AT)}, got {train_at!r}")
+        if detector not in DETECTORS:
+            raise ConfigError(f"unknown detector {detector!r}; choose one of {list(DETECTORS)}")
+        if max_experts < 1:
+            raise ConfigError(f"max_experts must be at least 1, got {max_experts}")
+        n_classes = int(getattr(model, "n_classes", 0))
+        if n_classes < 1:
+            raise ConfigError(
+                f"TAME needs a Classifier with .n_classes, got {type(model).__name__}; "
+                "build the model with continual.models.build_model"
+            )
+        for share in (expert_prune, selector_prune):
+            if not 0.0 <= share < 1.0:
+                raise ConfigError(f"pruning shares must lie in [0, 1), got {share}")
+        self.n_classes = n_classes
+        start = math.log(n_classes) if initial_loss is None else float(initial_loss)
+        tracker = dict(window=window, alpha=alpha, n_sigma=n_sigma, min_std=min_std,
+                       initial_loss=start,
+                       clip=clip_window)
+        self.make_detector = lambda: make_detector(detector, detector_params)
+        # Fail on bad window or detector parameters now, not at the first expert.
+        LossTracker(**tracker)
+        self.make_detector()
+        self.sigmoid = bool(sigmoid_outputs)
+        self.pool = ExpertPool(
+            model, lambda: LossTracker(**tracker), self.make_detector, lr, momentum, weight_decay,
+            prune_capacity, self.sigmoid, seed,
+        )
+        self.selector = ExpertSelector(model, n_classes, selector_capacity, seed)
+        self.device = self.pool.device
+        self.selector_options = dict(epochs=selector_epochs, lr=selector_lr,
+                                     batch_size=selector_batch_size)
+        self.train_at, self.do_prune = train_at, bool(prune)
+        self.expert_prune, self.selector_prune = float(expert_prune), float(selector_prune)
+        self.prune_epochs = int(prune_epochs)
+        self.expert_finetune_lr = expert_finetune_lr
+        self.selector_finetune_lr = selector_finetune_lr
+        self.max_experts = int(max_experts)
+        self.generator = torch.Generator().manual_seed(seed)
+        self.active = 0
+        self.samples_seen = 0
+        self.detected_switches: list[int] = []
+        self.switch_events: list[tuple[int, str, int]] = []
+        self.version = 0  # bumps with every training step; deployed copies remember theirs
+        self.deployed = _Deployed(selector=None)
+        self._params_cache = (-1, 0)
+
+    # ------------------------------------------------------------------ training
+    def _switch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, str]:
+        """After a detected switch: reuse the first expert that fits, else spawn one."""
+        match = self.pool.first_match(x, y, exclude=self.active)
+        if match is not None:
+            # Its smoothed loss continues from its own last value: record() below applies
+            # the candidate update on this batch.
+            return match[0], "reuse"
+        if len(self.pool) >= self.max_experts:
+            losses = [self.pool.loss(i, x, y) for i in range(len(self.pool))]
+            return min(range(len(losses)), key=losses.__getitem__), "reuse"
+        new = self.pool.spawn()
+        self.selector.grow(len(self.pool))
+        return new, "spawn"
+
+    def observe(self, batch: Batch) -> dict[str, Any]:
+        """One step: detect a switch from the active expert's loss, then train the active expert."""
+        x, y = batch.x, batch.y
+        switched = 0.0
+        if not len(self.pool):
+            self.pool.spawn()
+        expert = self.pool[self.active]
+        expert.model.train()
+        logits = expert.model(x)
+        loss = expert_loss(logits, y, self.sigmoid)
+        online_correct = (logits.detach().argmax(1) == y).sum()
+        value = float(loss.detach())
+        if expert.steps and expert.detector.fires(value, expert.tracker):
+            switched = 1.0
+            self.detected_switches.append(self.samples_seen)
+            self.active, action = self._switch(x, y)
+            self.switch_events.append((self.samples_seen, action, self.active))
+            expert = self.pool[self.active]
+            expert.model.train()
+            loss = expert_loss(expert.model(x), y, self.sigmoid)
+            value = float(loss.detach())
+        expert.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        expert.optimizer.step()
+        expert.tracker.record(value)
+        expert.steps += 1
+        expert.prune_buffer.add(x, y)
+        self.selector.add(x, y, self.active)
+        self.samples_seen += int(x.shape[0])
+        self.version += 1
+        return {
+            "loss": value, "online_correct": online_correct, "n_experts": float(len(self.pool)),
+            "active_expert": float(self.active), "params": float(self._params()),
+            "switch": switched,
+        }
+
+    # ------------------------------------------------------------------ selector, pruning
+    def _deploy(self) -> None:
+        """Train the selector on its buffer, then prune and fine-tune copies of all networks.
+
+        Safe to call under ``torch.inference_mode()`` (the runner's predict context).
+        """
+        if not len(self.pool):
+            return
+        with torch.inference_mode(False), torch.enable_grad():
+            self._train_deployed()
+
+    def _train_deployed(self) -> None:
+        sel = self.selector
+        xs, ids = sel.items()
+        if len(self.pool) > 1 and xs.shape[0]:
+            fit(sel.model, xs, ids, sigmoid=self.sigmoid, generator=self.generator,
+                **self.selector_options)
+        selector = copy.deepcopy(sel.model) if len(self.pool) > 1 else None
+        experts = [copy.deepcopy(e.model) for e in self.pool.experts]
+        if self.do_prune:
+            if selector is not None:
+                prune_to_sparsity(selector, self.selector_prune)
+                fit(selector, xs, ids, self.prune_epochs, self.selector_finetune_lr,
+                    self.selector_options["batch_size"], self.sigmoid, generator=self.generator)
+            for e, model in zip(self.pool.experts, experts):
+                prune_to_sparsity(model, self.expert_prune)
+                px, py = e.prune_buffer.items() if len(e.prune_buffer) else (xs[:0], ids[:0])
+                fit(model, px, py, self.prune_epochs, self.expert_finetune_lr,
+                    self.selector_options["batch_size"], self.sigmoid, generator=self.generator)
+        for m in [selector, *experts]:
+            if m is not None:
+                m.eval()
+        self.deployed = _Deployed(selector=selector, experts=experts, version=self.version)
+
+    def finalize(self) -> None:
+        """After the stream (the paper): train the selector, prune and fine-tune."""
+        self._deploy()
+
+    def prepare_eval(self) -> None:
+        """Before an evaluation point: redeploy when ``train_at='eval'`` and anything changed."""
+        if self.train_at == "eval" and len(self.pool) and self.deployed.version != self.version:
+            self._deploy()
+
+    @torch.inference_mode()
+    def route(self, x: torch.Tensor) -> torch.Tensor:
+        """The expert id the selector picks for each input x: (B, ...) -> (B,)."""
+        if self.deployed.selector is None or len(self.deployed.experts) < 2:
+            return torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return self.deployed.selector(x).argmax(1)
+
+    def predict(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, n_classes) of the expert the selector picks for each input."""
+        if len(self.pool) and not self.deployed.experts:
+            self._deploy()  # never trained yet: train now (outside inference mode)
+        return self._predict(x)
+
+    @torch.inference_mode()
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.deployed.experts:
+            return torch.zeros(x.shape[0], self.n_classes, device=x.device)
+        ids = self.route(x)
+        out = torch.empty(x.shape[0], self.n_classes, device=x.device)
+        for i in torch.unique(ids).tolist():
+            m = ids == i
+            out[m] = self.deployed.experts[i](x[m]).to(out.dtype)
+        return out
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _params(self) -> int:
+        """n_parameters(), recounted only when the pool has grown."""
+        if self._params_cache[0] != len(self.pool):
+            self._params_cache = (len(self.pool), self.n_parameters())
+        return self._params_cache[1]
+
+    def n_parameters(self, deployed: bool = False) -> int:
+        """Parameters of experts + selector; ``deployed``: nonzero ones of the pruned copies."""
+        if deployed:
+            nets = [m for m in [self.deployed.selector, *self.deployed.experts] if m is not None]
+            return sum(count_parameters(m, nonzero=True) for m in nets)
+        return self.pool.n_parameters() + count_parameters(self.selector.model)
+
+    def parameter_count(self) -> int:
+        """All experts + selector, dense (the runner's ``params``)."""
+        return self.n_parameters()
+
+    def summary(self) -> dict[str, Any]:
+        """TAME's figures for summary.json (switch_events: [samples, 'reuse'|'spawn', expert])."""
+        return {
+            "n_experts": len(self.pool),
+            "n_reused_after_switch": sum(1 for e in self.switch_events if e[1] == "reuse"),
+            "params_deployed_nonzero": self.n_parameters(deployed=True),
+            "switch_events": [list(e) for e in self.switch_events],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "pool": self.pool.state_dict(), "selector": self.selector.state_dict(),
+            "active": self.active, "samples_seen": self.samples_seen,
+            "detected_switches": list(self.detected_switches),
+            "switch_events": list(self.switch_events), "version": self.version,
+            "generator": self.generator.get_state(),
+            "deployed": None if not self.deployed.experts else {
+                "selector": None if self.deployed.selector is None
+                else self.deployed.selector.state_dict(),
+                "experts": [m.state_dict() for m in self.deployed.experts],
+                "version": self.deployed.version,
+            },
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.pool.load_state_dict(state["pool"])
+        self.selector.load_state_dict(state["selector"])
+        self.active, self.samples_seen = state["active"], state["samples_seen"]
+        self.detected_switches = list(state["detected_switches"])
+        self.switch_events = [tuple(e) for e in state["switch_events"]]
+        self.version = state["version"]
+        self.generator.set_state(state["generator"])
+        dep = state["deployed"]
+        if dep is None:
+            self.deployed = _Deployed(selector=None)
+            return
+        sel = None
+        if dep["selector"] is not None:
+            sel = _pruned_like(self.selector.model, dep["selector"])
+        experts = [_pruned_like(self.pool.template, s).to(self.device) for s in dep["experts"]]
+        for m in [sel, *experts]:
+            if m is not None:
+                m.eval()
+        self.deployed = _Deployed(selector=sel, experts=experts, version=dep["version"])

@@ -1,0 +1,296 @@
+"""TAME (strategies/tame.py): detector, expert pool, selector, pruning, bookkeeping."""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import random
+
+import pytest
+import torch
+
+from continual.models import build_model
+from continual.testing import check_strategy
+from continual.types import Batch, ConfigError
+from strategies.tame import (
+    TAME,
+    ExpertSelector,
+    LossTracker,
+    ThresholdDetector,
+    detect_shifts,
+    fit,
+    prune_to_sparsity,
+    recurrence_scores,
+    sparsity,
+)
+from streams.datasets import from_arrays
+from streams.generators import class_incremental
+
+DETECTORS = ["threshold", "adwin", "page_hinkley", "kswin"]
+
+
+def noise(n: int, mean: float, std: float, seed: int) -> list[float]:
+    r = random.Random(seed)
+    return [r.gauss(mean, std) for _ in range(n)]
+
+
+def blobs(per_class: int = 60, n_classes: int = 10, dim: int = 16, seed: int = 0):
+    """Well-separated Gaussian classes: a dataset small enough for a unit test."""
+    g = torch.Generator().manual_seed(seed)
+    centres = 3.0 * torch.randn(n_classes, dim, generator=g)
+
+    def draw(n):
+        y = torch.arange(n_classes).repeat_interleave(n)
+        return centres[y] + 0.5 * torch.randn(len(y), dim, generator=g), y
+
+    (xtr, ytr), (xte, yte) = draw(per_class), draw(per_class // 3)
+    return from_arrays(xtr, ytr, xte, yte, name="blobs", n_classes=n_classes)
+
+
+def run(strategy: TAME, stream) -> None:
+    step = 0
+    for seg in stream.segments:
+        for batch in stream.batches(seg, step):
+            strategy.observe(batch)
+            step += 1
+
+
+def small_tame(stream, **kw) -> TAME:
+    torch.manual_seed(0)
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=32, depth=1)
+    options = dict(window=20, lr=0.01, selector_epochs=20, prune_epochs=5, selector_capacity=200,
+                   prune_capacity=50)
+    return TAME(model, **{**options, **kw})
+
+
+def recurring_stream(repeats: int = 3):
+    return class_incremental(dataset=blobs(), n_tasks=5, boundaries="hidden", batch_size=20,
+                             passes=5, repeats=repeats, seed=0)
+
+
+@pytest.fixture(scope="module")
+def _trained():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream)
+    run(tame, stream)
+    return stream, tame
+
+
+@pytest.fixture
+def trained(_trained):
+    """(stream, TAME trained on its five tasks, not yet finalized): a copy per test."""
+    stream, tame = _trained
+    return stream, copy.deepcopy(tame)
+
+
+# --------------------------------------------------------------------------- detector
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_detector_fires_soon_after_a_loss_jump(detector):
+    losses = noise(300, 1.0, 0.05, seed=1) + noise(100, 2.0, 0.05, seed=2)
+    fired = detect_shifts(losses, detector, warmup=20)
+    assert fired, f"{detector} missed a jump of 20 standard deviations"
+    assert 300 <= fired[0] <= 330, f"{detector} fired at {fired[0]}, the jump is at 300"
+
+
+@pytest.mark.parametrize("detector", DETECTORS)
+def test_detector_stays_quiet_on_stationary_noise(detector):
+    assert detect_shifts(noise(2000, 1.0, 0.05, seed=3), detector, warmup=20) == []
+
+
+def test_threshold_is_mean_plus_three_std_with_a_floor():
+    t = LossTracker(window=4, initial_loss=None)
+    for v in (1.0, 1.0, 1.0, 1.0):
+        t.record(v)
+    assert t.threshold() == pytest.approx(1.0 + 3 * 0.005)
+    for v in (0.0, 2.0, 0.0, 2.0):
+        t.record(v)
+    assert t.threshold() == pytest.approx(1.0 + 3 * 1.0)
+
+
+def test_inactive_expert_keeps_its_threshold_and_smoothed_loss():
+    t = LossTracker(window=10, alpha=0.2)
+    for v in noise(10, 1.0, 0.05, seed=4):
+        t.record(v)
+    tau, smoothed = t.threshold(), t.smoothed
+    assert ThresholdDetector().fires(5.0, t)  # checking does not record
+    assert (t.threshold(), t.smoothed) == (tau, smoothed)
+    assert t.candidate(5.0) == pytest.approx(0.2 * 5.0 + 0.8 * smoothed)
+
+
+# --------------------------------------------------------------------------- expert pool
+def test_task_free_stream_spawns_one_expert_per_task_and_records_switches(trained):
+    stream, tame = trained
+    assert len(tame.pool) == 5
+    assert tame.detected_switches == stream.true_boundaries
+
+
+def test_recurring_tasks_reuse_their_expert():
+    stream = recurring_stream(repeats=2)
+    tame = small_tame(stream)
+    run(tame, stream)
+    scores = recurrence_scores(tame.switch_events, stream.true_boundaries,
+                               [s.task for s in stream.segments], tolerance=100)
+    assert scores["recurrences"] == 5
+    assert scores["reuse_rate"] >= 0.8
+    assert len(tame.pool) == 5
+
+
+def test_observe_reports_tame_records():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream)
+    out = tame.observe(next(stream.batches(stream.segments[0])))
+    assert {"loss", "n_experts", "active_expert", "params", "switch", "online_correct"} <= set(out)
+    assert out["n_experts"] == 1.0 and out["switch"] == 0.0
+    assert out["params"] == tame.n_parameters() > 0
+    assert tame.samples_seen == 20
+
+
+def test_new_experts_are_reinitialised_copies_of_the_template():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream)
+    a, b = tame.pool.spawn(), tame.pool.spawn()
+    wa, wb = tame.pool[a].model.head.weight, tame.pool[b].model.head.weight
+    assert wa.shape == wb.shape and not torch.equal(wa, wb)
+
+
+# --------------------------------------------------------------------------- selector
+def test_selector_grows_and_keeps_learnt_rows():
+    model = build_model("mlp", (16,), 10, hidden=32, depth=1)
+    sel = ExpertSelector(model, n_classes=10, capacity=100)
+    before = sel.model.head.weight.detach().clone()
+    sel.grow(3)
+    assert sel.model.head.out_features == 3
+    assert torch.equal(sel.model.head.weight[:1], before)
+
+
+def test_selector_learns_to_route_by_expert():
+    data = blobs()
+    model = build_model("mlp", (16,), 10, hidden=32, depth=1)
+    sel = ExpertSelector(model, n_classes=10, capacity=500)
+    sel.grow(2)
+    sel.add(data.x_train, data.y_train, expert=0)
+    x1, y1 = data.x_train[data.y_train >= 5], data.y_train[data.y_train >= 5]
+    sel.add(x1, y1, expert=1)  # classes 5..9: their reservoirs now mostly hold expert 1
+    xs, ids = sel.items()
+    fit(sel.model, xs, ids, epochs=30, lr=0.05, generator=torch.Generator().manual_seed(0))
+    sel.model.eval()
+    with torch.no_grad():
+        route = sel.model(data.x_test).argmax(1)
+    expected = (data.y_test >= 5).long()
+    assert (route == expected).float().mean() > 0.6
+
+
+# --------------------------------------------------------------------------- pruning
+@pytest.mark.parametrize("share", [0.5, 0.98])
+def test_pruning_removes_the_stated_share_of_weights(share):
+    model = build_model("mlp", (16,), 10, hidden=32, depth=2)
+    prune_to_sparsity(model, share)
+    assert sparsity(model) == pytest.approx(share, abs=1e-3)
+
+
+def test_pruning_is_idempotent_and_survives_fine_tuning():
+    data = blobs()
+    model = build_model("mlp", (16,), 10, hidden=32, depth=2)
+    prune_to_sparsity(model, 0.9)
+    prune_to_sparsity(model, 0.9)
+    fit(model, data.x_train, data.y_train, epochs=2, lr=0.05)
+    assert sparsity(model) == pytest.approx(0.9, abs=1e-3)
+
+
+def test_finalize_prunes_deployed_copies_not_the_training_experts(trained):
+    _, tame = trained  # expert_prune=0.98, selector_prune=0.5 (the paper's)
+    tame.finalize()
+    assert all(sparsity(m) == pytest.approx(0.98, abs=1e-3) for m in tame.deployed.experts)
+    assert sparsity(tame.deployed.selector) == pytest.approx(0.5, abs=1e-3)
+    assert sparsity(tame.pool[0].model) < 0.01
+    assert tame.n_parameters(deployed=True) < 0.2 * tame.n_parameters()
+
+
+# --------------------------------------------------------------------------- predict, eval hooks
+def test_predict_routes_each_input_to_an_expert(trained):
+    stream, tame = trained
+    d = stream.dataset
+    logits = tame.predict(d.x_test)  # lazily trains the selector (train_at='end')
+    assert logits.shape == (d.x_test.shape[0], 10)
+    assert (logits.argmax(1) == d.y_test).float().mean() > 0.6
+
+
+def test_prepare_eval_redeploys_only_after_training_when_train_at_eval():
+    stream = recurring_stream(repeats=1)
+    batches = stream.batches(stream.segments[0])
+    tame = small_tame(stream, train_at="eval")
+    tame.observe(next(batches))
+    tame.prepare_eval()
+    first = tame.deployed
+    tame.prepare_eval()
+    assert tame.deployed is first
+    tame.observe(next(batches))
+    tame.prepare_eval()
+    assert tame.deployed is not first
+
+
+def test_predict_under_inference_mode_trains_the_selector_lazily(trained):
+    stream, tame = trained
+    with torch.inference_mode():  # how the runner calls predict
+        logits = tame.predict(stream.dataset.x_test)
+    assert tame.deployed.selector is not None and logits.shape[1] == 10
+
+
+def test_prepare_eval_does_nothing_when_train_at_end():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream)
+    tame.observe(next(stream.batches(stream.segments[0])))
+    tame.prepare_eval()
+    assert tame.deployed.experts == []
+
+
+# --------------------------------------------------------------------------- state
+def test_state_dict_round_trip_restores_the_pool():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream, detector="adwin")
+    run(tame, stream)
+    tame.finalize()
+    buf = io.BytesIO()
+    torch.save(tame.state_dict(), buf)
+    buf.seek(0)
+    other = small_tame(stream, detector="adwin")
+    other.load_state_dict(torch.load(buf, weights_only=True))  # as the runner's checkpoints
+    assert len(other.pool) == len(tame.pool)
+    assert other.detected_switches == tame.detected_switches
+    x = stream.dataset.x_test
+    assert torch.equal(other.predict(x), tame.predict(x))
+    batch = next(stream.batches(stream.segments[-1]))
+    assert other.observe(batch)["loss"] == pytest.approx(tame.observe(batch)["loss"])
+
+
+# --------------------------------------------------------------------------- scores
+def test_recurrence_scores_count_reuse_and_the_right_expert():
+    events = [(100, "spawn", 1), (200, "reuse", 0), (300, "spawn", 2)]
+    s = recurrence_scores(events, [100, 200, 300], [0, 1, 0, 1], tolerance=10)
+    assert s["recurrences"] == 2
+    assert s["reuse_rate"] == pytest.approx(0.5)
+    assert s["same_expert_rate"] == pytest.approx(0.5)
+
+
+# --------------------------------------------------------------------------- contract
+def test_tame_passes_the_strategy_conformance_kit():
+    results = check_strategy(TAME, options={"window": 20, "lr": 0.01, "selector_epochs": 2,
+                                            "prune_epochs": 1})
+    assert set(results.values()) == {"passed"}
+
+
+# --------------------------------------------------------------------------- configuration
+@pytest.mark.parametrize("bad", [{"detector": "cusum"}, {"train_at": "never"}, {"window": 1},
+                                 {"expert_prune": 1.0}, {"detector": "adwin",
+                                                         "detector_params": {"nope": 1}}])
+def test_bad_configuration_raises_config_error(bad):
+    model = build_model("mlp", (16,), 10, hidden=8, depth=1)
+    with pytest.raises(ConfigError):
+        TAME(model, **bad)
+
+
+def test_initial_window_is_log_of_classes():
+    tame = TAME(build_model("mlp", (16,), 10, hidden=8, depth=1))
+    tame.observe(Batch(x=torch.randn(4, 16), y=torch.tensor([0, 1, 0, 1])))
+    assert tame.pool[0].tracker.window[0] == pytest.approx(math.log(10))
