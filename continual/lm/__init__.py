@@ -1,0 +1,1 @@
+"""Language models in continual: knowledge-learning evaluation (exact match, FUAR), run loops."""

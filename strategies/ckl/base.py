@@ -1,0 +1,141 @@
+"""Shared mechanics of the CKL strategies: a causal LM, its optimiser, schedule and step.
+
+``LMStrategy`` is the whole of vanilla fine-tuning; the other methods change only what
+is special about them (which parameters train, the optimiser, the batch, the prompt).
+Batches are token blocks: ``Batch.x`` input ids (B, T), ``Batch.y`` labels (B, T) with
+-100 where no loss is taken (right padding); T is the same for every row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from continual.lm.evaluation import block_loss, greedy_answers
+from continual.types import Batch, ConfigError, Strategy, TaskInfo
+from strategies.base import make_optimizer
+from strategies.schedules import Schedule, ScheduledLR
+
+ScheduleSpec = Schedule | Callable[..., Schedule] | None
+
+
+class LMStrategy(Strategy):
+    """Next-token training of a causal LM (vanilla fine-tuning when used as is).
+
+    Args:
+        model: a causal LM (``model(input_ids=..., labels=...)`` returns ``.loss``, ``.logits``).
+        tokenizer: its tokenizer (used for answers and by strategies that read text).
+        lr: learning rate when no ``schedule`` is given.
+        optimizer: ``adamw`` / ``adam`` / ``sgd`` (``strategies.base.make_optimizer``).
+        weight_decay: decoupled weight decay.
+        grad_clip: max gradient norm (None: no clipping).
+        schedule: a ``Schedule``, or a factory called with ``task_steps=[...]`` at the
+            first task start (a Hydra ``_partial_`` config), or None for constant ``lr``.
+        answer_batch_size: prompts per generation batch.
+    """
+
+    def __init__(self, model: nn.Module, tokenizer: Any, lr: float = 1e-4,
+                 optimizer: str = "adamw", weight_decay: float = 0.0,
+                 grad_clip: float | None = 1.0, schedule: ScheduleSpec = None,
+                 answer_batch_size: int = 32) -> None:
+        self.model = self.prepare_model(model)
+        self.tokenizer = tokenizer
+        self.lr = lr
+        self.grad_clip = grad_clip
+        self.answer_batch_size = answer_batch_size
+        self.schedule_spec = schedule
+        self.optimizer = self.make_optimizer(optimizer, lr, weight_decay)
+        self.scheduler: ScheduledLR | None = None
+        self.steps = 0
+
+    # ------------------------------------------------------------------ hooks for methods
+    def prepare_model(self, model: nn.Module) -> nn.Module:
+        """Wrap or freeze the model before the optimiser is built (LoRA, adapters)."""
+        return model
+
+    def make_optimizer(self, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+        params = self.trainable_parameters()
+        if not params:
+            raise ConfigError(f"{type(self).__name__}: the model has no trainable parameters")
+        return make_optimizer(params, name, lr, weight_decay=weight_decay, betas=(0.9, 0.999))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    # ------------------------------------------------------------------ training
+    def lm_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean next-token loss of input ids x (B, T) against labels y (B, T)."""
+        self.model.train()
+        return self.model(input_ids=x, labels=y).loss
+
+    def step(self, loss: torch.Tensor) -> None:
+        """Backward, clip, optimiser step, schedule step."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.steps += 1
+
+    def observe(self, batch: Batch) -> dict[str, Any]:
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = self.lm_loss(batch.x, batch.y)
+        self.step(loss)
+        return {"loss": loss.detach(), "lr": lr}
+
+    def on_task_start(self, info: TaskInfo) -> None:
+        """Builds the LR schedule at the first task from ``info.extra['task_steps']``."""
+        if self.schedule_spec is None or self.scheduler is not None:
+            return
+        spec = self.schedule_spec
+        if isinstance(spec, Schedule):
+            schedule = spec
+        else:
+            if "task_steps" not in info.extra:
+                raise ConfigError("a schedule factory needs TaskInfo.extra['task_steps'] "
+                                  "(steps of every task) at the first task start")
+            schedule = spec(task_steps=list(info.extra["task_steps"]))
+        self.scheduler = ScheduledLR(self.optimizer, schedule)
+
+    # ------------------------------------------------------------------ inference
+    @torch.inference_mode()
+    def predict(self, x: torch.Tensor, task: torch.Tensor | None = None) -> torch.Tensor:
+        """Next-token logits (B, T, V) for input ids x (B, T)."""
+        self.model.eval()
+        return self.model(input_ids=x).logits
+
+    def answer(self, prompts: Sequence[str], max_new_tokens: int = 8) -> list[str]:
+        """Greedy continuations of cloze prompts (what exact match is computed on)."""
+        return greedy_answers(self.model, self.tokenizer, prompts, max_new_tokens,
+                              self.answer_batch_size)
+
+    def loss_on(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> float:
+        """Mean next-token loss on held-out blocks (B, T) under the current model."""
+        return block_loss(self.model, input_ids, labels)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        out = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+               "steps": self.steps}
+        if self.scheduler is not None:
+            out["scheduler"] = self.scheduler.state_dict()
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = state.get("steps", 0)
+        if self.scheduler is not None and "scheduler" in state:
+            self.scheduler.load_state_dict(state["scheduler"])
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Set requires_grad False on every parameter of ``model``; returns it."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model

@@ -1,0 +1,82 @@
+"""Mix-Review: mix earlier-corpus text into fine-tuning, at a ratio that decays each epoch.
+
+He et al., "Analyzing the Forgetting Problem in Pretrain-Finetuning of Open-domain
+Dialogue Response Models", EACL 2021, Sec. 4: during epoch e, add mix_ratio * decay^e
+times as much pre-training data as there is new data. CKL setting (Jang et al. 2022,
+public code): mix_ratio 4, decay 0.7.
+
+Here, per step: the batch's B rows are joined by round(B * mix_ratio * decay^e) review
+rows packed from the review pool (pre-training-like text the loop hands over in
+``TaskInfo.extra['review_texts']``, plus the text of every earlier corpus this strategy
+trained on). Departure: the paper adds review *examples* to the epoch (more steps);
+we add review *rows* to each step (same number of steps, larger batches), so the step
+count stays comparable across methods; ``max_review_rows`` caps the per-step cost.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+from torch import nn
+
+from continual.types import Batch, TaskInfo
+from strategies.ckl.base import LMStrategy
+
+
+class MixReview(LMStrategy):
+    """Vanilla fine-tuning with decaying review of earlier text in every batch."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, mix_ratio: float = 4.0,
+                 mix_decay: float = 0.7, max_review_rows: int | None = None,
+                 review_texts: list[str] | None = None, seed: int = 0, **kwargs: Any) -> None:
+        self.mix_ratio, self.mix_decay, self.max_review_rows = mix_ratio, mix_decay, max_review_rows
+        self.review_texts: list[str] = list(review_texts or [])
+        self.rng = random.Random(seed)
+        self.steps_per_epoch = 0
+        self.task_step = 0
+        self._task_texts: list[str] = []
+        self._review_ids: torch.Tensor | None = None
+        self._review_labels: torch.Tensor | None = None
+        super().__init__(model, tokenizer, **kwargs)
+
+    def on_task_start(self, info: TaskInfo) -> None:
+        super().on_task_start(info)
+        if not self.review_texts and info.extra.get("review_texts"):
+            self.review_texts = list(info.extra["review_texts"])
+        self._task_texts = list(info.extra.get("texts", []))
+        self.steps_per_epoch = int(info.extra.get("steps_per_epoch", 0))
+        self.task_step = 0
+        self._review_ids = None
+
+    def on_task_end(self, info: TaskInfo) -> None:
+        self.review_texts.extend(self._task_texts)  # later corpora review this one too
+
+    def epoch(self) -> int:
+        return self.task_step // self.steps_per_epoch if self.steps_per_epoch else 0
+
+    def review_rows(self, batch_rows: int) -> int:
+        n = round(batch_rows * self.mix_ratio * self.mix_decay ** self.epoch())
+        return min(n, self.max_review_rows) if self.max_review_rows is not None else n
+
+    def _review_batch(self, n: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+        from streams.corpora import pack_documents
+
+        if self._review_ids is None or self._review_ids.shape[1] != seq_len:
+            self._review_ids, self._review_labels = pack_documents(
+                self.tokenizer, self.review_texts, seq_len)
+        idx = torch.tensor([self.rng.randrange(len(self._review_ids)) for _ in range(n)])
+        return self._review_ids[idx], self._review_labels[idx]
+
+    def observe(self, batch: Batch) -> dict[str, Any]:
+        lr = self.optimizer.param_groups[0]["lr"]
+        n_rev = self.review_rows(batch.x.shape[0]) if self.review_texts else 0
+        x, y = batch.x, batch.y
+        if n_rev:
+            rx, ry = self._review_batch(n_rev, x.shape[1])
+            x, y = torch.cat([x, rx.to(x.device)]), torch.cat([y, ry.to(y.device)])
+        loss = self.lm_loss(x, y)
+        self.step(loss)
+        self.task_step += 1
+        return {"loss": loss.detach(), "lr": lr, "review_rows": n_rev}

