@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from continual.lm.fuar import fuar, fuar_multiphase  # noqa: F401 - FUAR lives with the CKL code
+
 
 def _rows(R: np.ndarray, rows: Sequence[int]) -> np.ndarray:
     R = np.asarray(R, dtype=float)
@@ -104,20 +106,6 @@ def stability_gap(
         drops = [max(R[b, j] - R[after, j].min(), 0.0) for j in range(k)]
         gaps.append(np.mean(drops))
     return float(np.mean(gaps)) if gaps else 0.0
-
-
-def fuar(
-    il0: float, il1: float, ul0: float, ul1: float, nl0: float, nl1: float
-) -> float | None:
-    """FUAR (Jang et al. 2022, "Towards Continual Knowledge Learning of Language Models", eq. 1):
-    max(0, IL(M0) - IL(M1)) / [max(0, UL(M1) - UL(M0)) + max(0, NL(M1) - NL(M0))].
-
-    Returns None ("not defined") when the denominator is 0 (nothing was learned).
-    """
-    gained = max(0.0, ul1 - ul0) + max(0.0, nl1 - nl0)
-    if gained == 0:
-        return None
-    return max(0.0, il0 - il1) / gained
 
 
 def boundary_scores(
