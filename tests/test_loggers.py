@@ -60,9 +60,17 @@ def logged_run(tmp_path_factory):
             summary = _run(out, loggers, eval_every=60)
     finally:
         mp.undo()
+    import time
+
     from continual.loggers.wandb_logger import read_offline_run
 
-    return {"out": out, "summary": summary, "wandb": read_offline_run(str(out)), "warnings": caught}
+    # wandb's service process writes the offline file after finish() returns; wait for its summary
+    deadline = time.monotonic() + 60
+    offline = read_offline_run(str(out))
+    while "acc" not in offline["summary"] and time.monotonic() < deadline:
+        time.sleep(1)
+        offline = read_offline_run(str(out))
+    return {"out": out, "summary": summary, "wandb": offline, "warnings": caught}
 
 
 def test_logging_to_wandb_offline_gives_no_warning(logged_run):
