@@ -40,6 +40,15 @@ Where this departs from the paper or its code (each on purpose):
   paper's ablation). If fewer than two classes have prototypes, APF's pair share
   is random mixup too (the official code would fail there).
 - No mixed precision (the official code uses CUDA autocast).
+
+Kept from the official code although the paper does not say so: L_INS uses lambda 1
+in the first task; APF pairs are (a, b) with a < b by class id and an unmixed pair
+item is a pure a-item, so the lower id (with tasks in class order: the older class)
+gets about 0.7 of the pair share's label weight; mixed buffer items get the soft
+label (1 - lam) y_a + lam y_b as their L_INS pseudo-label.
+
+The default lr 5e-4 is the paper's, tuned for about 1,000 steps a task; on much
+shorter streams new classes are learned too slowly (benchmarks/results/onpro.md).
 """
 
 from __future__ import annotations

@@ -212,8 +212,8 @@ def test_augmented_view_keeps_shape_and_range_and_draws_per_sample():
     out = augmented_view(x)
     assert out.shape == x.shape
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
-    same = torch.stack([augmented_view(x[:1].expand(16, -1, -1, -1).contiguous())])
-    assert len({round(float(v), 4) for v in same[0].sum((1, 2, 3))}) > 1
+    views = augmented_view(x[:1].expand(16, -1, -1, -1).contiguous())  # one image, 16 draws
+    assert len({round(float(v), 4) for v in views.sum((1, 2, 3))}) > 1
 
 
 # --------------------------------------------------------------------------- L_INS
