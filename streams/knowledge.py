@@ -280,7 +280,8 @@ class KnowledgeStream:
         preds = answer_fn([probe_prompt(f) for f in cands])
         known = [f for f, p in zip(cands, preds) if answer_matches(p, f.object)]
         pred_of = dict(zip(cands, preds))
-        unknown = [f for f in cands if f not in set(known)]
+        known_set = set(known)
+        unknown = [f for f in cands if f not in known_set]
         n = self.n_per_set
         if len(known) < n:
             raise ConfigError(
@@ -293,7 +294,8 @@ class KnowledgeStream:
         # New facts: real ones it gets wrong (taken from the end of ``rest``, so they do
         # not collide with the known facts used first for updates), then fictional ones.
         real_new = unknown[::-1][:n_real_new]
-        upd_pool = [f for f in rest if f not in set(real_new)]
+        new_set = set(real_new)
+        upd_pool = [f for f in rest if f not in new_set]
         if len(upd_pool) < n or len(real_new) < n_real_new:
             raise ConfigError(f"not enough probed facts for {n} updated and {n_real_new} new "
                               f"real facts; raise probe_limit (now {self.probe_limit})")
@@ -343,7 +345,8 @@ class KnowledgeStream:
             picks = (picks * self.mentions)[: self.mentions]
             sents.extend(render(f, t) for t in picks)
         n_fill = round(self.filler_share / (1 - self.filler_share) * len(sents))
-        sents.extend(rng.choice(filler) for _ in range(n_fill)) if filler else None
+        if filler:
+            sents.extend(rng.choice(filler) for _ in range(n_fill))
         rng.shuffle(sents)
         k = self.sentences_per_doc
         return [" ".join(sents[i:i + k]) for i in range(0, len(sents), k)]

@@ -150,11 +150,12 @@ def write_ckl_table(summaries: list[dict[str, Any]], path: Path, echo: bool = Tr
                      key=lambda m: (PAPER_ORDER.index(m) if m in PAPER_ORDER else 99, m))
     n_ph = max(int(k[2:]) for k in summaries[0]["final"] if k.startswith("UL") and
                k[2:].isdigit())
-    init = summaries[0]["initial"]
+    seeds = {s.get("seed"): s["initial"] for s in summaries}  # one M0 per seed (its split)
+    init = {k: statistics.mean(v[k] for v in seeds.values()) for k in summaries[0]["initial"]}
     lines = ["| method | seeds | IL | " + " | ".join(
         f"UL{i} | NL{i}" for i in range(1, n_ph + 1)) + " | FUAR | heldout loss | trainable "
         "params | train s |", "|" + " --- |" * (7 + 2 * n_ph)]
-    lines.append("| initial (M0) | - | " + f"{init['IL']:.2f} | " + " | ".join(
+    lines.append(f"| initial (M0) | {len(seeds)} | " + f"{init['IL']:.2f} | " + " | ".join(
         f"{init[f'UL{i}']:.2f} | {init[f'NL{i}']:.2f}" for i in range(1, n_ph + 1)) +
         f" | - | {init['heldout_loss']:.3f} | - | - |")
     for m in methods:
@@ -232,7 +233,9 @@ def run_cpt(cfg: Any) -> list[dict[str, Any]]:
 def write_cpt_table(summaries: list[dict[str, Any]], path: Path) -> str:
     """Markdown tables: final loss per corpus, forgetting and adaptation, mean ± sd."""
     names = summaries[0]["corpora"]
-    scheds = list(dict.fromkeys(s["schedule"] for s in summaries))
+    order = ("infinite", "repeated_cosine", "constant", "wsd")
+    scheds = sorted(dict.fromkeys(s["schedule"] for s in summaries),
+                    key=lambda n: (order.index(n) if n in order else 99, n))
     head = ("| schedule | seeds | " + " | ".join(f"final {n}" for n in names) + " | final avg | "
             + " | ".join(f"forgetting {n}" for n in names[:-1]) + " | avg forgetting | "
             + " | ".join(f"adapt {n}" for n in names) + " |")
