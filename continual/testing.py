@@ -12,9 +12,11 @@ dataset needed) and checks, each as a named check:
 - ``no_grad``: predict returns no tensor that needs a gradient even when called with
   gradients enabled, leaves the parameters' ``.grad`` alone, and changes neither the model's
   state (e.g. BatchNorm statistics) nor its answer when called twice;
-- ``state_dict``: a fresh instance that loads ``state_dict()`` (after a ``torch.save`` /
-  ``torch.load`` round trip) predicts exactly as the original, and both stay identical after
-  training further on the same batches (the state holds everything the future depends on);
+- ``state_dict``: fresh instances that load ``state_dict()``, one after a ``torch.save`` /
+  ``torch.load`` round trip and one straight from memory, predict exactly as the original, and
+  all stay identical after training further on the same batches (the state holds everything
+  the future depends on); the returned dict itself does not change meanwhile (it is a copy,
+  and ``load_state_dict`` keeps no reference into it);
 - ``determinism``: two instances built and trained under the same seed give identical
   observe outputs and predictions;
 - ``task_free``: on a stream with hidden boundaries the strategy trains and predicts with
@@ -230,6 +232,49 @@ def _check_observe_output(out: Any, batch_size: int) -> list[str]:
     return problems
 
 
+def _serialise(state: Any) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _deserialise(data: bytes) -> Any:
+    return torch.load(io.BytesIO(data), weights_only=False)
+
+
+def _first_difference(live: Any, saved: Any, path: str) -> str | None:
+    """The path of the first value in ``live`` that differs from ``saved`` (same structure), or
+    None. Tensors and arrays compare exactly (NaN equal to NaN), containers item by item, plain
+    values with ``==``; other objects are not compared."""
+    if torch.is_tensor(live) or isinstance(live, np.ndarray):
+        a, b = torch.as_tensor(live), torch.as_tensor(saved)
+        if a.shape != b.shape or a.dtype != b.dtype:
+            return path
+        same = (a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else a == b
+        return None if bool(same.all()) else path
+    if isinstance(live, Mapping):
+        if not isinstance(saved, Mapping) or set(live) != set(saved):
+            return path
+        for k in live:
+            found = _first_difference(live[k], saved[k], f"{path}[{k!r}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(live, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(live) != len(saved):
+            return path
+        for i, (a, b) in enumerate(zip(live, saved)):
+            found = _first_difference(a, b, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(live, (int, float, str, bytes, bool, type(None))):
+        same = live == saved or (isinstance(live, float) and isinstance(saved, float)
+                                and math.isnan(live) and math.isnan(saved))
+        return None if same else path
+    return None
+
+
 def _check_logits(out: Any, n: int, n_classes: int, when: str) -> list[str]:
     if not torch.is_tensor(out):
         return [f"predict {when} returned {type(out).__name__}; return a tensor of logits"]
@@ -357,30 +402,42 @@ class _Checks:
         if not isinstance(state, Mapping) or not state:
             return [f"state_dict() returned {state!r}; return everything the strategy's future "
                     "depends on (model, optimiser, buffers, counters, random generators)"]
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        buffer.seek(0)
-        restored = torch.load(buffer, weights_only=False)
-        b = kit.build(kit.seed + 1)  # other initial weights: all must come from the state
-        b.load_state_dict(restored)
+        saved = _serialise(state)  # what the state holds now, whatever training does next
+        in_memory = kit.build(kit.seed + 1)  # other initial weights: all must come from the state
+        in_memory.load_state_dict(state)
+        restored = kit.build(kit.seed + 2)  # as from a checkpoint file
+        restored.load_state_dict(_deserialise(saved))
         problems = []
-        pa, pb = kit.predict(a), kit.predict(b)
-        if not torch.equal(pa, pb):
-            problems.append(f"after load_state_dict the predictions differ (max |diff| "
-                            f"{(pa - pb).abs().max().item():.3g}); state_dict must hold the model")
+        pa = kit.predict(a)
+        for s, how in ((restored, "after a save/load round trip"), (in_memory, "in memory")):
+            ps = kit.predict(s)
+            if not torch.equal(pa, ps):
+                problems.append(f"after load_state_dict ({how}) the predictions differ (max |diff| "
+                                f"{(pa - ps).abs().max().item():.3g}); state_dict must hold the model")
+        if problems:
             return problems
         rest = list(kit.batches(limit=kit.n_steps))[half:]
-        for s in (a, b):
+        for s in (a, in_memory, restored):
             _seed_all(kit.seed + 99)
             for _, batch in rest:
                 s.observe(batch)
-        pa, pb = kit.predict(a), kit.predict(b)
-        if not torch.equal(pa, pb):
-            diff = (pa - pb).abs().max().item()
+        pa, pr, pm = kit.predict(a), kit.predict(restored), kit.predict(in_memory)
+        if not torch.equal(pa, pr):
             problems.append(f"after loading the state and training on the same {len(rest)} "
-                            f"batches the predictions differ (max |diff| {diff:.3g}); "
+                            f"batches the predictions differ (max |diff| {(pa - pr).abs().max().item():.3g}); "
                             "state_dict misses something training depends on (optimiser state, "
                             "buffer, step counter, a random generator)")
+        elif not torch.equal(pa, pm):
+            problems.append(f"a strategy loaded from the in-memory state_dict() trains differently from "
+                            f"the original (max |diff| {(pa - pm).abs().max().item():.3g}) though one "
+                            "loaded from a saved copy does not: the two share tensors (e.g. optimiser "
+                            "moments); load a copy (strategies.base.snapshot)")
+        changed = _first_difference(state, _deserialise(saved), "state")
+        if changed is not None:
+            problems.append(f"{changed} changed while training went on after state_dict() returned: "
+                            "the state shares tensors with the live model, optimiser or buffers. "
+                            "state_dict() must return a copy and load_state_dict() must keep no "
+                            "reference into its argument (strategies.base.snapshot does both)")
         return problems
 
     @staticmethod

@@ -72,8 +72,9 @@ class ReplayBuffer:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "x": None if self.x is None else self.x[: self.size].cpu(),
-            "y": None if self.y is None else self.y[: self.size].cpu(),
+            # copies (.cpu() alone returns the live slots on a CPU buffer)
+            "x": None if self.x is None else self.x[: self.size].to("cpu", copy=True),
+            "y": None if self.y is None else self.y[: self.size].to("cpu", copy=True),
             "size": self.size,
             "seen": self.seen,
             "generator": self.generator.get_state(),

@@ -53,7 +53,6 @@ shorter streams new classes are learned too slowly (benchmarks/results/onpro.md)
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any
 
@@ -64,7 +63,7 @@ from torch.nn import functional as F
 
 from continual.types import Batch, ConfigError, Strategy, TaskInfo
 from memory.buffers import ReservoirBuffer
-from strategies.base import make_optimizer
+from strategies.base import make_optimizer, snapshot
 
 ROTATIONS = (1, 4, 16)
 
@@ -549,23 +548,22 @@ class OnPro(Strategy):
         return self.model(x)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        return snapshot({
             "model": self.model.state_dict(),
             "projector": self.projector.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "buffer": self.buffer.state_dict(),
-            "class_means": self.class_means.detach().cpu().clone(),
-            "seen": self.seen.cpu().clone(),
+            "class_means": self.class_means.detach().cpu(),
+            "seen": self.seen.cpu(),
             "task_index": self.task_index,
             "batch_in_task": self.batch_in_task,
             "boundaries_visible": self.boundaries_visible,
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
         self.projector.load_state_dict(state["projector"])
-        # deep copy: torch's loader keeps same-device tensors shared with the source
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.optimizer.load_state_dict(snapshot(state["optimizer"]))
         self.buffer.load_state_dict(state["buffer"])
         self.class_means = state["class_means"].to(self.device).clone()
         self.seen = state["seen"].to(self.device).clone()

@@ -75,7 +75,7 @@ from torch.nn.utils import prune
 
 from continual.types import Batch, ConfigError, Strategy
 from memory.buffers import ReservoirBuffer
-from strategies.base import make_optimizer
+from strategies.base import make_optimizer, snapshot
 
 DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
 TRAIN_AT = ("end", "eval")
@@ -809,7 +809,7 @@ class TAME(Strategy):
         }
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        return snapshot({
             "pool": self.pool.state_dict(), "selector": self.selector.state_dict(),
             "active": self.active, "samples_seen": self.samples_seen,
             "detected_switches": list(self.detected_switches),
@@ -821,9 +821,10 @@ class TAME(Strategy):
                 "experts": [m.state_dict() for m in self.deployed.experts],
                 "version": self.deployed.version,
             },
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = snapshot(state)  # the experts' optimisers would keep tensors of the caller's dict
         self.pool.load_state_dict(state["pool"])
         self.selector.load_state_dict(state["selector"])
         self.active, self.samples_seen = state["active"], state["samples_seen"]

@@ -2,13 +2,13 @@
 stop a run."""
 
 import json
-import subprocess
 import sys
 import types
 import warnings
 
 import pytest
 import torch
+from _cli import run_python
 
 import streams
 from continual.loggers import make_loggers, sweep_group
@@ -20,15 +20,6 @@ from strategies.er import ER
 NAMES = {"stream": "split_digits", "strategy": "er", "model": "mlp"}
 CONFIG = {"seed": 3, "stream": {"dataset": "digits", "n_tasks": 5},
           "strategy": {"_target_": "strategies.er.ER"}}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run faster on one thread, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(out_dir, loggers, eval_every=0):
@@ -207,7 +198,7 @@ def test_choosing_loggers_imports_neither_wandb_nor_tensorboard(tmp_path):
     code = ("import sys; from continual.loggers import make_loggers; "
             f"make_loggers(['wandb', 'tensorboard'], {{}}, {str(tmp_path)!r}, {{}}); "
             "print(sorted(m for m in ('wandb', 'tensorboard') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    out = run_python("-c", code, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 

@@ -1,12 +1,11 @@
 """LTM (strategies/ltm.py): kNN reading, adaptive k, consolidation, forgetting, bad input,
-state round trips, exact resume after SIGKILL, and the GPU check's no-GPU path."""
+state round trips, and the GPU check's no-GPU path (exact resume after SIGKILL:
+tests/test_reliability.py)."""
 
 from __future__ import annotations
 
 import io
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -322,52 +321,6 @@ def test_shipped_capacities_spend_ers_byte_budget_on_28x28_images(name, key_byte
     per_memory = 4 * cfg["embed_dim"] + (input_bytes if cfg.get("consolidate_every") else 0)
     assert per_memory == key_bytes + input_bytes
     assert cfg["capacity"] == budget // per_memory
-
-
-# --------------------------------------------------------------------------- exact resume
-
-ARGS = ["stream=split_digits", "model.hidden=32", "log.console=false", "checkpoint.every=20",
-        "eval.every=10", "eval.max_per_task=60"]
-
-
-def _continual(*args, cwd, fault=None) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if k != "CONTINUAL_FAULT"}
-    if fault:
-        env["CONTINUAL_FAULT"] = fault
-    return subprocess.Popen([sys.executable, "-m", "continual", *args], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-
-
-def _finish(proc: subprocess.Popen) -> tuple[int, str]:
-    _, err = proc.communicate(timeout=300)
-    return proc.returncode, err
-
-
-def _records(run: Path):
-    from continual.runner import TIMING_KEYS
-
-    summary = json.loads((run / "summary.json").read_text())
-    summary = {k: v for k, v in summary.items() if k not in TIMING_KEYS}
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    for rec in lines:
-        rec.pop("time", None)
-    return summary, lines
-
-
-@pytest.mark.parametrize("strategy, step", [("ltm_knn", 57), ("ltm_replay", 103)])
-def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, strategy, step):
-    ref, run = tmp_path / "reference", tmp_path / "run"
-    args = (*ARGS, f"strategy={strategy}")
-    reference = _continual(*args, f"hydra.run.dir={ref}", cwd=tmp_path)  # both run at once
-    killed = _continual(*args, f"hydra.run.dir={run}", cwd=tmp_path, fault=f"step:{step}")
-    code, err = _finish(reference)
-    assert code == 0, err
-    code, err = _finish(killed)
-    assert code == -9, f"expected SIGKILL at step {step}, got {code}: {err}"
-    code, err = _finish(_continual(*args, f"hydra.run.dir={run}", cwd=tmp_path))
-    assert code == 0, err
-    assert "resumed from" in err
-    assert _records(run) == _records(ref)
 
 
 # --------------------------------------------------------------------------- GPU check script

@@ -3,14 +3,12 @@ failed and unfinished runs are listed."""
 
 import csv
 import json
-import os
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
 import torch
+from _cli import run_continual
 
 import streams
 from continual.models import build_model
@@ -21,15 +19,6 @@ from strategies.er import ER
 from strategies.naive import Naive
 
 STRATEGIES = {"naive": Naive, "er": ER}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models run faster on one thread, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _run(out_dir, strategy="naive", seed=0, lr=0.1):
@@ -182,11 +171,7 @@ def test_run_folders_are_found_at_any_depth_but_not_inside_runs(sweep):
 
 def test_the_report_command(sweep, tmp_path):
     root, _ = sweep
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [os.getcwd(),
-                                                                      os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "continual", "report", str(root), "--out", str(tmp_path),
-               "--no-plots"]
-    out = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    out = run_continual("report", str(root), "--out", str(tmp_path), "--no-plots", timeout=120)
     assert out.returncode == 0, out.stderr
     assert "| split_digits | er | mlp |" in out.stdout
     assert (tmp_path / "report.md").exists() and (tmp_path / "report.html").exists()

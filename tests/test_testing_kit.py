@@ -1,9 +1,12 @@
 """continual.testing.check_strategy: it passes a conforming strategy and names each broken rule."""
 
+import copy
+
 import pytest
 import torch
 from torch.nn import functional as F
 
+from continual.models import build_model
 from continual.testing import ContractViolation, TaskLeakError, TaskTripwire, check_strategy
 from strategies.naive import Naive
 
@@ -18,6 +21,57 @@ def test_a_conforming_strategy_passes_every_check():
     results = check_strategy(Naive, {"lr": 0.05})
     assert results == {name: "passed" for name in
                        ("observe", "predict", "no_grad", "state_dict", "determinism", "task_free")}
+
+
+def test_supervised_strategies_with_optimiser_state_pass_the_state_dict_check():
+    for options in ({"lr": 0.05, "momentum": 0.9}, {"lr": 0.01, "optimizer": "adam"}):
+        assert check_strategy(Naive, options)["state_dict"] == "passed"
+
+
+def test_a_supervised_state_dict_is_a_copy_unchanged_by_training(digits_stream):
+    model = build_model("mlp", digits_stream.input_shape, digits_stream.n_classes, hidden=16)
+    a = Naive(model, lr=0.05, momentum=0.9)
+    batches = list(digits_stream.batches(digits_stream.segments[0]))[:6]
+    for b in batches[:3]:
+        a.observe(b)
+    state = a.state_dict()
+    saved = copy.deepcopy(state)
+    b = Naive(build_model("mlp", digits_stream.input_shape, digits_stream.n_classes, hidden=16),
+              lr=0.05, momentum=0.9)
+    b.load_state_dict(state)
+    for s in (a, b):
+        for batch in batches[3:]:
+            s.observe(batch)
+    for key in ("model", "optimizer"):
+        torch.testing.assert_close(state[key], saved[key], rtol=0, atol=0)
+    torch.testing.assert_close(a.model.state_dict(), b.model.state_dict(), rtol=0, atol=0)
+
+
+class _RawTorchState(Naive):
+    """torch's own state dicts, uncopied: views of the live weights and optimiser moments."""
+
+    def state_dict(self):
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state):
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+def test_a_state_dict_sharing_tensors_with_the_live_model_fails():
+    message = _problems(_RawTorchState, options={"lr": 0.05, "momentum": 0.9})
+    assert "[state_dict] state['model']" in message and "changed while training went on" in message
+    assert "trains differently from the original" in message  # the shared momentum
+
+
+def test_a_load_that_keeps_references_into_the_state_fails():
+    class LoadsWithoutCopy(_RawTorchState):
+        def state_dict(self):
+            return copy.deepcopy(super().state_dict())
+
+    message = _problems(LoadsWithoutCopy, options={"lr": 0.05, "momentum": 0.9})
+    assert "[state_dict] state['optimizer']" in message and "changed while training" in message
+    assert "state['model']" not in message
 
 
 def test_skipped_checks_are_reported_as_skipped():

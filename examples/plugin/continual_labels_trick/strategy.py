@@ -12,6 +12,7 @@ ER-ACE does), which needs no task ids and so also runs on task-free streams.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -48,8 +49,9 @@ class LabelsTrick(Strategy):
         return self.model(x)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """A copy: torch's state dicts hold the live tensors, which training goes on changing."""
+        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # keep none of the caller's tensors
