@@ -35,7 +35,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-BENCHMARKS = ("engine_overhead", "eval_cost", "scaling", "strategy_cost")
+BENCHMARKS = ("engine_overhead", "eval_cost", "scaling", "strategy_cost", "compile_cost")
 GPU_BENCHMARKS = ("engine_overhead", "eval_cost")  # run by --device cuda (results/cuda/)
 THREAD_NOTE = (
     "torch.set_num_threads(1) in every benchmark: the machine has few cores shared with other "

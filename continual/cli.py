@@ -54,8 +54,9 @@ def build_model_from_config(cfg: Any, stream: Any):
         name = options.pop("name", None)
         if name not in BACKBONES:
             raise ConfigError(f"unknown model {name!r}; choose one of {sorted(BACKBONES)}")
+        channels_last = options.pop("channels_last", None)
         check_options(BACKBONES[name], options, f"model {name}", provided=("input_shape",))
-        model = build_model(name, stream.input_shape, stream.n_classes, **options)
+        model = build_model(name, stream.input_shape, stream.n_classes, channels_last=channels_last, **options)
     with torch.no_grad():
         was_training = model.training
         model.eval()
@@ -114,7 +115,8 @@ def run_experiment(
             "model": choices.get("model", ""),
         },
         checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
-        checkpoints=cfg.checkpoint.enabled, on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen,
+        checkpoints=cfg.checkpoint.enabled, checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
+        on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen,
     )
     resume = getattr(cfg.resume, "value", cfg.resume)
     if resume == "false":

@@ -43,6 +43,9 @@ class CheckpointConfig:
     enabled: bool = True
     every: int = 0  # also checkpoint every this many steps (0: at task ends only)
     keep: int = 2  # newest checkpoints kept
+    # task-end checkpoints are skipped while the newest one (or the run's start) is younger than
+    # this: a short run does not pay for them, a long one loses at most this much work (0: every task end)
+    min_interval_s: float = 30.0
 
 
 class Resume(str, Enum):

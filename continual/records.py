@@ -1,5 +1,6 @@
-"""The run folder as a record: metrics.jsonl (appended), scores.csv and summary.json
-(replaced atomically), so a crash never leaves a half-written file behind."""
+"""The run folder as a record: metrics.jsonl and scores.csv (appended a line at a time and
+flushed; a resumed run first cuts both back to its checkpoint) and summary.json (replaced
+atomically), so a crash never leaves a half-written file behind."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
+
+
+def _cell(v: Any) -> str:
+    return "nan" if isinstance(v, float) and math.isnan(v) else str(_clean(v))
 
 
 def write_atomic(path: str | os.PathLike, data: bytes, fsync: bool = True) -> None:
@@ -56,6 +61,8 @@ class RunRecords:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(self.out_dir / "metrics.jsonl", "a" if append else "w")
+        self._append = append
+        self._scores = None  # scores.csv, opened at the first eval row
 
     def log(self, record: dict[str, Any]) -> None:
         """Append one record (a logged step or an eval point) and flush it to disk."""
@@ -63,14 +70,25 @@ class RunRecords:
         self._jsonl.flush()
 
     def scores(self, header: list[str], rows: list[list[Any]]) -> None:
-        def cell(v: Any) -> str:
-            return "nan" if isinstance(v, float) and math.isnan(v) else str(_clean(v))
-
-        lines = [",".join(header)] + [",".join(cell(v) for v in row) for row in rows]
+        """Replace scores.csv with a whole table (for tables whose rows change)."""
+        lines = [",".join(header)] + [",".join(_cell(v) for v in row) for row in rows]
         write_atomic(self.out_dir / "scores.csv", ("\n".join(lines) + "\n").encode(), fsync=False)
+
+    def score_row(self, header: list[str], row: list[Any]) -> None:
+        """Append one row to scores.csv (writing the header first in a new file) and flush it."""
+        if self._scores is None:
+            path = self.out_dir / "scores.csv"
+            fresh = not (self._append and path.exists() and path.stat().st_size)
+            self._scores = open(path, "w" if fresh else "a")
+            if fresh:
+                self._scores.write(",".join(header) + "\n")
+        self._scores.write(",".join(_cell(v) for v in row) + "\n")
+        self._scores.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
         write_json(self.out_dir / "summary.json", summary)
 
     def close(self) -> None:
         self._jsonl.close()
+        if self._scores is not None:
+            self._scores.close()

@@ -110,6 +110,7 @@ class Runner:
         checkpoint_every: int = 0,
         checkpoint_keep: int = 2,
         checkpoints: bool = True,
+        checkpoint_min_interval_s: float = 30.0,
         on_nan: str = "stop",
         eval_unseen: bool = True,
     ) -> None:
@@ -132,7 +133,15 @@ class Runner:
             )
         self.checkpoint_every, self.checkpoint_keep = int(checkpoint_every), int(checkpoint_keep)
         self.checkpoint_dir = Path(out_dir) / "checkpoints" if checkpoints else None
+        if checkpoint_min_interval_s < 0:
+            raise ConfigError(f"checkpoint.min_interval_s must be >= 0, got {checkpoint_min_interval_s}")
+        self.checkpoint_min_interval_s = float(checkpoint_min_interval_s)
+        self._last_checkpoint_time = time.monotonic()
         self.on_nan = on_nan
+        if on_nan == "stop" and hasattr(strategy, "check_each_step"):
+            # no sync per step: a non-finite loss stops the run at the end of its log window,
+            # before the next eval row or checkpoint (see SupervisedStrategy.check_each_step)
+            strategy.check_each_step = False
         self.eval_unseen = eval_unseen  # False: periodic eval points skip tasks not started yet (NaN)
         self.last_checkpoint: Path | None = None
         self.resume_info: dict[str, Any] = {}
@@ -203,9 +212,9 @@ class Runner:
             rows = ends if ends[-1] == len(R) - 1 else ends + [len(R) - 1]
             rec["forgetting"] = M.forgetting(R, rows)
         self._log(rec)
-        self.records.scores(
+        self.records.score_row(
             ["step", "samples_seen", "kind"] + [f"task_{t}" for t in range(self.stream.n_tasks)],
-            [[r.step, r.samples, r.kind, *r.scores] for r in self.state.rows],
+            [row.step, row.samples, row.kind, *row.scores],
         )
 
     def _task_end_rows(self) -> list[int]:
@@ -228,6 +237,13 @@ class Runner:
             if isinstance(v, float) and not math.isfinite(v):
                 self._stop_nonfinite(f"{k} was {v} in the steps up to {st.step}")
         self._log(rec)
+
+    def _check_pending(self, sums: dict[str, Any]) -> None:
+        """Stop on a non-finite value logged since the last flush (before an eval point scores
+        a model that a NaN step has already corrupted)."""
+        for k, v in sums.items():
+            if k != "online_correct" and not math.isfinite(float(v)):
+                self._stop_nonfinite(f"{k} was {float(v)} in the steps up to {self.state.step}")
 
     def _log(self, rec: dict[str, Any]) -> None:
         self.records.log(rec)
@@ -273,6 +289,7 @@ class Runner:
                         lg.progress(st)
             if self.eval_every and st.step % self.eval_every == 0:
                 st.train_seconds += time.perf_counter() - t0
+                self._check_pending(sums)
                 self.evaluate("periodic")
                 t0 = time.perf_counter()
             if self.checkpoint_every and st.step % self.checkpoint_every == 0:
@@ -306,6 +323,7 @@ class Runner:
         self.last_checkpoint = C.save_checkpoint(
             self.checkpoint_dir, self.state.step, payload, keep=self.checkpoint_keep
         )
+        self._last_checkpoint_time = time.monotonic()
 
     def resume(self) -> bool:
         """Restore the newest valid checkpoint in the run folder; False if there is none."""
@@ -324,6 +342,7 @@ class Runner:
         C.set_rng_state(payload["rng"])
         self.last_checkpoint = path
         _truncate_lines(Path(self.out_dir) / "metrics.jsonl", self.state.n_records)
+        _truncate_lines(Path(self.out_dir) / "scores.csv", 1 + len(self.state.rows))  # header + rows
         return True
 
     def _maybe_fault(self, point: str) -> None:
@@ -360,7 +379,9 @@ class Runner:
                 self.evaluate("task_end")
                 st.segment += 1
                 st.position = 0
-                if not last:  # after the last segment only the summary is left to write
+                # after the last segment only the summary is left to write
+                if not last and (time.monotonic() - self._last_checkpoint_time
+                                 >= self.checkpoint_min_interval_s):
                     self.save_checkpoint()
                 self._maybe_fault("task_end")
                 if self.on_segment_end is not None:

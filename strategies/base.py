@@ -7,6 +7,7 @@ special about it.
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -35,6 +36,18 @@ def make_optimizer(
     raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
 
 
+def snapshot(state: Any) -> Any:
+    """A deep copy of a (nested) state dict that shares no tensor with its source.
+
+    ``nn.Module.state_dict()`` and ``Optimizer.state_dict()`` return the live tensors, and
+    ``Optimizer.load_state_dict`` keeps same-device tensors of its argument: without a copy, a
+    state taken now changes as training goes on, and two strategies loaded from one state
+    update the same optimiser moments. ``state_dict()`` returns ``snapshot(...)`` and
+    ``load_state_dict()`` loads from one.
+    """
+    return copy.deepcopy(state)
+
+
 class SupervisedStrategy(Strategy):
     """A model trained by cross-entropy with one optimiser (the common training options)."""
 
@@ -50,17 +63,24 @@ class SupervisedStrategy(Strategy):
         self.device = next(model.parameters()).device
         self.optimizer = make_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
 
-    def step(self, loss: torch.Tensor) -> float:
-        """One optimiser step on ``loss``; returns its value. Raises NonFiniteLoss (model
-        untouched) on NaN/Inf: checking costs one device sync per step, which is what lets
-        a bad batch be skipped before it corrupts the weights."""
-        value = loss.item()
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"loss is {value}")
+    #: Check every loss before its update (``loss.item()``: one host-device sync per step), so
+    #: that a bad batch can be skipped (``on_nan=skip``) before it corrupts the weights. The
+    #: runner turns this off under ``on_nan=stop``: there the losses it logs are checked at
+    #: every log window instead, before any eval row or checkpoint is written, with no sync per step.
+    check_each_step: bool = True
+
+    def step(self, loss: torch.Tensor) -> float | torch.Tensor:
+        """One optimiser step on ``loss``; returns its value (a float when checked, else the
+        detached 0-d tensor, read lazily). Raises NonFiniteLoss (model untouched) on NaN/Inf
+        when ``check_each_step``."""
+        if self.check_each_step:
+            value = loss.item()
+            if not math.isfinite(value):
+                raise NonFiniteLoss(f"loss is {value}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
-        return value
+        return value if self.check_each_step else loss.detach()
 
     def fit_batch(self, x: torch.Tensor, y: torch.Tensor, n_online: int = 0) -> dict[str, Any]:
         """Forward, cross-entropy, step on (x, y).
@@ -83,8 +103,10 @@ class SupervisedStrategy(Strategy):
         return self.model(x)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        """Model and optimiser state: a copy, unchanged by later training."""
+        return snapshot({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from ``state`` (keeps no reference to it: the model copies its weights in)."""
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.optimizer.load_state_dict(snapshot(state["optimizer"]))

@@ -78,6 +78,13 @@ class _CountsCalls(Strategy):
         return out
 
 
+@pytest.mark.parametrize(("min_interval_s", "expected"), [(0.0, 4), (3600.0, 0)])
+def test_task_end_checkpoints_wait_for_the_minimum_interval(tmp_path, min_interval_s, expected):
+    # 5 tasks: a checkpoint after each of the first 4 task ends, unless the newest is too young
+    _, out = _run(tmp_path, checkpoint_keep=10, checkpoint_min_interval_s=min_interval_s)
+    assert len(list((out / "checkpoints").glob("ckpt-*.pt"))) == expected
+
+
 def test_online_accuracy_scores_each_batch_before_training(tmp_path):
     s = streams.class_incremental("digits", n_tasks=5, batch_size=10)
     strat = _CountsCalls(s.n_classes)
@@ -132,3 +139,22 @@ def test_periodic_evaluation_can_skip_unseen_tasks(tmp_path):
     rows = (out / "scores.csv").read_text().splitlines()
     first_periodic = next(r for r in rows if ",periodic," in r)
     assert first_periodic.endswith("nan,nan,nan,nan")
+
+
+@pytest.mark.parametrize(("on_nan", "checked_each_step"), [("stop", False), ("skip", True)])
+def test_nan_checks_sync_per_step_only_when_a_batch_must_be_skipped(tmp_path, on_nan, checked_each_step):
+    from continual.runner import RunStopped
+
+    torch.manual_seed(0)
+    stream = streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=0)
+    strategy = Naive(build_model("mlp", stream.input_shape, stream.n_classes, hidden=32), lr=1e12)
+    runner = Runner(stream, strategy, out_dir=str(tmp_path), log_every=10, eval_every=3, on_nan=on_nan)
+    assert strategy.check_each_step is checked_each_step
+    if on_nan == "skip":
+        assert runner.run()["skipped_nonfinite_batches"] > 0
+        return
+    # unchecked steps: the NaN is caught at the next eval point (step 3), before the log window ends
+    with pytest.raises(RunStopped, match=r"loss was nan in the steps up to 3 \(strategy Naive\)"):
+        runner.run()
+    evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in evals if r["type"] == "eval"] == ["init"]
