@@ -112,7 +112,7 @@ class Runner:
         checkpoints: bool = True,
         checkpoint_min_interval_s: float = 30.0,
         on_nan: str = "stop",
-        eval_unseen: bool = True,
+        eval_unseen: bool = False,
     ) -> None:
         self.stream, self.strategy = stream, strategy
         self.out_dir = out_dir
@@ -142,7 +142,7 @@ class Runner:
             # no sync per step: a non-finite loss stops the run at the end of its log window,
             # before the next eval row or checkpoint (see SupervisedStrategy.check_each_step)
             strategy.check_each_step = False
-        self.eval_unseen = eval_unseen  # False: periodic eval points skip tasks not started yet (NaN)
+        self.eval_unseen = eval_unseen  # True: periodic eval points also score tasks not started yet
         self.last_checkpoint: Path | None = None
         self.resume_info: dict[str, Any] = {}
         self.state = RunState()

@@ -132,9 +132,11 @@ def test_different_seeds_differ(tmp_path):
     assert a["acc"] != b["acc"]
 
 
-def test_periodic_evaluation_can_skip_unseen_tasks(tmp_path):
-    full, _ = _run(tmp_path / "full", eval_every=5)
-    seen_only, out = _run(tmp_path / "seen", eval_every=5, eval_unseen=False)
+def test_periodic_evaluation_skips_unseen_tasks_unless_asked(tmp_path):
+    full, full_out = _run(tmp_path / "full", eval_every=5, eval_unseen=True)
+    seen_only, out = _run(tmp_path / "seen", eval_every=5)
+    assert ",periodic," in (full_out / "scores.csv").read_text()
+    assert "nan" not in (full_out / "scores.csv").read_text()
     assert seen_only["acc"] == full["acc"] and seen_only["stability_gap"] == full["stability_gap"]
     rows = (out / "scores.csv").read_text().splitlines()
     first_periodic = next(r for r in rows if ",periodic," in r)
