@@ -87,20 +87,82 @@ def _feature_parts(model: nn.Module, name: str) -> tuple[nn.Module, nn.Module]:
     return body, head
 
 
-class _BatchCrop:
-    """RandomResizedCrop for image batches (B, C, H, W), identity for other inputs (SCR's views)."""
+class SCRAugment:
+    """SCR's second view of each image, drawn per sample on the device (Mai et al. 2021).
 
-    def __init__(self, scale: tuple[float, float] = (0.2, 1.0)) -> None:
-        self.scale, self.crop = tuple(scale), None
+    The official SCR code augments the stream + memory batch with kornia's
+    RandomResizedCrop(scale 0.2-1), RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8)
+    and RandomGrayscale(p=0.2). x: (B, C, H, W) in [0, 1] -> (B, C, H, W); other inputs pass
+    through unchanged. Crop, flip and grayscale are ``strategies.onpro.augmented_view``; then,
+    with probability ``jitter_p`` per sample, brightness, contrast and (3 channels) saturation
+    are each scaled by a factor ~ U(1 - jitter, 1 + jitter), in that order, as torchvision's
+    ColorJitter does. Departures: hue is not jittered, and the jitter comes after the grayscale
+    (the same result up to clipping: the three adjustments commute with a linear grayscale).
+    """
+
+    def __init__(self, crop_scale: tuple[float, float] = (0.2, 1.0), jitter: float = 0.4,
+                 jitter_p: float = 0.8, gray_p: float = 0.2) -> None:
+        self.crop_scale, self.jitter, self.jitter_p, self.gray_p = tuple(crop_scale), jitter, jitter_p, gray_p
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             return x
-        if self.crop is None:
-            from torchvision.transforms import v2
+        from strategies.onpro import augmented_view
 
-            self.crop = v2.RandomResizedCrop(tuple(x.shape[-2:]), scale=self.scale, antialias=True)
-        return self.crop(x)
+        return self.color_jitter(augmented_view(x, self.crop_scale, self.gray_p))
+
+    def color_jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-sample brightness, contrast, saturation jitter of x: (B, C, H, W) in [0, 1]."""
+        n, c = x.shape[:2]
+
+        def factor() -> torch.Tensor:
+            return torch.empty(n, 1, 1, 1, device=x.device).uniform_(1 - self.jitter, 1 + self.jitter)
+
+        def gray(v: torch.Tensor) -> torch.Tensor:
+            if c != 3:
+                return v
+            return (v * v.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+
+        out = (x * factor()).clamp(0, 1)
+        mean = gray(out).mean(dim=(1, 2, 3), keepdim=True)
+        out = (mean + factor() * (out - mean)).clamp(0, 1)
+        if c == 3:
+            g = gray(out)
+            out = (g + factor() * (out - g)).clamp(0, 1)
+        apply = torch.rand(n, 1, 1, 1, device=x.device) < self.jitter_p
+        return torch.where(apply, out, x)
+
+
+class _LossRecorder:
+    """Avalanche plugin that keeps the last training iteration's loss (train() zeroes strategy.loss)."""
+
+    def __init__(self) -> None:
+        self.value: torch.Tensor | None = None
+
+    def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
+        self.value = strategy.loss.detach()
+
+
+def _official_scr_model(body: nn.Module, dim: int) -> nn.Module:
+    """SCR's model as in the official code (Mai et al. 2021), on our backbone's ``body``.
+
+    Training: normalize(projection(features)), the projection Linear-ReLU-Linear from the raw
+    (dim,) features to 128-d; test: NCM over the L2-normalised features. Avalanche's SCRModel
+    instead normalises the features before the projection and leaves the projection's output
+    unnormalised, though its SCRLoss expects unit vectors; normalising both (its model plus a
+    normalised head) made the projection collapse at lr 0.1 (constant loss, no learning).
+    """
+    from avalanche.models import SCRModel
+
+    class OfficialSCRModel(SCRModel):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            features = self.feature_extractor(x)
+            if self.training:
+                return nn.functional.normalize(self.train_classifier(features), dim=1)
+            return self.eval_classifier(nn.functional.normalize(features, dim=1))
+
+    projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 128))
+    return OfficialSCRModel(body, projection)
 
 
 class AvalancheStrategy(Strategy):
@@ -163,6 +225,8 @@ class AvalancheStrategy(Strategy):
             train_epochs=train_epochs or 1, eval_mb_size=256, device=self.device,
             evaluator=evaluation_plugin(loggers=[]), **options,
         )
+        self._loss_recorder = _LossRecorder()
+        self.avl.plugins.append(self._loss_recorder)
         self.model = self.avl.model
         self._n_experiences = 0
         self._seen_classes: set[int] = set()
@@ -224,13 +288,9 @@ class AvalancheStrategy(Strategy):
             body, _ = _feature_parts(model, strategy)
             return {"model": model, "feature_extractor": body}
         if strategy == "scr":
-            from avalanche.models import SCRModel
-
             body, head = _feature_parts(model, strategy)
-            dim = head.in_features
-            projection = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, 128))
-            options.setdefault("augmentations", _BatchCrop())
-            return {"model": SCRModel(body, projection.to(self.device))}
+            options.setdefault("augmentations", SCRAugment())
+            return {"model": _official_scr_model(body, head.in_features).to(self.device)}
         return {"model": model}
 
     # ------------------------------------------------------------------ experiences
@@ -300,7 +360,7 @@ class AvalancheStrategy(Strategy):
         exp = self._experience(batch.x.detach(), batch.y, batch.task, online=True)
         self._train(exp, self.train_epochs or 1, self.train_mb_size or batch.y.shape[0])
         self._first_in_task = False
-        return {"loss": self.avl.loss.detach().sum()}  # Avalanche's loss has shape (1,)
+        return {} if self._loss_recorder.value is None else {"loss": self._loss_recorder.value.sum()}  # shape (1,)
 
     def on_task_end(self, info: TaskInfo) -> None:
         if self.protocol != "experience" or not self._pending:
@@ -353,16 +413,21 @@ class AvalancheStrategy(Strategy):
         return self.n_classes
 
     def state_dict(self) -> dict[str, Any]:
-        return {
+        """Model, optimiser and class bookkeeping: a copy, unchanged by later training."""
+        from strategies.base import snapshot
+
+        return snapshot({
             "model": self.avl.model.state_dict(),
             "optimizer": self.avl.optimizer.state_dict(),
             "n_experiences": self._n_experiences,
             "seen_classes": sorted(self._seen_classes),
-        }
+        })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        from strategies.base import snapshot
+
         _load_model_state(self.avl.model, state["model"])
-        self.avl.optimizer.load_state_dict(state["optimizer"])
+        self.avl.optimizer.load_state_dict(snapshot(state["optimizer"]))
         self._n_experiences = int(state["n_experiences"])
         self._seen_classes = set(state["seen_classes"])
 

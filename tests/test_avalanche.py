@@ -17,7 +17,7 @@ from continual.models import build_model
 from continual.runner import Runner
 from continual.testing import check_strategy
 from continual.types import ConfigError
-from strategies.avalanche import AvalancheStrategy
+from strategies.avalanche import AvalancheStrategy, SCRAugment
 from streams.avalanche import from_avalanche, to_avalanche
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,6 +101,55 @@ def test_unknown_avalanche_options_name_the_valid_ones():
     with pytest.raises(ConfigError, match="no option.*ewc_lamda.*ewc_lambda"):
         AvalancheStrategy(_model(s), strategy="ewc", protocol="experience",
                           options={"ewc_lamda": 1.0})
+
+
+def test_observe_reports_the_training_loss_of_its_batch():
+    """Avalanche zeroes ``strategy.loss`` when train() returns; the adapter reports the step's own."""
+    s = _digits()
+    batch = s.batch(0, 10)
+    avl = AvalancheStrategy(_model(s), strategy="naive", protocol="online", lr=0.05)
+    with torch.no_grad():
+        expected = torch.nn.functional.cross_entropy(avl.model(batch.x), batch.y)
+    out = avl.observe(batch)
+    assert float(out["loss"]) == pytest.approx(float(expected), rel=1e-5)
+
+
+def test_scr_views_are_drawn_per_sample_and_stay_images_in_range():
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 16, 16).repeat(8, 1, 1, 1)  # one image, eight times
+    views = SCRAugment()(x)
+    assert views.shape == x.shape
+    assert 0.0 <= views.min() and views.max() <= 1.0
+    assert len({tuple(v.flatten().tolist()) for v in views}) == 8  # eight different views
+    flat = torch.randn(8, 5)
+    assert torch.equal(SCRAugment()(flat), flat)  # non-image inputs pass through
+
+
+def test_scr_color_jitter_keeps_gray_images_gray_and_skips_unjittered_samples():
+    torch.manual_seed(0)
+    gray = torch.rand(16, 1, 1, 1).expand(16, 3, 8, 8).contiguous()
+    out = SCRAugment().color_jitter(gray)
+    assert torch.allclose(out[:, 0], out[:, 1]) and torch.allclose(out[:, 1], out[:, 2])
+    assert torch.equal(SCRAugment(jitter_p=0.0).color_jitter(gray), gray)
+    assert not torch.equal(SCRAugment(jitter_p=1.0).color_jitter(gray), gray)
+
+
+def test_scr_trains_on_unit_length_projections_and_tests_with_class_means(tmp_path):
+    s = _digits()
+    avl = AvalancheStrategy(_model(s), strategy="scr", protocol="online", lr=0.1,
+                            options={"mem_size": 50, "batch_size_mem": 20, "temperature": 0.1})
+    x = s.batch(0, 10).x
+    avl.model.train()
+    z = avl.model(x)
+    assert z.shape == (10, 128)
+    assert torch.allclose(z.norm(dim=1), torch.ones(10), atol=1e-5)
+    # as in the official code, the projection sees the raw features (Avalanche's SCRModel feeds
+    # it normalised ones, which with a normalised output collapsed the projection at lr 0.1)
+    raw = avl.model.train_classifier(avl.model.feature_extractor(x))
+    assert torch.allclose(z, torch.nn.functional.normalize(raw, dim=1), atol=1e-6)
+    summary = Runner(s, avl, out_dir=str(tmp_path)).run()
+    assert set(avl.model.eval_classifier.class_means_dict) == set(range(s.n_classes))
+    assert summary["acc"] > 0.5  # NCM on the learnt features, far above chance (0.1)
 
 
 # ---------------------------------------------------------------------- streams
