@@ -36,6 +36,7 @@ paper's runs).
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Sequence
 
@@ -76,11 +77,12 @@ def _warmup_cosine(i: int, n: int, warmup: int, eta_max: float, eta_min: float) 
     return eta_min + 0.5 * (eta_max - eta_min) * (1.0 + math.cos(math.pi * x))
 
 
-class Schedule:
+class Schedule(abc.ABC):
     """A learning rate as a function of the global step of the main trajectory."""
 
+    @abc.abstractmethod
     def lr(self, step: int) -> float:
-        raise NotImplementedError
+        """The learning rate at global step ``step``."""
 
     def task_of(self, step: int) -> tuple[int, int]:
         """(task index, step within that task) for a global step; last task extends."""
@@ -120,10 +122,11 @@ class CosineSchedule(Schedule):
     def __init__(self, eta_max: float = ETA_MAX, eta_min: float = ETA_MIN,
                  warmup_fraction: float = WARMUP_FRACTION,
                  task_steps: Sequence[int] | int | None = None) -> None:
-        _check_fraction(warmup_fraction, "CosineSchedule.warmup_fraction")
+        name = type(self).__name__
+        _check_fraction(warmup_fraction, f"{name}.warmup_fraction")
         self.eta_max, self.eta_min = eta_max, eta_min
         self.warmup_fraction = warmup_fraction
-        self.task_steps = _task_steps(task_steps, "CosineSchedule")
+        self.task_steps = _task_steps(task_steps, name)
 
     def lr(self, step: int) -> float:
         total = sum(self.task_steps)
@@ -131,20 +134,12 @@ class CosineSchedule(Schedule):
         return _warmup_cosine(step, total, warmup, self.eta_max, self.eta_min)
 
 
-class RepeatedCosineSchedule(Schedule):
+class RepeatedCosineSchedule(CosineSchedule):
     """Warm-up + cosine decay restarted at every task (re-warming; Ibrahim et al. Sec. 5).
 
     Task k with n_k steps: linear warm-up from ~0 to eta_max over
     ``round(warmup_fraction * n_k)`` steps, then cosine to eta_min at its last step.
     """
-
-    def __init__(self, eta_max: float = ETA_MAX, eta_min: float = ETA_MIN,
-                 warmup_fraction: float = WARMUP_FRACTION,
-                 task_steps: Sequence[int] | int | None = None) -> None:
-        _check_fraction(warmup_fraction, "RepeatedCosineSchedule.warmup_fraction")
-        self.eta_max, self.eta_min = eta_max, eta_min
-        self.warmup_fraction = warmup_fraction
-        self.task_steps = _task_steps(task_steps, "RepeatedCosineSchedule")
 
     def lr(self, step: int) -> float:
         k, i = self.task_of(step)
