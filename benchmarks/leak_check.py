@@ -41,7 +41,7 @@ from continual.cli import run_experiment
 register_configs()
 strategy, steps, out, keys, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(","), sys.argv[5:]
 n_tasks = max(1, -(-steps * 10 // 4000))
-with initialize_config_module(config_module="conf", version_base="1.3"):
+with initialize_config_module(config_module="continual.conf", version_base="1.3"):
     cfg = compose("config", overrides=[
         "stream=permuted_mnist", f"stream.n_tasks={n_tasks}", "stream.boundaries=hidden", f"strategy={strategy}",
         "log.console=false", "eval.every=500", "eval.max_per_task=200", "checkpoint.enabled=false", *extra])

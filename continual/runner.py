@@ -27,8 +27,8 @@ import torch
 from continual import checkpoint as C
 from continual import metrics as M
 from continual.records import RunRecords
+from continual.streams.stream import Stream
 from continual.types import ConfigError, NonFiniteLoss, Strategy, TaskInfo
-from streams.stream import Stream
 
 
 class Logger(Protocol):

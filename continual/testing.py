@@ -101,8 +101,7 @@ def synthetic_stream(
 
     x: (N, *input_shape) float32; classes split evenly over ``n_tasks``.
     """
-    import streams
-
+    from continual import streams
     g = torch.Generator().manual_seed(seed)
     dim = int(np.prod(input_shape))
     centres = torch.randn(n_classes, dim, generator=g)
@@ -431,13 +430,13 @@ class _Checks:
             problems.append(f"a strategy loaded from the in-memory state_dict() trains differently from "
                             f"the original (max |diff| {(pa - pm).abs().max().item():.3g}) though one "
                             "loaded from a saved copy does not: the two share tensors (e.g. optimiser "
-                            "moments); load a copy (strategies.base.snapshot)")
+                            "moments); load a copy (continual.strategies.base.snapshot)")
         changed = _first_difference(state, _deserialise(saved), "state")
         if changed is not None:
             problems.append(f"{changed} changed while training went on after state_dict() returned: "
                             "the state shares tensors with the live model, optimiser or buffers. "
                             "state_dict() must return a copy and load_state_dict() must keep no "
-                            "reference into its argument (strategies.base.snapshot does both)")
+                            "reference into its argument (continual.strategies.base.snapshot does both)")
         return problems
 
     @staticmethod

@@ -1,4 +1,4 @@
-"""Draw the LR schedules of ``strategies.schedules`` over a 3-task stream.
+"""Draw the LR schedules of ``continual.strategies.schedules`` over a 3-task stream.
 
 Regenerate the picture in docs/schedules.md with:  python docs/plot_schedules.py
 """
@@ -14,8 +14,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-
-from strategies.schedules import (  # noqa: E402
+from continual.strategies.schedules import (  # noqa: E402
     ConstantSchedule,
     CosineSchedule,
     InfiniteSchedule,

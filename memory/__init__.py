@@ -1,13 +1,13 @@
 """Storage for learners: replay buffers and the FAISS vector store (imported lazily)."""
 
-from memory.buffers import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer, make_buffer
+from continual.memory.buffers import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer, make_buffer
 
 __all__ = ["ClassBalancedBuffer", "ReplayBuffer", "ReservoirBuffer", "VectorStore", "make_buffer"]
 
 
 def __getattr__(name: str):
     if name == "VectorStore":  # faiss is imported only when the store is used
-        from memory.vector_store import VectorStore
+        from continual.memory.vector_store import VectorStore
 
         return VectorStore
     raise AttributeError(name)

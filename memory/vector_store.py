@@ -50,15 +50,15 @@ from typing import Any, NamedTuple
 import faiss
 import numpy as np
 import torch
-
-from continual.types import ConfigError
-from memory.eviction import (
+from continual.memory.eviction import (
     EVICTION_POLICIES,
     EvictionPlan,
     EvictionPolicy,
     EvictionView,
     make_eviction,
 )
+
+from continual.types import ConfigError
 
 __all__ = [
     "Memories",
@@ -284,7 +284,7 @@ class VectorStore:
         capacity: most memories held; None for no limit. When an ``add`` would
             exceed it, ``eviction`` chooses what goes.
         eviction: 'fifo', 'lru', 'retention', 'reservoir', 'class_balanced' (see
-            ``memory.eviction``) or an ``EvictionPolicy``.
+            ``continual.memory.eviction``) or an ``EvictionPolicy``.
         device: 'auto' (GPU when FAISS sees one), 'cpu' or 'cuda'.
         nlist, nprobe: IVF lists and lists probed per query.
         train_size: vectors needed before the IVF is trained (default 39 * nlist,

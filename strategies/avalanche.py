@@ -93,7 +93,7 @@ class SCRAugment:
     The official SCR code augments the stream + memory batch with kornia's
     RandomResizedCrop(scale 0.2-1), RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8)
     and RandomGrayscale(p=0.2). x: (B, C, H, W) in [0, 1] -> (B, C, H, W); other inputs pass
-    through unchanged. Crop, flip and grayscale are ``strategies.onpro.augmented_view``; then,
+    through unchanged. Crop, flip and grayscale are ``continual.strategies.onpro.augmented_view``; then,
     with probability ``jitter_p`` per sample, brightness, contrast and (3 channels) saturation
     are each scaled by a factor ~ U(1 - jitter, 1 + jitter), in that order, as torchvision's
     ColorJitter does. Departures: hue is not jittered, and the jitter comes after the grayscale
@@ -107,7 +107,7 @@ class SCRAugment:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4:
             return x
-        from strategies.onpro import augmented_view
+        from continual.strategies.onpro import augmented_view
 
         return self.color_jitter(augmented_view(x, self.crop_scale, self.gray_p))
 
@@ -190,7 +190,7 @@ class AvalancheStrategy(Strategy):
         train_epochs: int | None = None,
         options: dict[str, Any] | None = None,
     ) -> None:
-        from strategies.base import make_optimizer
+        from continual.strategies.base import make_optimizer
 
         if protocol not in PROTOCOLS:
             raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
@@ -414,7 +414,7 @@ class AvalancheStrategy(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         """Model, optimiser and class bookkeeping: a copy, unchanged by later training."""
-        from strategies.base import snapshot
+        from continual.strategies.base import snapshot
 
         return snapshot({
             "model": self.avl.model.state_dict(),
@@ -424,7 +424,7 @@ class AvalancheStrategy(Strategy):
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from strategies.base import snapshot
+        from continual.strategies.base import snapshot
 
         _load_model_state(self.avl.model, state["model"])
         self.avl.optimizer.load_state_dict(snapshot(state["optimizer"]))

@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from continual.memory.buffers import make_buffer
+from continual.strategies.base import SupervisedStrategy
 from torch import nn
 
 from continual.types import Batch, ConfigError
-from memory.buffers import make_buffer
-from strategies.base import SupervisedStrategy
 
 
 class ER(SupervisedStrategy):

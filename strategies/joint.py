@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from continual.strategies.base import SupervisedStrategy
 from torch import nn
 
 from continual.types import Batch, TaskInfo
-from strategies.base import SupervisedStrategy
 
 
 class Joint(SupervisedStrategy):

@@ -3,7 +3,7 @@
 LTM follows the memory cycle of Jiang et al. 2024, "Long Term Memory: The Foundation of AI
 Self-Evolution" (arXiv 2410.15665, Sec. 3-4: an external memory that stores processed
 interaction data, is retrieved at inference, and is distilled back into the model), made
-concrete for classification streams over ``memory.VectorStore`` (FAISS). The paper is a
+concrete for classification streams over ``continual.memory.VectorStore`` (FAISS). The paper is a
 position paper with no algorithm or equations to follow; the four verbs below are our
 design, each configurable:
 
@@ -34,7 +34,7 @@ design, each configurable:
   increase). Retrieved memories are topped up with uniform samples when too few are found.
   With ``train_on_stream`` the incoming batch joins the first of these steps (and is trained
   on alone at steps with no consolidation).
-- **forget**: the store's eviction policy at its ``capacity`` (``memory.eviction``:
+- **forget**: the store's eviction policy at its ``capacity`` (``continual.memory.eviction``:
   reservoir, fifo, lru, retention, class_balanced); ``forget(ids)`` removes memories explicitly.
 
 Stale embeddings. With ``encoder="backbone"`` the stored keys were computed by older weights.
@@ -65,11 +65,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from continual.strategies.base import SupervisedStrategy
 from torch import nn
 from torch.nn import functional as F
 
 from continual.types import Batch, ConfigError
-from strategies.base import SupervisedStrategy
 
 ENCODERS = ("random_projection", "frozen_backbone", "backbone")
 REPLAY_MODES = ("sample", "nearest", "confusable")
@@ -400,7 +400,7 @@ class LongTermMemory(SupervisedStrategy):
         return ranked[np.sort(first)]
 
     def _new_store(self, dim: int) -> Any:
-        from memory.vector_store import VectorStore
+        from continual.memory.vector_store import VectorStore
 
         return VectorStore(dim, metric=self.metric, kind=self.store_kind, capacity=self.capacity,
                            eviction=self.eviction, device=self.store_device, seed=self.seed,
@@ -477,7 +477,7 @@ class LongTermMemory(SupervisedStrategy):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from memory.vector_store import VectorStore
+        from continual.memory.vector_store import VectorStore
 
         super().load_state_dict(state)
         if self.frozen is not None and state["frozen"] is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from continual.strategies.base import SupervisedStrategy
+
 from continual.types import Batch
-from strategies.base import SupervisedStrategy
 
 
 class Naive(SupervisedStrategy):

@@ -69,13 +69,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from continual.memory.buffers import ReservoirBuffer
+from continual.strategies.base import make_optimizer, snapshot
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from continual.types import Batch, ConfigError, Strategy
-from memory.buffers import ReservoirBuffer
-from strategies.base import make_optimizer, snapshot
 
 DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
 TRAIN_AT = ("end", "eval")

@@ -1,9 +1,9 @@
 """Datasets and stream generators: what a learner sees, in which order, with which boundaries."""
 
-from streams.datasets import DATASETS, Dataset, from_arrays, load_dataset
-from streams.drift import river_drift
-from streams.generators import class_incremental, domain_incremental, split_classes, task_incremental
-from streams.stream import Segment, Stream, Task
+from continual.streams.datasets import DATASETS, Dataset, from_arrays, load_dataset
+from continual.streams.drift import river_drift
+from continual.streams.generators import class_incremental, domain_incremental, split_classes, task_incremental
+from continual.streams.stream import Segment, Stream, Task
 
 __all__ = [
     "DATASETS", "Dataset", "Segment", "Stream", "Task", "class_incremental", "domain_incremental",

@@ -12,10 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from continual.streams.datasets import from_arrays
+from continual.streams.stream import Stream, Task
 
 from continual.types import ConfigError
-from streams.datasets import from_arrays
-from streams.stream import Stream, Task
 
 
 def _materialise(experience: Any, batch_size: int = 1024) -> tuple[torch.Tensor, ...]:
@@ -50,7 +50,7 @@ def from_avalanche(
     transforms. When the benchmark's experiences carry different task labels and
     ``presentation`` does not say otherwise, task ids are shown (``task_labels=True``);
     our task ids are experience indices. ``presentation``: ``batch_size``, ``passes``,
-    ``boundaries``, ``blurry``, ... as in ``streams.stream.Stream``.
+    ``boundaries``, ``blurry``, ... as in ``continual.streams.stream.Stream``.
     """
     try:
         train_exps = list(getattr(benchmark, train_stream))

@@ -9,7 +9,7 @@ corpus at every eval point.
 Offline sources: gensim's 103-article Wikipedia sample (``wikipedia_articles``, grouped
 by topic with TF-IDF + k-means in ``wikipedia_topic_corpora``), the Python standard
 library's source files (``code``) and templated geography facts (``facts``, from
-``streams.knowledge``) as synthetic domains (``domain_corpus``).
+``continual.streams.knowledge``) as synthetic domains (``domain_corpus``).
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ def domain_corpus(name: str, n_chars: int = 200_000, eval_share: float = 0.1,
         pieces = [c for src in python_source_texts(max_files=200, seed=seed)
                   for c in _chunk(src, 1000)]
     elif name == "facts":
-        from streams.knowledge import RELATIONS, real_facts, render
+        from continual.streams.knowledge import RELATIONS, real_facts, render
 
         rng = random.Random(seed)
         sents = [render(f, i) for f in real_facts()

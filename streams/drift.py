@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 import torch
+from continual.streams.datasets import Dataset
+from continual.streams.stream import Stream, Task
 
 from continual.types import ConfigError
-from streams.datasets import Dataset
-from streams.stream import Stream, Task
 
 _GENERATORS = {
     "sea": ("SEA", "variant", 4),

@@ -2,7 +2,7 @@
 
 Each returns a ``Stream``; the presentation keyword arguments (``batch_size``,
 ``passes``, ``boundaries``, ``task_labels``, ``blurry``, ``gradual_width``,
-``repeats``) are those of ``streams.stream.Stream``.
+``repeats``) are those of ``continual.streams.stream.Stream``.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from continual.streams.datasets import Dataset, load_dataset, subsample_per_class
+from continual.streams.stream import Stream, Task
 
 from continual.types import ConfigError
-from streams.datasets import Dataset, load_dataset, subsample_per_class
-from streams.stream import Stream, Task
 
 
 def _dataset(

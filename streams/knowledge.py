@@ -316,7 +316,7 @@ class KnowledgeStream:
         rng.shuffle(new)
         filler = list(self.filler_texts) if self.filler_texts is not None else None
         if filler is None:
-            from streams.corpora import wikipedia_sentences
+            from continual.streams.corpora import wikipedia_sentences
 
             filler = list(wikipedia_sentences())
         rng.shuffle(filler)

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
+from continual.streams.datasets import Dataset
 
 from continual.types import Batch, ConfigError
-from streams.datasets import Dataset
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 

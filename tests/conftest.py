@@ -13,6 +13,5 @@ torch.set_num_threads(1)
 
 @pytest.fixture
 def digits_stream():
-    import streams
-
+    from continual import streams
     return streams.class_incremental("digits", n_tasks=5, batch_size=10)

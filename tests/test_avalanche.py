@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from continual.strategies.avalanche import AvalancheStrategy, SCRAugment
+from continual.streams.avalanche import from_avalanche, to_avalanche
 
-import streams
 from continual import metrics as M
+from continual import streams
 from continual.models import build_model
 from continual.runner import Runner
 from continual.testing import check_strategy
 from continual.types import ConfigError
-from strategies.avalanche import AvalancheStrategy, SCRAugment
-from streams.avalanche import from_avalanche, to_avalanche
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["stream=split_digits", "model.hidden=32", "log.console=false"]
@@ -37,7 +37,7 @@ def _model(stream, hidden=32):
 
 # ---------------------------------------------------------------------- the strategy adapter
 def test_avalanche_naive_through_the_adapter_scores_exactly_as_our_naive(tmp_path):
-    from strategies.naive import Naive
+    from continual.strategies.naive import Naive
 
     s = _digits()
     ours = Runner(s, Naive(_model(s), lr=0.05), out_dir=str(tmp_path / "ours")).run()
@@ -73,7 +73,7 @@ def test_a_per_task_avalanche_strategy_runs_from_its_config(tmp_path):
     from continual.config import register_configs
 
     register_configs()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*FAST, "strategy=avl_lwf"])
     summary = run_experiment(cfg, out_dir=str(tmp_path))
     assert summary["avalanche_protocol"] == "experience" and summary["steps"] > 0

@@ -1,8 +1,8 @@
 import pytest
 import torch
+from continual.memory.buffers import ClassBalancedBuffer, ReservoirBuffer, make_buffer
 
 from continual.types import ConfigError
-from memory.buffers import ClassBalancedBuffer, ReservoirBuffer, make_buffer
 
 
 def test_reservoir_never_exceeds_capacity_and_counts_seen():

@@ -6,10 +6,10 @@ import struct
 
 import numpy as np
 import pytest
+from continual.streams import datasets
+from continual.streams.datasets import FASHION_MNIST_DIR, load_cifar, load_fashion_mnist, read_idx
 
 from continual.types import ConfigError
-from streams import datasets
-from streams.datasets import FASHION_MNIST_DIR, load_cifar, load_fashion_mnist, read_idx
 
 
 def _write_idx(path, array):

@@ -19,7 +19,7 @@ def compose():
     from continual.config import register_configs
 
     register_configs()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
         yield hydra_compose
 
 

@@ -9,17 +9,17 @@ import warnings
 import pytest
 import torch
 from _cli import run_python
+from continual.strategies.er import ER
 
-import streams
+from continual import streams
 from continual.loggers import make_loggers, sweep_group
 from continual.models import build_model
 from continual.runner import Runner
 from continual.types import ConfigError
-from strategies.er import ER
 
 NAMES = {"stream": "split_digits", "strategy": "er", "model": "mlp"}
 CONFIG = {"seed": 3, "stream": {"dataset": "digits", "n_tasks": 5},
-          "strategy": {"_target_": "strategies.er.ER"}}
+          "strategy": {"_target_": "continual.strategies.er.ER"}}
 
 
 def _run(out_dir, loggers, eval_every=0):

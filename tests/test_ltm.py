@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from continual.strategies.ltm import AdaptiveK, LongTermMemory, knn_distribution, vote_scores
 
 from continual.models.backbones import build_model
 from continual.testing import check_strategy
 from continual.types import Batch, ConfigError
-from strategies.ltm import AdaptiveK, LongTermMemory, knn_distribution, vote_scores
 
 ROOT = Path(__file__).resolve().parents[1]
 KNN = {"encoder": "random_projection", "embed_dim": 2, "capacity": None}

@@ -6,12 +6,7 @@ import math
 
 import pytest
 import torch
-from torch.nn import functional as F
-
-from continual.models.backbones import build_model
-from continual.testing import check_strategy
-from continual.types import Batch, ConfigError, TaskInfo
-from strategies.onpro import (
+from continual.strategies.onpro import (
     OnPro,
     apf_mixup,
     apf_pair_counts,
@@ -25,6 +20,11 @@ from strategies.onpro import (
     random_mixup,
     rotation_views,
 )
+from torch.nn import functional as F
+
+from continual.models.backbones import build_model
+from continual.testing import check_strategy
+from continual.types import Batch, ConfigError, TaskInfo
 
 
 @pytest.fixture(autouse=True)

@@ -34,9 +34,9 @@ def fake_plugin(tmp_path, monkeypatch):
     '''))
     (pkg / "conf" / "__init__.py").write_text("")
     (pkg / "conf" / "strategy" / "theirs.yaml").write_text(
-        "# Theirs, from a config file.\n_target_: strategies.naive.Naive\nlr: 0.01\n")
+        "# Theirs, from a config file.\n_target_: continual.strategies.naive.Naive\nlr: 0.01\n")
     (pkg / "conf" / "strategy" / "er.yaml").write_text(  # clashes with a built-in name
-        "# A plugin's er.\n_target_: strategies.naive.Naive\n")
+        "# A plugin's er.\n_target_: continual.strategies.naive.Naive\n")
     dist = tmp_path / "fakeplug-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeplug\nVersion: 0.1\n")
@@ -57,7 +57,7 @@ def fake_plugin(tmp_path, monkeypatch):
 def test_builtins_are_listed_with_the_first_comment_of_their_config():
     strategies = registry.available("strategy")
     assert strategies["er"].source == registry.BUILTIN
-    assert strategies["er"].target == "strategies.er.ER"
+    assert strategies["er"].target == "continual.strategies.er.ER"
     assert strategies["er"].doc.startswith("Experience replay")
     assert registry.available("stream")["split_digits"].doc.startswith("scikit-learn digits")
 
@@ -80,7 +80,7 @@ def test_installed_entry_points_and_configs_join_the_list(fake_plugin):
 
 def test_a_builtin_name_wins_over_a_plugin_config(fake_plugin):
     er = registry.available("strategy")["er"]
-    assert er.source == registry.BUILTIN and er.target == "strategies.er.ER"
+    assert er.source == registry.BUILTIN and er.target == "continual.strategies.er.ER"
 
 
 def test_print_list_shows_names_docs_and_sources(fake_plugin, capsys):
@@ -92,8 +92,9 @@ def test_print_list_shows_names_docs_and_sources(fake_plugin, capsys):
 
 
 def test_load_imports_the_target_and_names_the_choices_when_unknown():
+    from continual.strategies.naive import Naive
+
     from continual.types import ConfigError
-    from strategies.naive import Naive
 
     assert registry.load("strategy", "naive") is Naive
     with pytest.raises(ConfigError, match="no strategy named 'nope'.*naive"):
@@ -114,6 +115,6 @@ def test_the_search_path_plugin_makes_plugin_configs_choosable(fake_plugin):
     from continual.config import register_configs
 
     register_configs()
-    with initialize_config_module(config_module="conf", version_base="1.3"):
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
         cfg = compose(config_name="config", overrides=["strategy=theirs"])
-    assert cfg.strategy._target_ == "strategies.naive.Naive" and cfg.strategy.lr == 0.01
+    assert cfg.strategy._target_ == "continual.strategies.naive.Naive" and cfg.strategy.lr == 0.01

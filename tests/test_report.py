@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 from _cli import run_continual
+from continual.strategies.er import ER
+from continual.strategies.naive import Naive
 
-import streams
+from continual import streams
 from continual.models import build_model
 from continual.report import METRICS, find_runs, main, write_report, write_run_report
 from continual.runner import Runner
 from continual.types import ConfigError
-from strategies.er import ER
-from strategies.naive import Naive
 
 STRATEGIES = {"naive": Naive, "er": ER}
 
@@ -27,7 +27,7 @@ def _run(out_dir, strategy="naive", seed=0, lr=0.1):
     stream = streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=seed)
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
     config = {"seed": seed, "log": {"console": False},
-              "stream": {"_target_": "streams.class_incremental", "dataset": "digits"},
+              "stream": {"_target_": "continual.streams.class_incremental", "dataset": "digits"},
               "strategy": {"_target_": f"strategies.{strategy}", "lr": lr}}
     Runner(stream, STRATEGIES[strategy](model, lr=lr), out_dir=str(out_dir), seed=seed,
            config=config, eval_every=40, log_every=20,

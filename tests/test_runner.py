@@ -4,14 +4,14 @@ import json
 
 import pytest
 import torch
+from continual.strategies.er import ER
+from continual.strategies.joint import Joint
+from continual.strategies.naive import Naive
 
-import streams
+from continual import streams
 from continual.models import build_model
 from continual.runner import TIMING_KEYS, Runner
 from continual.types import Batch, Strategy
-from strategies.er import ER
-from strategies.joint import Joint
-from strategies.naive import Naive
 
 
 def _run(tmp_path, strategy_cls=Naive, seed=0, stream=None, **runner_kw):

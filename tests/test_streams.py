@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from continual.streams.datasets import from_arrays
 
-import streams
+from continual import streams
 from continual.types import ConfigError
-from streams.datasets import from_arrays
 
 
 def _tiny(n_classes=4, per_class=20, shape=(1, 4, 4)):

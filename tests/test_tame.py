@@ -9,11 +9,7 @@ import random
 
 import pytest
 import torch
-
-from continual.models import build_model
-from continual.testing import check_strategy
-from continual.types import Batch, ConfigError
-from strategies.tame import (
+from continual.strategies.tame import (
     TAME,
     ExpertSelector,
     LossTracker,
@@ -24,8 +20,12 @@ from strategies.tame import (
     recurrence_scores,
     sparsity,
 )
-from streams.datasets import from_arrays
-from streams.generators import class_incremental
+from continual.streams.datasets import from_arrays
+from continual.streams.generators import class_incremental
+
+from continual.models import build_model
+from continual.testing import check_strategy
+from continual.types import Batch, ConfigError
 
 DETECTORS = ["threshold", "adwin", "page_hinkley", "kswin"]
 

@@ -4,11 +4,11 @@ import copy
 
 import pytest
 import torch
+from continual.strategies.naive import Naive
 from torch.nn import functional as F
 
 from continual.models import build_model
 from continual.testing import ContractViolation, TaskLeakError, TaskTripwire, check_strategy
-from strategies.naive import Naive
 
 
 def _problems(cls, **kwargs) -> str:

@@ -37,7 +37,7 @@ def evaluate_knowledge(strategy: Any, data: Any, max_new_tokens: int,
     updated sets against their *old* objects (``UL<i>_old``), and the mean token loss
     on held-out Wikipedia text (``heldout_loss``). ``answers``, when given, receives one
     record per probe (set, fact, prediction)."""
-    from streams.knowledge import probe_prompt
+    from continual.streams.knowledge import probe_prompt
 
     sets = data.probe_sets()
     prompts = [probe_prompt(f) for facts in sets.values() for f in facts]
@@ -95,7 +95,7 @@ def run_knowledge_stream(strategy: Any, data: Any, out_dir: str, *, epochs: int 
 
     ``initial_scores``: M0's scores when already measured on the same base model (every
     CKL method starts at the base model's outputs), to skip that evaluation."""
-    from streams.corpora import pack_documents
+    from continual.streams.corpora import pack_documents
 
     if epochs < 1 or batch_size < 1:
         raise ConfigError(f"epochs and batch_size must be >= 1, got {epochs}, {batch_size}")
@@ -187,7 +187,7 @@ def run_corpus_stream(strategy: Any, stream: Any, out_dir: str, *, eval_every: i
     Rows of scores.csv: ``T<k>`` (deployable at the end of task k), ``T<k>_main``
     (main trajectory, infinite only) and ``step<s>`` (main, every ``eval_every`` steps).
     """
-    from strategies.schedules import BranchLR, InfiniteSchedule
+    from continual.strategies.schedules import BranchLR, InfiniteSchedule
 
     task_steps = stream.task_steps
     names = [c.name for c in stream.corpora]

@@ -13,6 +13,7 @@ the table over all runs.
 from __future__ import annotations
 
 import copy
+import importlib.resources
 import json
 import os
 import random
@@ -24,7 +25,7 @@ from typing import Any
 
 from continual.types import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+CONF_DIR = Path(str(importlib.resources.files("continual.conf")))
 
 
 def compose_experiment(name: str, overrides: list[str]) -> Any:
@@ -93,8 +94,8 @@ def run_ckl(cfg: Any) -> list[dict[str, Any]]:
     from continual.lm.fuar import format_fuar
     from continual.lm.loops import evaluate_knowledge, knowledge_budget, run_knowledge_stream
     from continual.models.lm import build_lm
-    from strategies.ckl.vanilla import Vanilla
-    from streams.knowledge import real_facts
+    from continual.strategies.ckl.vanilla import Vanilla
+    from continual.streams.knowledge import real_facts
 
     out = Path(cfg.out_dir)
     base, tok = build_lm(**OmegaConf.to_container(cfg.model, resolve=True))
@@ -182,7 +183,7 @@ def write_ckl_table(summaries: list[dict[str, Any]], path: Path, echo: bool = Tr
 # ---------------------------------------------------------------- continual pre-training
 
 def build_corpora(cfg: Any, seed: int) -> list:
-    from streams.corpora import domain_corpus, wikipedia_topic_corpora
+    from continual.streams.corpora import domain_corpus, wikipedia_topic_corpora
 
     if cfg.source == "domains":
         return [domain_corpus(d, n_chars=cfg.n_chars, seed=seed) for d in cfg.domains]
@@ -200,7 +201,7 @@ def run_cpt(cfg: Any) -> list[dict[str, Any]]:
 
     from continual.lm.loops import run_corpus_stream
     from continual.models.lm import build_lm
-    from streams.corpora import CorpusStream
+    from continual.streams.corpora import CorpusStream
 
     out = Path(cfg.out_dir)
     summaries = []

@@ -20,8 +20,8 @@ from __future__ import annotations
 from hydra.core.config_search_path import ConfigSearchPath
 from hydra.plugins.search_path_plugin import SearchPathPlugin
 
-# The primary config of the continual app (continual/cli.py: config_path="pkg://conf").
-CONTINUAL_PRIMARY = "pkg://conf"
+# The primary config of the continual app (continual/cli.py: config_path="pkg://continual.conf").
+CONTINUAL_PRIMARY = "pkg://continual.conf"
 PROVIDER_PREFIX = "continual-plugin:"
 
 

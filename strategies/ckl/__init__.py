@@ -1,13 +1,13 @@
 """Continual knowledge learning (CKL) strategies for causal LMs (Jang et al., ICLR 2022).
 
-One file per method; shared mechanics in ``strategies.ckl.base``.
+One file per method; shared mechanics in ``continual.strategies.ckl.base``.
 """
 
 CKL_METHODS = {
-    "vanilla": "strategies.ckl.vanilla.Vanilla",
-    "recadam": "strategies.ckl.recadam.RecAdamStrategy",
-    "mixreview": "strategies.ckl.mixreview.MixReview",
-    "lora": "strategies.ckl.lora.LoRA",
-    "kadapter": "strategies.ckl.kadapter.KAdapter",
-    "ltm_retrieval": "strategies.ckl.ltm_retrieval.LTMRetrieval",
+    "vanilla": "continual.strategies.ckl.vanilla.Vanilla",
+    "recadam": "continual.strategies.ckl.recadam.RecAdamStrategy",
+    "mixreview": "continual.strategies.ckl.mixreview.MixReview",
+    "lora": "continual.strategies.ckl.lora.LoRA",
+    "kadapter": "continual.strategies.ckl.kadapter.KAdapter",
+    "ltm_retrieval": "continual.strategies.ckl.ltm_retrieval.LTMRetrieval",
 }

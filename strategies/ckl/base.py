@@ -12,12 +12,12 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from continual.strategies.base import make_optimizer
+from continual.strategies.schedules import Schedule, ScheduledLR
 from torch import nn
 
 from continual.lm.evaluation import block_loss, greedy_answers
 from continual.types import Batch, ConfigError, Strategy, TaskInfo
-from strategies.base import make_optimizer
-from strategies.schedules import Schedule, ScheduledLR
 
 ScheduleSpec = Schedule | Callable[..., Schedule] | None
 
@@ -29,7 +29,7 @@ class LMStrategy(Strategy):
         model: a causal LM (``model(input_ids=..., labels=...)`` returns ``.loss``, ``.logits``).
         tokenizer: its tokenizer (used for answers and by strategies that read text).
         lr: learning rate when no ``schedule`` is given.
-        optimizer: ``adamw`` / ``adam`` / ``sgd`` (``strategies.base.make_optimizer``).
+        optimizer: ``adamw`` / ``adam`` / ``sgd`` (``continual.strategies.base.make_optimizer``).
         weight_decay: decoupled weight decay.
         grad_clip: max gradient norm (None: no clipping).
         schedule: a ``Schedule``, or a factory called with ``task_steps=[...]`` at the

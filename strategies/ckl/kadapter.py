@@ -22,11 +22,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
+from continual.strategies.ckl.base import LMStrategy, freeze
 from torch import nn
 from torch.nn import functional as F
 
 from continual.types import ConfigError
-from strategies.ckl.base import LMStrategy, freeze
 
 
 def decoder_layers_and_norm(model: nn.Module) -> tuple[nn.ModuleList, nn.Module]:

@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from continual.strategies.ckl.base import LMStrategy
 from torch import nn
-
-from strategies.ckl.base import LMStrategy
 
 
 class LoRA(LMStrategy):

@@ -3,7 +3,7 @@
 The external-memory approach to continual knowledge (retrieval-augmented generation, e.g.
 Lewis et al., "Retrieval-Augmented Generation for Knowledge-Intensive NLP Tasks",
 NeurIPS 2020, with the model left frozen): ``observe`` decodes the batch's token rows,
-splits them into sentences and writes each new sentence to ``memory.vector_store.
+splits them into sentences and writes each new sentence to ``continual.memory.vector_store.
 VectorStore`` (FAISS, cosine, exact); ``answer`` retrieves the ``k`` nearest sentences
 to each probe and puts them before it, and the frozen base model continues the prompt.
 Nothing is trained, so what changes is only what the model is shown.
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from continual.strategies.ckl.base import LMStrategy, freeze
 from torch import nn
 
 from continual.lm.evaluation import greedy_answers
 from continual.types import Batch
-from strategies.ckl.base import LMStrategy, freeze
 
 _WORD = re.compile(r"[a-z0-9]+")
 STOP_WORDS = frozenset(
@@ -76,7 +76,7 @@ class LTMRetrieval(LMStrategy):
     @property
     def store(self):
         if self._store is None:
-            from memory.vector_store import VectorStore
+            from continual.memory.vector_store import VectorStore
 
             self._store = VectorStore(self.dim, metric="cosine", kind="flat", device="cpu",
                                       capacity=self.capacity)

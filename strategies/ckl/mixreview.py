@@ -19,10 +19,10 @@ import random
 from typing import Any
 
 import torch
+from continual.strategies.ckl.base import LMStrategy
 from torch import nn
 
 from continual.types import Batch, TaskInfo
-from strategies.ckl.base import LMStrategy
 
 
 class MixReview(LMStrategy):
@@ -61,7 +61,7 @@ class MixReview(LMStrategy):
         return min(n, self.max_review_rows) if self.max_review_rows is not None else n
 
     def _review_batch(self, n: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-        from streams.corpora import pack_documents
+        from continual.streams.corpora import pack_documents
 
         if self._review_ids is None or self._review_ids.shape[1] != seq_len:
             self._review_ids, self._review_labels = pack_documents(

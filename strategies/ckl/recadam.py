@@ -21,10 +21,10 @@ import math
 from typing import Any
 
 import torch
+from continual.strategies.ckl.base import LMStrategy
 from torch import nn
 
 from continual.types import ConfigError
-from strategies.ckl.base import LMStrategy
 
 
 def sigmoid_anneal(step: int, k: float, t0: float) -> float:

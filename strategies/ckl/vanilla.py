@@ -1,6 +1,6 @@
 """Vanilla: fine-tune every parameter on the new corpus (the CKL paper's baseline, Sec. 4)."""
 
-from strategies.ckl.base import LMStrategy
+from continual.strategies.ckl.base import LMStrategy
 
 
 class Vanilla(LMStrategy):

@@ -4,14 +4,14 @@ import copy
 
 import pytest
 import torch
+from continual.strategies.ckl.kadapter import KAdapter
+from continual.strategies.ckl.lora import LoRA
+from continual.strategies.ckl.ltm_retrieval import HashingEmbedder, LTMRetrieval
+from continual.strategies.ckl.mixreview import MixReview
+from continual.strategies.ckl.recadam import RecAdam, RecAdamStrategy, sigmoid_anneal
+from continual.strategies.ckl.vanilla import Vanilla
 
 from continual.types import Batch, TaskInfo
-from strategies.ckl.kadapter import KAdapter
-from strategies.ckl.lora import LoRA
-from strategies.ckl.ltm_retrieval import HashingEmbedder, LTMRetrieval
-from strategies.ckl.mixreview import MixReview
-from strategies.ckl.recadam import RecAdam, RecAdamStrategy, sigmoid_anneal
-from strategies.ckl.vanilla import Vanilla
 
 
 def _base_weights(model):

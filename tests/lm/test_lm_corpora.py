@@ -2,9 +2,9 @@
 
 import pytest
 import torch
+from continual.streams.corpora import Corpus, CorpusStream, pack_documents, pack_texts, split_sentences
 
 from continual.types import ConfigError
-from streams.corpora import Corpus, CorpusStream, pack_documents, pack_texts, split_sentences
 
 
 def _corpora():

@@ -1,10 +1,10 @@
 """Knowledge stream: facts, the Invariant / Updated / New split by probing, the corpora."""
 
 import pytest
+from continual.streams.knowledge import RELATIONS, KnowledgeStream, probe_prompt, real_facts, render
 
 from continual.lm.evaluation import answer_matches
 from continual.types import ConfigError
-from streams.knowledge import RELATIONS, KnowledgeStream, probe_prompt, real_facts, render
 
 
 def test_real_facts_cover_every_relation_once_per_subject():

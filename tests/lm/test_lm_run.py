@@ -15,7 +15,7 @@ def test_ckl_experiment_composes_with_overrides():
 def test_infinite_lr_experiment_pulls_in_every_schedule_config():
     cfg = compose_experiment("infinite_lr", ["seeds=[0]"])
     assert set(cfg.schedules) == {"infinite", "repeated_cosine", "constant", "wsd"}
-    assert cfg.schedules.infinite._target_ == "strategies.schedules.InfiniteSchedule"
+    assert cfg.schedules.infinite._target_ == "continual.strategies.schedules.InfiniteSchedule"
     assert cfg.schedules.infinite.eta_const == pytest.approx(1.65e-3)  # scaled for the tiny model
 
 

@@ -4,9 +4,7 @@ import math
 
 import pytest
 import torch
-
-from continual.types import ConfigError
-from strategies.schedules import (
+from continual.strategies.schedules import (
     BranchLR,
     ConstantSchedule,
     CosineSchedule,
@@ -16,6 +14,8 @@ from strategies.schedules import (
     WSDSchedule,
     build_schedule,
 )
+
+from continual.types import ConfigError
 
 MAX, MIN, CONST = 3e-4, 3e-5, 1.65e-4
 

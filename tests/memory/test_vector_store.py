@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from continual.types import ConfigError
-from memory import vector_store as vs
-from memory.eviction import (
+from continual.memory import vector_store as vs
+from continual.memory.eviction import (
     ClassBalancedEviction,
     EvictionPlan,
     EvictionPolicy,
@@ -16,7 +14,9 @@ from memory.eviction import (
     lowest,
     make_eviction,
 )
-from memory.vector_store import StoreFileError, TorchMirror, VectorStore, resolve_device
+from continual.memory.vector_store import StoreFileError, TorchMirror, VectorStore, resolve_device
+
+from continual.types import ConfigError
 
 DIM = 8
 KINDS = ("flat", "ivf", "hnsw")
