@@ -44,11 +44,10 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from continual.strategies.naive import Naive  # noqa: E402
-from continual.streams.generators import class_incremental  # noqa: E402
-
 from benchmarks.run import alternate, benchmark_cli, md_table, mnist_dataset, ratio  # noqa: E402
 from continual.models import build_model  # noqa: E402
+from continual.strategies.naive import Naive  # noqa: E402
+from continual.streams.generators import class_incremental  # noqa: E402
 from continual.types import Batch  # noqa: E402
 
 LR = 0.05

@@ -44,14 +44,13 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks.run import alternate, benchmark_cli, md_table, mnist_dataset, ratio  # noqa: E402
+from continual.models import build_model  # noqa: E402
+from continual.runner import Runner  # noqa: E402
 from continual.strategies.er import ER  # noqa: E402
 from continual.strategies.naive import Naive  # noqa: E402
 from continual.streams.generators import class_incremental  # noqa: E402
 from continual.streams.stream import Stream  # noqa: E402
-
-from benchmarks.run import alternate, benchmark_cli, md_table, mnist_dataset, ratio  # noqa: E402
-from continual.models import build_model  # noqa: E402
-from continual.runner import Runner  # noqa: E402
 
 LR = 0.05
 BUFFER = 200

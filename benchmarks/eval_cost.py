@@ -33,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from continual.strategies.naive import Naive  # noqa: E402
-from continual.streams.generators import class_incremental  # noqa: E402
-
 from benchmarks.engine_overhead import LR, fresh_model, initial_model, make_stream  # noqa: E402
 from benchmarks.run import alternate, benchmark_cli, md_table  # noqa: E402
 from continual.runner import EvalRow, Runner  # noqa: E402
+from continual.strategies.naive import Naive  # noqa: E402
+from continual.streams.generators import class_incremental  # noqa: E402
 from continual.types import ConfigError  # noqa: E402
 
 MAX_PER_TASK: dict[str, int | None] = {"all": None, "500": 500, "100": 100, "25": 25}

@@ -41,8 +41,9 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from continual.memory.vector_store import VectorStore  # noqa: E402
 from memory_store import clustered  # noqa: E402
+
+from continual.memory.vector_store import VectorStore  # noqa: E402
 
 
 def true_sq_distances(base: np.ndarray, queries: np.ndarray, ids: np.ndarray) -> np.ndarray:

@@ -33,10 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from continual.models.backbones import build_model  # noqa: E402
 from continual.strategies.er import ER  # noqa: E402
 from continual.strategies.onpro import OnPro  # noqa: E402
-
-from continual.models.backbones import build_model  # noqa: E402
 from continual.types import Batch, TaskInfo  # noqa: E402
 
 SECTIONS = ["views", "forward", "loss.ins", "loss.ope", "loss.ce", "backward", "optimizer",

@@ -149,6 +149,7 @@ def mnist_dataset():
     ``run.py`` gives every benchmark process one cache file (``CONTINUAL_BENCH_CACHE``).
     """
     import torch
+
     from continual.streams.datasets import Dataset, load_dataset
 
     if "mnist" not in _DATA:

@@ -26,11 +26,10 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from continual.streams.generators import domain_incremental  # noqa: E402
-
 from benchmarks.engine_overhead import fresh_model, initial_model  # noqa: E402
 from benchmarks.eval_cost import timed_run  # noqa: E402
 from benchmarks.run import alternate, benchmark_cli, md_table, mnist_dataset, ratio  # noqa: E402
+from continual.streams.generators import domain_incremental  # noqa: E402
 
 
 def permuted(n_tasks: int, train_per_class: int, test_per_class: int = 20):

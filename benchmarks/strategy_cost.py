@@ -81,9 +81,8 @@ def build_strategy(cfg: dict[str, Any], model):
 
 
 def _stream(quick: bool):
-    from continual.streams.generators import class_incremental
-
     from benchmarks.run import mnist_dataset
+    from continual.streams.generators import class_incremental
 
     per_class = (20, 10) if quick else (60, 20)
     return class_incremental(mnist_dataset(), n_tasks=5, batch_size=10, passes=1,

@@ -14,6 +14,7 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
 from continual.strategies.schedules import (  # noqa: E402
     ConstantSchedule,
     CosineSchedule,

@@ -50,6 +50,7 @@ from typing import Any, NamedTuple
 import faiss
 import numpy as np
 import torch
+
 from continual.memory.eviction import (
     EVICTION_POLICIES,
     EvictionPlan,
@@ -57,7 +58,6 @@ from continual.memory.eviction import (
     EvictionView,
     make_eviction,
 )
-
 from continual.types import ConfigError
 
 __all__ = [

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from continual.memory.buffers import make_buffer
-from continual.strategies.base import SupervisedStrategy
 from torch import nn
 
+from continual.memory.buffers import make_buffer
+from continual.strategies.base import SupervisedStrategy
 from continual.types import Batch, ConfigError
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from continual.strategies.base import SupervisedStrategy
 from torch import nn
 
+from continual.strategies.base import SupervisedStrategy
 from continual.types import Batch, TaskInfo
 
 

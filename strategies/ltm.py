@@ -65,10 +65,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from continual.strategies.base import SupervisedStrategy
 from torch import nn
 from torch.nn import functional as F
 
+from continual.strategies.base import SupervisedStrategy
 from continual.types import Batch, ConfigError
 
 ENCODERS = ("random_projection", "frozen_backbone", "backbone")

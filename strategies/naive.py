@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from continual.strategies.base import SupervisedStrategy
-
 from continual.types import Batch
 
 

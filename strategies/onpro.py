@@ -57,12 +57,12 @@ import math
 from typing import Any
 
 import torch
-from continual.memory.buffers import ReservoirBuffer
-from continual.strategies.base import make_optimizer, snapshot
 from torch import nn
 from torch.autograd.profiler import record_function
 from torch.nn import functional as F
 
+from continual.memory.buffers import ReservoirBuffer
+from continual.strategies.base import make_optimizer, snapshot
 from continual.types import Batch, ConfigError, Strategy, TaskInfo
 
 ROTATIONS = (1, 4, 16)

@@ -69,12 +69,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from continual.memory.buffers import ReservoirBuffer
-from continual.strategies.base import make_optimizer, snapshot
 from torch import nn
 from torch.nn import functional as F
 from torch.nn.utils import prune
 
+from continual.memory.buffers import ReservoirBuffer
+from continual.strategies.base import make_optimizer, snapshot
 from continual.types import Batch, ConfigError, Strategy
 
 DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")

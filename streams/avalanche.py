@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from continual.streams.datasets import from_arrays
 from continual.streams.stream import Stream, Task
-
 from continual.types import ConfigError
 
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from continual.streams.datasets import Dataset
 from continual.streams.stream import Stream, Task
-
 from continual.types import ConfigError
 
 _GENERATORS = {

@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
 from continual.streams.datasets import Dataset, load_dataset, subsample_per_class
 from continual.streams.stream import Stream, Task
-
 from continual.types import ConfigError
 
 

@@ -23,8 +23,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
-from continual.streams.datasets import Dataset
 
+from continual.streams.datasets import Dataset
 from continual.types import Batch, ConfigError
 
 Transform = Callable[[torch.Tensor], torch.Tensor]

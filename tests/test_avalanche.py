@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from continual.strategies.avalanche import AvalancheStrategy, SCRAugment
-from continual.streams.avalanche import from_avalanche, to_avalanche
 
 from continual import metrics as M
 from continual import streams
 from continual.models import build_model
 from continual.runner import Runner
+from continual.strategies.avalanche import AvalancheStrategy, SCRAugment
+from continual.streams.avalanche import from_avalanche, to_avalanche
 from continual.testing import check_strategy
 from continual.types import ConfigError
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
-from continual.memory.buffers import ClassBalancedBuffer, ReservoirBuffer, make_buffer
 
+from continual.memory.buffers import ClassBalancedBuffer, ReservoirBuffer, make_buffer
 from continual.types import ConfigError
 
 

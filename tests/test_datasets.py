@@ -6,9 +6,9 @@ import struct
 
 import numpy as np
 import pytest
+
 from continual.streams import datasets
 from continual.streams.datasets import FASHION_MNIST_DIR, load_cifar, load_fashion_mnist, read_idx
-
 from continual.types import ConfigError
 
 

@@ -9,12 +9,12 @@ import warnings
 import pytest
 import torch
 from _cli import run_python
-from continual.strategies.er import ER
 
 from continual import streams
 from continual.loggers import make_loggers, sweep_group
 from continual.models import build_model
 from continual.runner import Runner
+from continual.strategies.er import ER
 from continual.types import ConfigError
 
 NAMES = {"stream": "split_digits", "strategy": "er", "model": "mlp"}

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from continual.strategies.ltm import AdaptiveK, LongTermMemory, knn_distribution, vote_scores
 
 from continual.models.backbones import build_model
+from continual.strategies.ltm import AdaptiveK, LongTermMemory, knn_distribution, vote_scores
 from continual.testing import check_strategy
 from continual.types import Batch, ConfigError
 

@@ -6,6 +6,9 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
+
+from continual.models.backbones import build_model
 from continual.strategies.onpro import (
     OnPro,
     apf_mixup,
@@ -20,9 +23,6 @@ from continual.strategies.onpro import (
     random_mixup,
     rotation_views,
 )
-from torch.nn import functional as F
-
-from continual.models.backbones import build_model
 from continual.testing import check_strategy
 from continual.types import Batch, ConfigError, TaskInfo
 

@@ -93,7 +93,6 @@ def test_print_list_shows_names_docs_and_sources(fake_plugin, capsys):
 
 def test_load_imports_the_target_and_names_the_choices_when_unknown():
     from continual.strategies.naive import Naive
-
     from continual.types import ConfigError
 
     assert registry.load("strategy", "naive") is Naive

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 from _cli import run_continual
-from continual.strategies.er import ER
-from continual.strategies.naive import Naive
 
 from continual import streams
 from continual.models import build_model
 from continual.report import METRICS, find_runs, main, write_report, write_run_report
 from continual.runner import Runner
+from continual.strategies.er import ER
+from continual.strategies.naive import Naive
 from continual.types import ConfigError
 
 STRATEGIES = {"naive": Naive, "er": ER}

@@ -4,13 +4,13 @@ import json
 
 import pytest
 import torch
-from continual.strategies.er import ER
-from continual.strategies.joint import Joint
-from continual.strategies.naive import Naive
 
 from continual import streams
 from continual.models import build_model
 from continual.runner import TIMING_KEYS, Runner
+from continual.strategies.er import ER
+from continual.strategies.joint import Joint
+from continual.strategies.naive import Naive
 from continual.types import Batch, Strategy
 
 

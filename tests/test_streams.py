@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from continual.streams.datasets import from_arrays
 
 from continual import streams
+from continual.streams.datasets import from_arrays
 from continual.types import ConfigError
 
 

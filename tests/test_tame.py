@@ -9,6 +9,8 @@ import random
 
 import pytest
 import torch
+
+from continual.models import build_model
 from continual.strategies.tame import (
     TAME,
     ExpertSelector,
@@ -22,8 +24,6 @@ from continual.strategies.tame import (
 )
 from continual.streams.datasets import from_arrays
 from continual.streams.generators import class_incremental
-
-from continual.models import build_model
 from continual.testing import check_strategy
 from continual.types import Batch, ConfigError
 

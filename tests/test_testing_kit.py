@@ -4,10 +4,10 @@ import copy
 
 import pytest
 import torch
-from continual.strategies.naive import Naive
 from torch.nn import functional as F
 
 from continual.models import build_model
+from continual.strategies.naive import Naive
 from continual.testing import ContractViolation, TaskLeakError, TaskTripwire, check_strategy
 
 

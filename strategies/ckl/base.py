@@ -12,11 +12,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from continual.strategies.base import make_optimizer
-from continual.strategies.schedules import Schedule, ScheduledLR
 from torch import nn
 
 from continual.lm.evaluation import block_loss, greedy_answers
+from continual.strategies.base import make_optimizer
+from continual.strategies.schedules import Schedule, ScheduledLR
 from continual.types import Batch, ConfigError, Strategy, TaskInfo
 
 ScheduleSpec = Schedule | Callable[..., Schedule] | None

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from continual.strategies.ckl.base import LMStrategy, freeze
 from torch import nn
 from torch.nn import functional as F
 
+from continual.strategies.ckl.base import LMStrategy, freeze
 from continual.types import ConfigError
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from continual.strategies.ckl.base import LMStrategy
 from torch import nn
+
+from continual.strategies.ckl.base import LMStrategy
 
 
 class LoRA(LMStrategy):

@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from continual.strategies.ckl.base import LMStrategy, freeze
 from torch import nn
 
 from continual.lm.evaluation import greedy_answers
+from continual.strategies.ckl.base import LMStrategy, freeze
 from continual.types import Batch
 
 _WORD = re.compile(r"[a-z0-9]+")

@@ -19,9 +19,9 @@ import random
 from typing import Any
 
 import torch
-from continual.strategies.ckl.base import LMStrategy
 from torch import nn
 
+from continual.strategies.ckl.base import LMStrategy
 from continual.types import Batch, TaskInfo
 
 

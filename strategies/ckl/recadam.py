@@ -21,9 +21,9 @@ import math
 from typing import Any
 
 import torch
-from continual.strategies.ckl.base import LMStrategy
 from torch import nn
 
+from continual.strategies.ckl.base import LMStrategy
 from continual.types import ConfigError
 
 

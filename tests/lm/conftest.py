@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from continual.streams.knowledge import KnowledgeStream, probe_prompt, real_facts
 
 from continual.models.lm import tiny_causal_lm
+from continual.streams.knowledge import KnowledgeStream, probe_prompt, real_facts
 
 FILLER = [f"Filler sentence number {i} talks about nothing in particular." for i in range(300)]
 

@@ -4,13 +4,13 @@ import copy
 
 import pytest
 import torch
+
 from continual.strategies.ckl.kadapter import KAdapter
 from continual.strategies.ckl.lora import LoRA
 from continual.strategies.ckl.ltm_retrieval import HashingEmbedder, LTMRetrieval
 from continual.strategies.ckl.mixreview import MixReview
 from continual.strategies.ckl.recadam import RecAdam, RecAdamStrategy, sigmoid_anneal
 from continual.strategies.ckl.vanilla import Vanilla
-
 from continual.types import Batch, TaskInfo
 
 

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from continual.streams.corpora import Corpus, CorpusStream, pack_documents, pack_texts, split_sentences
 
+from continual.streams.corpora import Corpus, CorpusStream, pack_documents, pack_texts, split_sentences
 from continual.types import ConfigError
 
 

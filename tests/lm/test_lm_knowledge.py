@@ -1,9 +1,9 @@
 """Knowledge stream: facts, the Invariant / Updated / New split by probing, the corpora."""
 
 import pytest
-from continual.streams.knowledge import RELATIONS, KnowledgeStream, probe_prompt, real_facts, render
 
 from continual.lm.evaluation import answer_matches
+from continual.streams.knowledge import RELATIONS, KnowledgeStream, probe_prompt, real_facts, render
 from continual.types import ConfigError
 
 

@@ -3,11 +3,11 @@
 import json
 
 import pytest
+
+from continual.lm.loops import knowledge_fuar, run_corpus_stream, run_knowledge_stream
 from continual.strategies.ckl.vanilla import Vanilla
 from continual.strategies.schedules import InfiniteSchedule, RepeatedCosineSchedule
 from continual.streams.corpora import Corpus, CorpusStream
-
-from continual.lm.loops import knowledge_fuar, run_corpus_stream, run_knowledge_stream
 
 
 def test_knowledge_loop_writes_records_and_evaluates_every_phase(tiny, knowledge_data, tmp_path):

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from continual.strategies.schedules import (
     BranchLR,
     ConstantSchedule,
@@ -14,7 +15,6 @@ from continual.strategies.schedules import (
     WSDSchedule,
     build_schedule,
 )
-
 from continual.types import ConfigError
 
 MAX, MIN, CONST = 3e-4, 3e-5, 1.65e-4

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from continual.memory import vector_store as vs
 from continual.memory.eviction import (
     ClassBalancedEviction,
@@ -15,7 +16,6 @@ from continual.memory.eviction import (
     make_eviction,
 )
 from continual.memory.vector_store import StoreFileError, TorchMirror, VectorStore, resolve_device
-
 from continual.types import ConfigError
 
 DIM = 8
