@@ -70,6 +70,34 @@ def build_model_from_config(cfg: Any, stream: Any):
     return model
 
 
+def build_schedule_from_config(cfg: Any, stream: Any):
+    """The lr schedule of ``cfg`` (a ``conf/schedule/`` group) for ``stream``, or None.
+
+    ``task_steps`` comes from the stream: the steps of each segment when it shows its
+    boundaries, one task of the whole stream's length when it hides them (task-free); a
+    schedule that restarts at every task then refuses to run.
+    """
+    from omegaconf import OmegaConf
+
+    from continual.config import instantiate_checked
+    from continual.types import ConfigError
+
+    if cfg is None:
+        return None
+    options = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    visible = stream.boundaries == "visible"
+    task_steps = stream.segment_steps() if visible else [stream.n_steps()]
+    schedule = instantiate_checked(options, "schedule", task_steps=task_steps)
+    if schedule.needs_boundaries and not visible:
+        name = type(schedule).__name__
+        raise ConfigError(
+            f"schedule {name} restarts at every task, but stream {stream.name!r} hides its task "
+            "boundaries (task-free), so there is no task to restart at; use schedule=constant, "
+            "cosine or infinite, or schedule=wsd schedule.per_task=false"
+        )
+    return schedule
+
+
 def run_experiment(
     cfg: Any, out_dir: str | None = None, choices: dict[str, str] | None = None, sweep_dir: str | None = None,
     report: bool = True,
@@ -92,6 +120,7 @@ def run_experiment(
         provided["seed"] = int(cfg.seed)
     seed_everything(int(cfg.seed))
     strategy = instantiate_checked(strategy_cfg, "strategy", **provided)
+    schedule = build_schedule_from_config(cfg.get("schedule"), stream)
     stream.to(device)
     loggers = []
     if cfg.log.console:
@@ -113,10 +142,11 @@ def run_experiment(
         extra_summary={
             "strategy": choices.get("strategy", strategy_cfg["_target_"].rsplit(".", 1)[-1]),
             "model": choices.get("model", ""),
+            "schedule": choices.get("schedule", type(schedule).__name__ if schedule is not None else None),
         },
         checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
         checkpoints=cfg.checkpoint.enabled, checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
-        on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen,
+        on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen, schedule=schedule,
     )
     resume = getattr(cfg.resume, "value", cfg.resume)
     if resume == "false":

@@ -61,6 +61,7 @@ class RunConfig:
     stream: Any = None
     strategy: Any = None
     model: Any = None
+    schedule: Any = None  # the lr schedule of every gradient strategy (conf/schedule/; default constant)
     seed: int = 0
     device: Device = Device.auto
     eval: EvalConfig = field(default_factory=EvalConfig)

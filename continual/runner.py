@@ -8,6 +8,7 @@ before training (the ``init`` row, for FWT), every ``eval_every`` steps
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import math
@@ -27,6 +28,7 @@ import torch
 from continual import checkpoint as C
 from continual import metrics as M
 from continual.records import RunRecords
+from continual.strategies.schedules import LRDriver, Schedule
 from continual.streams.stream import Stream
 from continual.types import ConfigError, NonFiniteLoss, Strategy, TaskInfo
 
@@ -113,6 +115,7 @@ class Runner:
         checkpoint_min_interval_s: float = 30.0,
         on_nan: str = "stop",
         eval_unseen: bool = False,
+        schedule: Schedule | None = None,
     ) -> None:
         self.stream, self.strategy = stream, strategy
         self.out_dir = out_dir
@@ -143,6 +146,12 @@ class Runner:
             # before the next eval row or checkpoint (see SupervisedStrategy.check_each_step)
             strategy.check_each_step = False
         self.eval_unseen = eval_unseen  # True: periodic eval points also score tasks not started yet
+        # the lr schedule (strategies/schedules.py), driven by st.step; an infinite schedule's
+        # anneal branch (a copy of the strategy trained with the annealed lr over the last
+        # steps of each segment) is the deployable model scored at the segment's task-end row
+        self.schedule = schedule
+        self.lr_driver = LRDriver(schedule) if schedule is not None else None
+        self.branch: Strategy | None = None
         self.last_checkpoint: Path | None = None
         self.resume_info: dict[str, Any] = {}
         self.state = RunState()
@@ -160,12 +169,14 @@ class Runner:
             task = torch.full((y.numel(),), t, dtype=torch.long, device=self.device)
             self._eval_sets.append((x.to(self.device), y.to(self.device), mask, task))
 
-    def evaluate(self, kind: str) -> EvalRow:
-        """Score every task's test set; returns and records the eval row."""
+    def evaluate(self, kind: str, strategy: Strategy | None = None) -> EvalRow:
+        """Score every task's test set with ``strategy`` (default: the run's); returns and
+        records the eval row."""
+        strategy = strategy or self.strategy
         if self._eval_sets is None:
             self._prepare_eval_sets()
-        if hasattr(self.strategy, "prepare_eval"):
-            self.strategy.prepare_eval()
+        if hasattr(strategy, "prepare_eval"):
+            strategy.prepare_eval()
         show_task = self.stream.task_labels
         started = None  # None: score every task
         if kind == "periodic" and not self.eval_unseen:
@@ -182,7 +193,7 @@ class Runner:
             for i in range(0, y.numel(), self.eval_batch_size):
                 sl = slice(i, i + self.eval_batch_size)
                 with torch.inference_mode():
-                    logits = self.strategy.predict(x[sl], task[sl] if show_task else None)
+                    logits = strategy.predict(x[sl], task[sl] if show_task else None)
                     c_cil = c_cil + (logits.argmax(1) == y[sl]).sum()
                     c_til = c_til + ((logits + mask).argmax(1) == y[sl]).sum()
             counts.append(torch.stack([c_cil, c_til]))
@@ -233,6 +244,9 @@ class Runner:
                "time": time.time(),
                **{k: v / n_steps for k, v in values.items()},
                "online_acc": M.online_accuracy(st.online_correct, st.online_seen)}
+        lr = LRDriver.current_lr(self.strategy)
+        if lr is not None:
+            rec["lr"] = lr  # of the window's last step
         for k, v in values.items():
             if isinstance(v, float) and not math.isfinite(v):
                 self._stop_nonfinite(f"{k} was {v} in the steps up to {st.step}")
@@ -257,9 +271,18 @@ class Runner:
         start = seg.start + st.position
         sums: dict[str, Any] = {}
         n_in_window = 0
+        driver = self.lr_driver
+        i_step = st.position // stream.batch_size  # step within the segment
+        seg_steps = stream.segment_steps()[seg_index]
+        n_anneal = self.schedule.anneal_steps(seg_index) if self.schedule is not None else 0
+        branch_from = seg_steps - n_anneal if n_anneal else -1
         t0 = time.perf_counter()
         for batch in stream.batches(seg, st.step, start):
             n = batch.y.shape[0]
+            if i_step == branch_from and self.branch is None:
+                self.branch = self._copy_for_branch()
+            if driver is not None:
+                driver.apply(strategy, st.step)
             if not st.reports_online:
                 with torch.inference_mode():
                     pre = (strategy.predict(batch.x, batch.task).argmax(1) == batch.y).sum()
@@ -270,6 +293,10 @@ class Runner:
                     self._stop_nonfinite(f"{e} at step {st.step}")
                 st.skipped_nonfinite += 1
                 out = {}
+            if self.branch is not None:
+                driver.apply_branch(self.branch, i_step - branch_from, n_anneal)
+                self.branch.observe(batch)
+            i_step += 1
             if st.reports_online is None:
                 st.reports_online = "online_correct" in out
             if not st.reports_online:
@@ -301,6 +328,16 @@ class Runner:
             self._flush(sums, n_in_window, seg.task)
         st.train_seconds += time.perf_counter() - t0
 
+    def _copy_for_branch(self) -> Strategy:
+        try:
+            return copy.deepcopy(self.strategy)
+        except Exception as e:
+            raise ConfigError(
+                f"the {type(self.schedule).__name__}'s anneal branch needs a copy of strategy "
+                f"{type(self.strategy).__name__}, which cannot be deep-copied ({e}); "
+                "set schedule.anneal_fraction=0 to run without the branch"
+            ) from None
+
     def _stop_nonfinite(self, what: str) -> None:
         name = type(self.strategy).__name__
         last = self.last_checkpoint or "none written yet"
@@ -318,6 +355,7 @@ class Runner:
             "format": "continual-run", "version": 1,
             "state": self.state.to_dict(),
             "strategy": self.strategy.state_dict(),
+            "branch": self.branch.state_dict() if self.branch is not None else None,
             "rng": C.rng_state(),
         }
         self.last_checkpoint = C.save_checkpoint(
@@ -339,6 +377,9 @@ class Runner:
             return False
         self.state = RunState.from_dict(payload["state"])
         self.strategy.load_state_dict(payload["strategy"])
+        if payload.get("branch") is not None:
+            self.branch = self._copy_for_branch()
+            self.branch.load_state_dict(payload["branch"])
         C.set_rng_state(payload["rng"])
         self.last_checkpoint = path
         _truncate_lines(Path(self.out_dir) / "metrics.jsonl", self.state.n_records)
@@ -371,12 +412,20 @@ class Runner:
                 if visible and st.position == 0:
                     strategy.on_task_start(info)
                 self._train_segment(st.segment)
-                if visible:
-                    strategy.on_task_end(info)
                 last = st.segment == len(stream.segments) - 1
-                if last and hasattr(strategy, "finalize"):
-                    strategy.finalize()
-                self.evaluate("task_end")
+                deployed = [strategy] if self.branch is None else [strategy, self.branch]
+                for s in deployed:
+                    if visible:
+                        s.on_task_end(info)
+                    if last and hasattr(s, "finalize"):
+                        s.finalize()
+                if self.branch is not None:
+                    # the main trajectory goes on; the annealed copy is what one would deploy
+                    self.evaluate("task_end_main")
+                    self.evaluate("task_end", self.branch)
+                    self.branch = None
+                else:
+                    self.evaluate("task_end")
                 st.segment += 1
                 st.position = 0
                 # after the last segment only the summary is left to write

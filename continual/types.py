@@ -75,9 +75,30 @@ class Strategy:
     def on_task_end(self, info: TaskInfo) -> None:  # noqa: B027 - optional hook
         """Called when a visible task ends."""
 
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimisers whose learning rate the run's ``schedule`` drives.
+
+        Default: every ``torch.optim.Optimizer`` the strategy holds in an attribute, directly
+        or inside a list, tuple or dict (so a ``SupervisedStrategy`` subclass needs no code).
+        Override when they live deeper (TAME's experts) or when some must not be scheduled.
+        """
+        return find_optimizers(self)
+
     def state_dict(self) -> dict[str, Any]:
         """Everything the strategy's future depends on (for checkpoints)."""
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:  # noqa: B027
         """Restore what ``state_dict`` returned."""
+
+
+def find_optimizers(owner: Any) -> list[torch.optim.Optimizer]:
+    """``torch.optim.Optimizer`` objects among ``owner``'s attributes (one level into
+    lists, tuples and dict values), in attribute order, each once."""
+    found: list[torch.optim.Optimizer] = []
+    for value in vars(owner).values():
+        items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+        for item in items:
+            if isinstance(item, torch.optim.Optimizer) and not any(item is f for f in found):
+                found.append(item)
+    return found

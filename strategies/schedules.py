@@ -1,10 +1,15 @@
-"""Learning-rate schedules for continual (pre-)training, as torch LR schedulers.
+"""Learning-rate schedules for continual (pre-)training, driven by the runner for any strategy.
 
 A schedule is a plain object whose ``lr(step)`` gives the learning rate at a global
-optimiser step of the main trajectory; ``ScheduledLR`` applies it to any torch
-optimiser. Schedules that depend on the stream take ``task_steps`` (steps per task,
-in order), which the run loop fills in when it knows them (Hydra: instantiate the
-config with ``task_steps=[...]``).
+optimiser step of the main trajectory. In a run (the ``schedule`` config group) its values
+are *multiples of each optimiser's own lr* (the strategy's ``lr``: ``eta_max: 1.0`` peaks at
+it): ``LRDriver`` sets every parameter group of the strategy's ``optimizers()`` to
+``base_lr * schedule.lr(step)`` before each training step, from the runner's step counter.
+Schedules that depend on the stream take ``task_steps`` (steps per task, in order), which
+the runner fills in from the stream's segments when the stream shows its boundaries, or as
+one task of the whole stream's length when it hides them; a schedule that restarts at
+every task (``needs_boundaries``) refuses a task-free stream. ``ScheduledLR`` applies a
+schedule with absolute values to one torch optimiser (for code outside the runner).
 
 Schedules (defaults from Ibrahim et al., "Simple and Scalable Strategies to
 Continually Pre-train Large Language Models", TMLR 2024, arXiv 2403.08763, Sec. 7:
@@ -80,6 +85,18 @@ def _warmup_cosine(i: int, n: int, warmup: int, eta_max: float, eta_min: float) 
 class Schedule(abc.ABC):
     """A learning rate as a function of the global step of the main trajectory."""
 
+    #: restarts at every task, so it needs the stream's task boundaries
+    needs_boundaries: bool = False
+
+    @property
+    def is_identity(self) -> bool:
+        """True when ``lr(step) == 1.0`` at every step (the runner then leaves the lr alone)."""
+        return False
+
+    def anneal_steps(self, task: int) -> int:
+        """Steps of the deployable anneal branch at the end of ``task`` (0: no branch)."""
+        return 0
+
     @abc.abstractmethod
     def lr(self, step: int) -> float:
         """The learning rate at global step ``step``."""
@@ -115,6 +132,10 @@ class ConstantSchedule(Schedule):
             return self.eta * (step + 1) / self.warmup_steps
         return self.eta
 
+    @property
+    def is_identity(self) -> bool:
+        return self.eta == 1.0 and self.warmup_steps == 0
+
 
 class CosineSchedule(Schedule):
     """One linear warm-up and one cosine decay from eta_max to eta_min over all tasks."""
@@ -140,6 +161,8 @@ class RepeatedCosineSchedule(CosineSchedule):
     Task k with n_k steps: linear warm-up from ~0 to eta_max over
     ``round(warmup_fraction * n_k)`` steps, then cosine to eta_min at its last step.
     """
+
+    needs_boundaries = True
 
     def lr(self, step: int) -> float:
         k, i = self.task_of(step)
@@ -174,6 +197,7 @@ class WSDSchedule(Schedule):
         self.warmup_fraction, self.decay_fraction = warmup_fraction, decay_fraction
         self.decay_shape, self.per_task = decay_shape, per_task
         self.task_steps = _task_steps(task_steps, "WSDSchedule")
+        self.needs_boundaries = per_task
 
     def lr(self, step: int) -> float:
         if self.per_task:
@@ -259,7 +283,8 @@ class InfiniteSchedule(Schedule):
 
     def anneal_steps(self, task: int) -> int:
         """Length of the anneal branch at the end of ``task`` (0 when anneal_fraction is 0)."""
-        return round(self.anneal_fraction * self.task_steps[task])
+        steps = self.task_steps[min(task, len(self.task_steps) - 1)]
+        return min(round(self.anneal_fraction * steps), steps)
 
     def anneal_lr(self, i: int, n: int) -> float:
         """Learning rate at step i (0-based) of an n-step anneal branch."""
@@ -301,6 +326,61 @@ class BranchLR:
     def step(self) -> None:
         self.i += 1
         self._apply()
+
+
+class LRDriver:
+    """Drives the lr of a strategy's optimisers from the runner's step counter.
+
+    Before each training step, every parameter group of ``strategy.optimizers()`` gets
+    ``base_lr * schedule.lr(step)``, where ``base_lr`` is the group's lr when the driver
+    first saw it (kept in the group as ``"schedule_base_lr"``, so it travels with the
+    optimiser's state dict through checkpoints; optimisers made later, such as a new TAME
+    expert's, join at their first step). ``branch_lr`` does the same for the infinite
+    schedule's anneal branch. An identity schedule (``constant`` at 1.0, no warm-up) changes
+    nothing, so results are bit-identical to a run without a schedule.
+    """
+
+    KEY = "schedule_base_lr"
+
+    def __init__(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+
+    @staticmethod
+    def optimizers_of(strategy) -> list[torch.optim.Optimizer]:
+        from continual.types import find_optimizers
+
+        hook = getattr(strategy, "optimizers", None)
+        return list(hook()) if callable(hook) else find_optimizers(strategy)
+
+    def _set(self, strategy, factor: float) -> None:
+        optimizers = self.optimizers_of(strategy)
+        if not optimizers:
+            from continual.types import ConfigError
+
+            raise ConfigError(
+                f"schedule {type(self.schedule).__name__} has no optimiser to drive: strategy "
+                f"{type(strategy).__name__} holds no torch.optim.Optimizer attribute; define its "
+                "optimizers() (continual.types.Strategy) or run it with schedule=constant"
+            )
+        for opt in optimizers:
+            for g in opt.param_groups:
+                base = g.setdefault(self.KEY, g["lr"])
+                g["lr"] = base * factor
+
+    def apply(self, strategy, step: int) -> None:
+        """Set the lr for main-trajectory step ``step`` (0-based)."""
+        if not self.schedule.is_identity:
+            self._set(strategy, self.schedule.lr(step))
+
+    def apply_branch(self, strategy, i: int, n: int) -> None:
+        """Set the lr for step ``i`` of an ``n``-step anneal branch."""
+        self._set(strategy, self.schedule.anneal_lr(i, n))
+
+    @classmethod
+    def current_lr(cls, strategy) -> float | None:
+        """The first parameter group's lr (what metrics.jsonl logs), or None without optimisers."""
+        opts = cls.optimizers_of(strategy)
+        return float(opts[0].param_groups[0]["lr"]) if opts else None
 
 
 SCHEDULES = {

@@ -109,7 +109,11 @@ class Stream:
         return int(self.order.numel())
 
     def n_steps(self) -> int:
-        return sum(-(-(s.end - s.start) // self.batch_size) for s in self.segments)
+        return sum(self.segment_steps())
+
+    def segment_steps(self) -> list[int]:
+        """Training steps (batches) of each segment, in order."""
+        return [-(-(s.end - s.start) // self.batch_size) for s in self.segments]
 
     @property
     def true_boundaries(self) -> list[int]:
