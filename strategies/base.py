@@ -1,4 +1,10 @@
-"""Shared mechanics of gradient-based strategies: one place for the optimiser options.
+"""Shared mechanics of gradient-based strategies: the optimiser options and the one guarded step.
+
+Every gradient step of a built-in strategy goes through ``guarded_step``: a NaN or Inf loss
+raises ``NonFiniteLoss`` before any parameter or optimiser state changes, so the runner can
+skip the batch (``on_nan=skip``) or stop (``on_nan=stop``). ``GradientStrategy`` carries the
+policy (``check_each_step``, which the runner turns off under ``on_nan=stop``) and
+``train_epochs``, the guarded loop for training inside hooks (task-end refits, selectors).
 
 A strategy built on ``SupervisedStrategy`` gets ``self.model``, ``self.optimizer``,
 ``self.device``, ``predict`` and ``step(loss)``; its ``observe`` says only what is
@@ -9,10 +15,13 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 from torch import nn
+from torch.autograd.profiler import record_function
 from torch.nn import functional as F
 
 from continual.types import ConfigError, NonFiniteLoss, Strategy
@@ -48,7 +57,112 @@ def snapshot(state: Any) -> Any:
     return copy.deepcopy(state)
 
 
-class SupervisedStrategy(Strategy):
+def finite_loss_value(loss: torch.Tensor, where: str = "") -> float:
+    """``loss.item()`` (one host-device sync), or NonFiniteLoss when it is NaN or Inf.
+
+    where: what produced the loss, for the message (e.g. "Joint's task-end refit").
+    """
+    value = loss.item()
+    if not math.isfinite(value):
+        raise NonFiniteLoss(f"loss is {value}" + (f" in {where}" if where else ""))
+    return value
+
+
+def guarded_step(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, check: bool = True,
+    clip_grad_norm: float | None = None, label: str | None = None,
+) -> float | torch.Tensor:
+    """The one optimiser step of every gradient strategy: zero_grad, backward, (clip), step.
+
+    check: read the loss first (one sync) and raise NonFiniteLoss on NaN/Inf before any
+        gradient, parameter or optimiser state changes; returns the float. Unchecked, the
+        step is taken and the detached 0-d loss is returned (read lazily by the runner).
+    clip_grad_norm: clip the gradients of the optimiser's parameters to this total norm.
+    label: ``record_function`` prefix for profiles (``<label>.backward``, ``<label>.optimizer``).
+    """
+    value = finite_loss_value(loss) if check else loss.detach()
+    optimizer.zero_grad(set_to_none=True)
+    with record_function(f"{label}.backward") if label else nullcontext():
+        loss.backward()
+    if clip_grad_norm:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+    with record_function(f"{label}.optimizer") if label else nullcontext():
+        optimizer.step()
+    return value
+
+
+def train_epochs(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    epochs: int, batch_size: int, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    generator: torch.Generator | None = None, skip_nonfinite: bool = True, where: str = "",
+) -> tuple[float, int]:
+    """``epochs`` shuffled passes over (x: (N, ...), y: (N,)) in minibatches, each a checked
+    ``guarded_step`` on ``loss_fn(model(x_b), y_b)``.
+
+    A minibatch with a NaN/Inf loss is skipped (nothing changes) when ``skip_nonfinite``,
+    else NonFiniteLoss is raised naming ``where``. Returns (the last epoch's mean loss over
+    the minibatches taken, nan when none; the number of minibatches skipped).
+    """
+    if x.shape[0] == 0 or epochs <= 0:
+        return math.nan, 0
+    model.train()
+    skipped = 0
+    mean = math.nan
+    for _ in range(int(epochs)):
+        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        total, seen = 0.0, 0
+        for i in range(0, x.shape[0], batch_size):
+            idx = perm[i : i + batch_size]
+            try:
+                total += guarded_step(optimizer, loss_fn(model(x[idx]), y[idx])) * idx.numel()
+            except NonFiniteLoss as err:
+                if not skip_nonfinite:
+                    raise NonFiniteLoss(f"{err} in {where or 'training'}") from None
+                skipped += 1
+                continue
+            seen += idx.numel()
+        mean = total / seen if seen else math.nan
+    return mean, skipped
+
+
+class GradientStrategy(Strategy):
+    """A strategy trained by gradient steps: ``step`` is the guarded step, with the NaN policy.
+
+    ``check_each_step`` (True unless the runner runs under ``on_nan=stop``): every step's loss
+    is read before its update (one host-device sync per step), and a NaN/Inf loss raises
+    NonFiniteLoss with nothing changed, so the runner skips the batch. Under ``on_nan=stop``
+    the runner sets it False: steps are not checked one by one and the runner stops at the
+    next log window from the losses ``observe`` returns, before any eval row or checkpoint.
+
+    Training inside hooks (``on_task_end``, ``finalize``, ``prepare_eval``) returns no loss
+    to the runner, so it is always checked (``train_epochs``): with ``check_each_step`` a bad
+    minibatch is skipped and counted in ``skipped_nonfinite_hook_steps`` (a strategy that
+    trains in hooks reports it in its ``summary()`` and keeps it in its state), without it
+    NonFiniteLoss is raised.
+    """
+
+    check_each_step: bool = True
+    skipped_nonfinite_hook_steps: int = 0
+
+    def step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer | None = None,
+             label: str | None = None) -> float | torch.Tensor:
+        """``guarded_step`` on ``self.optimizer`` (or ``optimizer``); see ``check_each_step``."""
+        return guarded_step(self.optimizer if optimizer is None else optimizer, loss,
+                            self.check_each_step, label=label)
+
+    def train_in_hook(self, model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                      y: torch.Tensor, epochs: int, batch_size: int,
+                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                      generator: torch.Generator | None, where: str) -> float:
+        """``train_epochs`` with this strategy's NaN policy; returns the last epoch's mean loss."""
+        mean, skipped = train_epochs(model, optimizer, x, y, epochs, batch_size, loss_fn,
+                                     generator, skip_nonfinite=self.check_each_step, where=where)
+        self.skipped_nonfinite_hook_steps += skipped
+        return mean
+
+
+class SupervisedStrategy(GradientStrategy):
     """A model trained by cross-entropy with one optimiser (the common training options)."""
 
     def __init__(
@@ -63,27 +177,8 @@ class SupervisedStrategy(Strategy):
         self.device = next(model.parameters()).device
         self.optimizer = make_optimizer(model.parameters(), optimizer, lr, momentum, weight_decay)
 
-    #: Check every loss before its update (``loss.item()``: one host-device sync per step), so
-    #: that a bad batch can be skipped (``on_nan=skip``) before it corrupts the weights. The
-    #: runner turns this off under ``on_nan=stop``: there the losses it logs are checked at
-    #: every log window instead, before any eval row or checkpoint is written, with no sync per step.
-    check_each_step: bool = True
-
-    def step(self, loss: torch.Tensor) -> float | torch.Tensor:
-        """One optimiser step on ``loss``; returns its value (a float when checked, else the
-        detached 0-d tensor, read lazily). Raises NonFiniteLoss (model untouched) on NaN/Inf
-        when ``check_each_step``."""
-        if self.check_each_step:
-            value = loss.item()
-            if not math.isfinite(value):
-                raise NonFiniteLoss(f"loss is {value}")
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return value if self.check_each_step else loss.detach()
-
     def fit_batch(self, x: torch.Tensor, y: torch.Tensor, n_online: int = 0) -> dict[str, Any]:
-        """Forward, cross-entropy, step on (x, y).
+        """Forward, cross-entropy, guarded step on (x, y).
 
         The first ``n_online`` rows are the incoming batch: their pre-step predictions are
         counted as ``online_correct`` (test-then-train at no extra cost).
