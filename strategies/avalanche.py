@@ -21,20 +21,39 @@ of two protocols:
 ``avalanche`` is imported only when an adapter is built (importing it takes seconds).
 Avalanche's plugin state (replay buffers, importances, teachers) is not part of
 ``state_dict``: a resumed run keeps the model and optimiser and restarts that state.
+
+NaN/Inf losses follow the project's policy (``continual.strategies.base.GradientStrategy``):
+the adapter routes Avalanche's ``backward`` and ``optimizer_step`` through a check of the
+minibatch loss before its backward pass. Under ``protocol="online"`` a non-finite loss raises
+``NonFiniteLoss`` out of ``observe`` with the model, the optimiser and Avalanche's buffers
+untouched by that batch (the runner skips it or stops); with ``train_epochs`` > 1 or a
+``train_mb_size`` below the batch size, minibatches before the bad one have been applied. In
+the task-end training of ``protocol="experience"`` a bad minibatch is skipped (zero
+gradients, no optimiser step) and counted in ``skipped_nonfinite_hook_steps``, or raises
+``NonFiniteLoss`` under ``on_nan=stop``.
+
+Warnings that are Avalanche's own business are dropped, exactly and only around the calls
+into it: ``No loggers specified`` (its evaluator, which we give no loggers because the runner
+logs) and ``Call to deprecated function update`` (Avalanche 0.6 templates call their own
+deprecated ``update`` at every experience: every step under ``protocol="online"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import inspect
+import re
 import warnings
+from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
 import torch
 from torch import nn
 
-from continual.types import Batch, ConfigError, Strategy, TaskInfo
+from continual.strategies.base import GradientStrategy, finite_loss_value
+from continual.types import Batch, ConfigError, NonFiniteLoss, TaskInfo
 
 AVALANCHE_STRATEGIES: dict[str, str] = {
     "naive": "avalanche.training.Naive",
@@ -64,6 +83,38 @@ ONLINE_HANGS = {"er_aml": "ER_AML"}
 # Arguments the adapter sets itself; giving them in ``options`` is an error.
 RESERVED = ("model", "feature_extractor", "classifier", "optimizer", "device", "evaluator",
             "train_mb_size", "train_epochs", "eval_mb_size", "eval_every")
+
+
+# (category, message start) of the warnings Avalanche raises about itself; see the docstring.
+AVALANCHE_CHATTER = (
+    (UserWarning, re.compile(r"No loggers specified, metrics will not be logged")),
+    (DeprecationWarning, re.compile(r"Call to deprecated function update \(removal in version")),
+)
+
+
+def _is_chatter(w: warnings.WarningMessage) -> bool:
+    return any(issubclass(w.category, category) and pattern.match(str(w.message))
+               for category, pattern in AVALANCHE_CHATTER)
+
+
+@contextlib.contextmanager
+def _without_avalanche_chatter() -> Iterator[None]:
+    """Drop exactly ``AVALANCHE_CHATTER`` raised inside; pass every other warning on.
+
+    A ``filterwarnings("ignore", ...)`` alone does not hold: Avalanche's ``@deprecated``
+    calls ``warnings.simplefilter("once", DeprecationWarning)`` on every call, which goes in
+    front of it (and, by changing the filters, resets "once"). So warnings inside are
+    recorded, and all but the chatter re-issued at their own source location on the way out.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        for category, pattern in AVALANCHE_CHATTER:
+            warnings.filterwarnings("ignore", message=pattern.pattern, category=category)
+        try:
+            yield
+        finally:
+            kept = [w for w in caught if not _is_chatter(w)]
+    for w in kept:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
 def _import_avalanche_training():
@@ -165,7 +216,7 @@ def _official_scr_model(body: nn.Module, dim: int) -> nn.Module:
     return OfficialSCRModel(body, projection)
 
 
-class AvalancheStrategy(Strategy):
+class AvalancheStrategy(GradientStrategy):
     """Runs an Avalanche training strategy (by short name or dotted path) on our streams.
 
     model: our backbone (B, ...) -> (B, n_classes); strategy: a key of AVALANCHE_STRATEGIES
@@ -220,11 +271,15 @@ class AvalancheStrategy(Strategy):
         opt = make_optimizer(list(dict.fromkeys(params)), optimizer, lr, momentum, weight_decay)
         if "criterion" in inspect.signature(cls.__init__).parameters:
             args["criterion"] = nn.CrossEntropyLoss()  # required by some, fixed inside others
-        self.avl = cls(
-            **args, optimizer=opt, train_mb_size=train_mb_size or 10,
-            train_epochs=train_epochs or 1, eval_mb_size=256, device=self.device,
-            evaluator=evaluation_plugin(loggers=[]), **options,
-        )
+        with _without_avalanche_chatter():
+            self.avl = cls(
+                **args, optimizer=opt, train_mb_size=train_mb_size or 10,
+                train_epochs=train_epochs or 1, eval_mb_size=256, device=self.device,
+                evaluator=evaluation_plugin(loggers=[]), **options,
+            )
+        self.optimizer = opt  # the same object as self.avl.optimizer (an LR schedule finds it)
+        self._guard_updates()
+        self._training_in_hook = False
         self._loss_recorder = _LossRecorder()
         self.avl.plugins.append(self._loss_recorder)
         self.model = self.avl.model
@@ -293,6 +348,42 @@ class AvalancheStrategy(Strategy):
             return {"model": _official_scr_model(body, head.in_features).to(self.device)}
         return {"model": model}
 
+    def _guard_updates(self) -> None:
+        """Check each minibatch loss before Avalanche's backward (see the module docstring).
+
+        Every Avalanche template used here trains through ``self.backward()`` and
+        ``self.optimizer_step()``; instance attributes replace them for this strategy only.
+        """
+        avl = self.avl
+        backward, optimizer_step = avl.backward, avl.optimizer_step
+        skip_update = False
+
+        def checked_backward() -> None:
+            nonlocal skip_update
+            if self.check_each_step or self._training_in_hook:
+                try:
+                    finite_loss_value(avl.loss.sum(), f"avalanche {self.name}")
+                except NonFiniteLoss:
+                    if not (self._training_in_hook and self.check_each_step):
+                        raise
+                    # skip the minibatch; plugins acting after backward (A-GEM, GEM) get zeros
+                    for group in avl.optimizer.param_groups:
+                        for p in group["params"]:
+                            p.grad = torch.zeros_like(p)
+                    skip_update = True
+                    return
+            backward()
+
+        def checked_optimizer_step() -> None:
+            nonlocal skip_update
+            if skip_update:
+                skip_update = False
+                self.skipped_nonfinite_hook_steps += 1
+                return
+            optimizer_step()
+
+        avl.backward, avl.optimizer_step = checked_backward, checked_optimizer_step
+
     # ------------------------------------------------------------------ experiences
     def _experience(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor | None,
                     online: bool):
@@ -339,7 +430,8 @@ class AvalancheStrategy(Strategy):
 
     def _train(self, exp, epochs: int, mb_size: int) -> None:
         self.avl.train_epochs, self.avl.train_mb_size = epochs, mb_size
-        self.avl.train(exp, eval_streams=[])
+        with _without_avalanche_chatter():
+            self.avl.train(exp, eval_streams=[])
         self._n_experiences += 1
 
     # ------------------------------------------------------------------ the contract
@@ -376,7 +468,11 @@ class AvalancheStrategy(Strategy):
             x, y = x[keep], y[keep]
             task = None if task is None else task[keep]
         exp = self._experience(x, y, task, online=False)
-        self._train(exp, self.train_epochs or passes, self.train_mb_size or ys[0].shape[0])
+        self._training_in_hook = True
+        try:
+            self._train(exp, self.train_epochs or passes, self.train_mb_size or ys[0].shape[0])
+        finally:
+            self._training_in_hook = False
         self._pending = []
 
     @torch.no_grad()
@@ -421,6 +517,7 @@ class AvalancheStrategy(Strategy):
             "optimizer": self.avl.optimizer.state_dict(),
             "n_experiences": self._n_experiences,
             "seen_classes": sorted(self._seen_classes),
+            "skipped_nonfinite_hook_steps": self.skipped_nonfinite_hook_steps,
         })
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -430,9 +527,11 @@ class AvalancheStrategy(Strategy):
         self.avl.optimizer.load_state_dict(snapshot(state["optimizer"]))
         self._n_experiences = int(state["n_experiences"])
         self._seen_classes = set(state["seen_classes"])
+        self.skipped_nonfinite_hook_steps = int(state.get("skipped_nonfinite_hook_steps", 0))
 
     def summary(self) -> dict[str, Any]:
-        return {"avalanche_strategy": self.name, "avalanche_protocol": self.protocol}
+        return {"avalanche_strategy": self.name, "avalanche_protocol": self.protocol,
+                "skipped_nonfinite_hook_steps": self.skipped_nonfinite_hook_steps}
 
 
 def _first_occurrences(index: torch.Tensor) -> torch.Tensor:

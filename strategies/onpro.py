@@ -41,6 +41,13 @@ Where this departs from the paper or its code (each on purpose):
   is random mixup too (the official code would fail there).
 - No mixed precision (the official code uses CUDA autocast).
 
+Inputs must be image batches (B, C, H, W), square when ``rotations`` is 4 or 16: the rotation
+pseudo-labels and the augmented views (flip, resized crop, grayscale) are defined on images,
+and with identical views the contrastive losses would have nothing to contrast. Anything else
+(e.g. the vector inputs of ``stream=drift_sea``) is refused at its first batch with a
+ConfigError saying so, before anything is learnt. A NaN/Inf loss raises NonFiniteLoss before
+any weight, prototype or buffer changes (``continual.strategies.base.guarded_step``).
+
 Kept from the official code although the paper does not say so: L_INS uses lambda 1
 in the first task; APF pairs are (a, b) with a < b by class id and an unmixed pair
 item is a pure a-item, so the lower id (with tasks in class order: the older class)
@@ -62,8 +69,8 @@ from torch.autograd.profiler import record_function
 from torch.nn import functional as F
 
 from continual.memory.buffers import ReservoirBuffer
-from continual.strategies.base import make_optimizer, snapshot
-from continual.types import Batch, ConfigError, Strategy, TaskInfo
+from continual.strategies.base import GradientStrategy, make_optimizer, snapshot
+from continual.types import Batch, ConfigError, NonFiniteLoss, TaskInfo
 
 ROTATIONS = (1, 4, 16)
 
@@ -343,7 +350,7 @@ def ope_loss(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, temperature: f
 # --------------------------------------------------------------------------- strategy
 
 
-class OnPro(Strategy):
+class OnPro(GradientStrategy):
     """Online prototype learning (Wei et al., ICCV 2023) on top of any ``Classifier`` backbone.
 
     Builds its projection head (``proj_dim``, 128 in the paper) on ``model.features``;
@@ -472,8 +479,26 @@ class OnPro(Strategy):
 
     # ----------------------------------------------------------------- the step
 
+    def _check_images(self, x: torch.Tensor) -> None:
+        """Refuse inputs the rotation views and augmentations are not defined on."""
+        if x.dim() != 4:
+            raise ConfigError(
+                f"OnPro needs image batches (B, C, H, W): its rotation pseudo-labels and its "
+                f"augmented views (flip, resized crop, grayscale) are defined on images, but this "
+                f"stream gives inputs of shape {tuple(x.shape[1:])}. Use an image stream (e.g. "
+                "stream=split_mnist) or a strategy for vector inputs (naive, er, joint, tame, ltm_knn)"
+            )
+        if self.rotations > 1 and x.shape[2] != x.shape[3]:
+            raise ConfigError(
+                f"OnPro's 90-degree rotation views need square images, got {tuple(x.shape[2:])}; "
+                "set strategy.rotations=1 (no rotation views) or use a square-image stream"
+            )
+
     def observe(self, batch: Batch) -> dict[str, Any]:
         x, y = batch.x, batch.y
+        self._check_images(x)
+        # a batch refused for a non-finite loss leaves the strategy as it found it
+        before = (self.seen.clone(), self.class_means, self.task_index, self.batch_in_task)
         if not self.boundaries_visible and (self.task_index < 0 or not bool(self.seen[y].all())):
             self._begin_task()
         self.seen[y] = True
@@ -484,11 +509,11 @@ class OnPro(Strategy):
         else:
             parts = self._later_task_losses(x, y)
         loss = sum(parts.values())
-        with record_function("onpro.backward"):
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        with record_function("onpro.optimizer"):
-            self.optimizer.step()
+        try:
+            self.step(loss, label="onpro")
+        except NonFiniteLoss:
+            self.seen, self.class_means, self.task_index, self.batch_in_task = before
+            raise
         self.buffer.add(x.detach(), y.detach())
         self.batch_in_task += 1
         return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}

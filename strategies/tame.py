@@ -14,7 +14,9 @@ task ids or boundaries. Four parts, each usable and tested on its own:
 - ``prune_to_sparsity`` / ``fit``: global L1 unstructured pruning (``torch.nn.utils.prune``)
   and the fine-tuning loop shared by selector training and pruning.
 
-Per batch (paper, Sec. 3): the active expert's loss l_t updates its smoothed loss
+Per batch (paper, Sec. 3): a NaN/Inf l_t raises NonFiniteLoss before the detector, the loss
+window or any weight sees it (the runner skips the batch or stops: ``on_nan``). The active
+expert's loss l_t updates its smoothed loss
 s_t = alpha * l_t + (1 - alpha) * s_{t-1}; with tau = mean(window) + 3 * max(std(window), 0.005)
 over the last W raw losses, s_t > tau is a switch. On a switch the experts are tried in
 order and the first whose candidate smoothed loss (from its own last s) is under its
@@ -74,8 +76,15 @@ from torch.nn import functional as F
 from torch.nn.utils import prune
 
 from continual.memory.buffers import ReservoirBuffer
-from continual.strategies.base import make_optimizer, snapshot
-from continual.types import Batch, ConfigError, Strategy
+from continual.strategies.base import (
+    GradientStrategy,
+    finite_loss_value,
+    guarded_step,
+    make_optimizer,
+    snapshot,
+    train_epochs,
+)
+from continual.types import Batch, ConfigError
 
 DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
 TRAIN_AT = ("end", "eval")
@@ -287,6 +296,13 @@ def expert_loss(logits: torch.Tensor, y: torch.Tensor, sigmoid: bool) -> torch.T
     return F.cross_entropy(torch.sigmoid(logits) if sigmoid else logits, y)
 
 
+def fit_optimizer(model: nn.Module, lr: float, momentum: float = 0.9,
+                  weight_decay: float = 5e-4) -> torch.optim.Optimizer:
+    """The SGD of selector training and of fine-tuning after pruning (the code's)."""
+    return make_optimizer(model.parameters(), "sgd", lr=lr, momentum=momentum,
+                          weight_decay=weight_decay)
+
+
 def fit(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
     batch_size: int = 128,
@@ -296,26 +312,13 @@ def fit(
     """Train ``model`` on (x: (N, ...), y: (N,)) for ``epochs`` shuffled passes with SGD.
 
     Used to train the selector and to fine-tune pruned networks (pruning masks stay in
-    force: torch's pruning hooks recompute the masked weights every forward). Returns the
+    force: torch's pruning hooks recompute the masked weights every forward). Minibatches
+    with a NaN/Inf loss are skipped (``continual.strategies.base.train_epochs``). Returns the
     last epoch's mean loss (nan when there is nothing to fit).
     """
-    if x.shape[0] == 0 or epochs <= 0:
-        return math.nan
-    opt = make_optimizer(model.parameters(), "sgd", lr=lr, momentum=momentum,
-                         weight_decay=weight_decay)
-    model.train()
-    total = 0.0
-    for _ in range(int(epochs)):
-        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
-        total = 0.0
-        for i in range(0, x.shape[0], batch_size):
-            idx = perm[i : i + batch_size]
-            loss = expert_loss(model(x[idx]), y[idx], sigmoid)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * idx.numel()
-    return total / x.shape[0]
+    opt = fit_optimizer(model, lr, momentum, weight_decay)
+    return train_epochs(model, opt, x, y, epochs, batch_size,
+                        lambda out, target: expert_loss(out, target, sigmoid), generator)[0]
 
 
 def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
@@ -418,6 +421,8 @@ class ExpertPool:
         self.optim_options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         self.prune_capacity, self.sigmoid, self.seed = int(prune_capacity), sigmoid, seed
         self.experts: list[Expert] = []
+        # the experts' optimisers, one list object for the pool's life (an LR schedule finds them)
+        self.optimizers: list[torch.optim.Optimizer] = []
 
     def __len__(self) -> int:
         return len(self.experts)
@@ -439,6 +444,7 @@ class ExpertPool:
     def spawn(self) -> int:
         """Add a freshly initialised expert; return its id."""
         self.experts.append(self._make(fresh_copy(self.template).to(self.device)))
+        self.optimizers.append(self.experts[-1].optimizer)
         return len(self.experts) - 1
 
     @torch.no_grad()
@@ -482,6 +488,7 @@ class ExpertPool:
             e.prune_buffer.load_state_dict(s["prune_buffer"])
             e.steps = s["steps"]
             self.experts.append(e)
+        self.optimizers[:] = [e.optimizer for e in self.experts]
 
 
 # --------------------------------------------------------------------------- selector
@@ -562,7 +569,7 @@ class _Deployed:
     version: int = -1
 
 
-class TAME(Strategy):
+class TAME(GradientStrategy):
     """TAME (Zhu et al. 2024): loss-shift detection, an expert pool and a selector; task-free.
 
     Args (defaults: the paper's values, the code's optimiser; ``conf/strategy/tame.yaml``):
@@ -646,6 +653,7 @@ class TAME(Strategy):
         )
         self.selector = ExpertSelector(model, n_classes, selector_capacity, seed)
         self.device = self.pool.device
+        self.expert_optimizers = self.pool.optimizers  # plain attribute: grows as experts spawn
         self.selector_options = dict(epochs=selector_epochs, lr=selector_lr,
                                      batch_size=selector_batch_size)
         self.train_at, self.do_prune = train_at, bool(prune)
@@ -689,7 +697,8 @@ class TAME(Strategy):
         logits = expert.model(x)
         loss = expert_loss(logits, y, self.sigmoid)
         online_correct = (logits.detach().argmax(1) == y).sum()
-        value = float(loss.detach())
+        # checked before the detector, the window or any weight sees it (NonFiniteLoss)
+        value = finite_loss_value(loss)
         if expert.steps and expert.detector.fires(value, expert.tracker):
             switched = 1.0
             self.detected_switches.append(self.samples_seen)
@@ -698,10 +707,8 @@ class TAME(Strategy):
             expert = self.pool[self.active]
             expert.model.train()
             loss = expert_loss(expert.model(x), y, self.sigmoid)
-            value = float(loss.detach())
-        expert.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        expert.optimizer.step()
+            value = finite_loss_value(loss)
+        guarded_step(expert.optimizer, loss, check=False)  # checked above
         expert.tracker.record(value)
         expert.steps += 1
         expert.prune_buffer.add(x, y)
@@ -729,24 +736,31 @@ class TAME(Strategy):
         sel = self.selector
         xs, ids = sel.items()
         if len(self.pool) > 1 and xs.shape[0]:
-            fit(sel.model, xs, ids, sigmoid=self.sigmoid, generator=self.generator,
-                **self.selector_options)
+            self._fit(sel.model, xs, ids, self.selector_options["epochs"],
+                      self.selector_options["lr"], "TAME's selector training")
         selector = copy.deepcopy(sel.model) if len(self.pool) > 1 else None
         experts = [copy.deepcopy(e.model) for e in self.pool.experts]
         if self.do_prune:
             if selector is not None:
                 prune_to_sparsity(selector, self.selector_prune)
-                fit(selector, xs, ids, self.prune_epochs, self.selector_finetune_lr,
-                    self.selector_options["batch_size"], self.sigmoid, generator=self.generator)
+                self._fit(selector, xs, ids, self.prune_epochs, self.selector_finetune_lr,
+                          "TAME's selector fine-tuning after pruning")
             for e, model in zip(self.pool.experts, experts):
                 prune_to_sparsity(model, self.expert_prune)
                 px, py = e.prune_buffer.items() if len(e.prune_buffer) else (xs[:0], ids[:0])
-                fit(model, px, py, self.prune_epochs, self.expert_finetune_lr,
-                    self.selector_options["batch_size"], self.sigmoid, generator=self.generator)
+                self._fit(model, px, py, self.prune_epochs, self.expert_finetune_lr,
+                          "TAME's expert fine-tuning after pruning")
         for m in [selector, *experts]:
             if m is not None:
                 m.eval()
         self.deployed = _Deployed(selector=selector, experts=experts, version=self.version)
+
+    def _fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
+             where: str) -> float:
+        """``fit`` with this strategy's NaN policy (``GradientStrategy.train_in_hook``)."""
+        return self.train_in_hook(
+            model, fit_optimizer(model, lr), x, y, epochs, self.selector_options["batch_size"],
+            lambda out, target: expert_loss(out, target, self.sigmoid), self.generator, where)
 
     def finalize(self) -> None:
         """After the stream (the paper): train the selector, prune and fine-tune."""
@@ -806,6 +820,7 @@ class TAME(Strategy):
             "n_reused_after_switch": sum(1 for e in self.switch_events if e[1] == "reuse"),
             "params_deployed_nonzero": self.n_parameters(deployed=True),
             "switch_events": [list(e) for e in self.switch_events],
+            "skipped_nonfinite_hook_steps": self.skipped_nonfinite_hook_steps,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -815,6 +830,7 @@ class TAME(Strategy):
             "detected_switches": list(self.detected_switches),
             "switch_events": list(self.switch_events), "version": self.version,
             "generator": self.generator.get_state(),
+            "skipped_nonfinite_hook_steps": self.skipped_nonfinite_hook_steps,
             "deployed": None if not self.deployed.experts else {
                 "selector": None if self.deployed.selector is None
                 else self.deployed.selector.state_dict(),
@@ -832,6 +848,7 @@ class TAME(Strategy):
         self.switch_events = [tuple(e) for e in state["switch_events"]]
         self.version = state["version"]
         self.generator.set_state(state["generator"])
+        self.skipped_nonfinite_hook_steps = int(state.get("skipped_nonfinite_hook_steps", 0))
         dep = state["deployed"]
         if dep is None:
             self.deployed = _Deployed(selector=None)

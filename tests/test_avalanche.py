@@ -60,6 +60,8 @@ def test_an_avalanche_strategy_runs_end_to_end_through_the_cli(tmp_path):
         cwd=REPO, capture_output=True, text=True, env=env, timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "No loggers specified" not in r.stderr  # Avalanche's chatter is not the user's business
+    assert "Call to deprecated function update" not in r.stderr
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["strategy"] == "avl_er_ace" and summary["avalanche_strategy"] == "er_ace"
     assert summary["steps"] == streams.class_incremental("digits", n_tasks=5).n_steps()
@@ -79,6 +81,30 @@ def test_a_per_task_avalanche_strategy_runs_from_its_config(tmp_path):
     assert summary["avalanche_protocol"] == "experience" and summary["steps"] > 0
     assert summary["online_acc"] < 0.2  # nothing is learnt inside a task under this protocol
     assert summary["plasticity"] > 0.5  # but each task is learnt by its end
+
+
+@pytest.mark.parametrize("name", ["naive", "er_ace"])
+def test_a_short_run_emits_neither_of_avalanches_own_warnings(tmp_path, name):
+    s = _digits()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        avl = AvalancheStrategy(_model(s), strategy=name, protocol="online", lr=0.05)
+        Runner(s, avl, out_dir=str(tmp_path)).run()
+    chatter = [str(w.message) for w in caught if "No loggers specified" in str(w.message)
+               or "Call to deprecated function update" in str(w.message)]
+    assert chatter == []
+
+
+def test_other_warnings_raised_inside_avalanche_still_reach_the_user():
+    class WarnsOnce:
+        def after_training_iteration(self, strategy, **kwargs):
+            warnings.warn("a plugin's own warning", RuntimeWarning, stacklevel=1)
+
+    s = _digits()
+    avl = AvalancheStrategy(_model(s), strategy="naive", protocol="online", lr=0.05)
+    avl.avl.plugins.append(WarnsOnce())
+    with pytest.warns(RuntimeWarning, match="a plugin's own warning"):
+        avl.observe(s.batch(0, 10))
 
 
 def test_online_protocol_refuses_strategies_whose_state_grows_per_experience():

@@ -351,3 +351,29 @@ def test_onpro_learns_an_easy_two_class_stream():
 def test_onpro_passes_the_conformance_kit():
     results = check_strategy(OnPro, {"rotations": 4, "buffer_size": 20, "proj_dim": 32})
     assert set(results.values()) == {"passed"}
+
+
+# --------------------------------------------------------------------------- inputs it refuses
+
+
+@pytest.mark.parametrize("rotations", [1, 4, 16])
+def test_onpro_on_a_vector_stream_is_refused_at_the_first_batch_saying_what_it_needs(tmp_path, rotations):
+    from continual import streams
+    from continual.runner import Runner
+
+    stream = streams.river_drift("sea", samples_per_concept=50, test_per_concept=10, batch_size=10)
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=32)
+    s = OnPro(model, rotations=rotations, proj_dim=16)
+    with pytest.raises(ConfigError, match=r"image batches \(B, C, H, W\).*shape \(3,\).*"
+                                          r"stream=split_mnist.*naive, er"):
+        Runner(stream, s, out_dir=str(tmp_path)).run()
+    assert len(s.buffer) == 0 and s.task_index == -1  # refused before anything was learnt
+
+
+def test_onpro_rotation_views_need_square_images_but_rotations_1_does_not():
+    shape = (1, 8, 6)
+    with pytest.raises(ConfigError, match=r"square images.*rotations=1"):
+        _run(OnPro(build_model("mlp", shape, 10), rotations=4, proj_dim=16), shape, steps=1)
+    out = _run(OnPro(build_model("mlp", shape, 10), rotations=1, proj_dim=16, buffer_size=20),
+               shape, steps=2)
+    assert torch.isfinite(out["loss"])
