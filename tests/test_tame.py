@@ -146,6 +146,47 @@ def test_observe_reports_tame_records():
     assert tame.samples_seen == 20
 
 
+@pytest.mark.parametrize("detector", ["threshold", "adwin"])
+def test_a_nan_loss_is_refused_before_the_detector_or_the_loss_window_sees_it(detector):
+    from continual.types import NonFiniteLoss
+
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream, detector=detector)
+    batches = list(stream.batches(stream.segments[0]))
+    for b in batches[:5]:
+        tame.observe(b)
+    expert = tame.pool[tame.active]
+    before = (copy.deepcopy(expert.tracker.state_dict()), expert.detector.state_dict(),
+              expert.steps, tame.samples_seen, list(tame.detected_switches))
+    bad = Batch(torch.full_like(batches[5].x, float("nan")), batches[5].y)
+    with pytest.raises(NonFiniteLoss):
+        tame.observe(bad)
+    after = (expert.tracker.state_dict(), expert.detector.state_dict(), expert.steps,
+             tame.samples_seen, list(tame.detected_switches))
+    assert after == before
+    assert all(math.isfinite(v) for v in expert.tracker.window)
+    assert math.isfinite(expert.tracker.threshold())
+
+
+def test_a_nan_loss_leaves_switch_detection_working():
+    from continual.types import NonFiniteLoss
+
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream)
+    first = next(stream.batches(stream.segments[0]))
+    tame.observe(first)
+    with pytest.raises(NonFiniteLoss):
+        tame.observe(Batch(torch.full_like(first.x, float("nan")), first.y))
+    run(tame, stream)
+    assert len(tame.pool) == 5  # one expert per task, as without the NaN batch
+
+
+def test_expert_optimisers_are_a_plain_list_attribute_that_grows_with_the_pool(trained):
+    _, tame = trained
+    assert tame.expert_optimizers == [e.optimizer for e in tame.pool.experts]
+    assert len(tame.expert_optimizers) == len(tame.pool) > 1
+
+
 def test_new_experts_are_reinitialised_copies_of_the_template():
     stream = recurring_stream(repeats=1)
     tame = small_tame(stream)
