@@ -21,7 +21,14 @@ dataset needed) and checks, each as a named check:
   observe outputs and predictions;
 - ``task_free``: on a stream with hidden boundaries the strategy trains and predicts with
   ``batch.task = None``, ``predict(x, task=None)``, no ``on_task_start``/``on_task_end``
-  calls, and a ``true_task`` that raises ``TaskLeakError`` when touched.
+  calls, and a ``true_task`` that raises ``TaskLeakError`` when touched;
+- ``inputs_unchanged``: ``observe`` leaves the batch as it found it (``x``, ``y``, ``task``,
+  ``index``, ``true_task``: the runner still uses them, and ``index``/``task`` are views of the
+  stream's schedule) and ``predict`` leaves its ``x`` alone.
+
+Before any check, the strategy must have the hooks the runner calls
+(``on_task_start``, ``on_task_end``, ``state_dict``, ``load_state_dict``): a class with only
+``observe`` and ``predict`` is told to subclass ``continual.types.Strategy``, which gives them.
 
 Failures are collected and raised together as one ``ContractViolation`` (an AssertionError,
 so pytest shows it) naming each check and what to change.
@@ -42,7 +49,11 @@ from torch import nn
 
 from continual.types import Batch, Strategy, TaskInfo
 
-CHECKS = ("observe", "predict", "no_grad", "state_dict", "determinism", "task_free")
+CHECKS = ("observe", "predict", "no_grad", "state_dict", "determinism", "task_free",
+          "inputs_unchanged")
+# What the runner calls on every strategy; continual.types.Strategy gives each a default.
+RUNNER_HOOKS = ("on_task_start", "on_task_end", "state_dict", "load_state_dict")
+BATCH_FIELDS = ("x", "y", "task", "index", "true_task")
 
 
 class ContractViolation(AssertionError):
@@ -152,6 +163,7 @@ class _Kit:
         self.n_classes = self.stream.n_classes
         probe = [self.stream.eval_set(t)[0] for t in range(self.stream.n_tasks)]
         self.probe = torch.cat(probe)[:32].to(self.device)
+        self.pristine_probe = self.probe.clone()  # what the probe was before any predict
 
     def build(self, seed: int) -> Strategy:
         _seed_all(seed)
@@ -312,6 +324,16 @@ def check_strategy(
     if unknown:
         raise ValueError(f"unknown checks in skip: {sorted(unknown)}; choose from {list(CHECKS)}")
     kit = _Kit(strategy, options, model, stream, n_steps, seed, device)
+    label = getattr(strategy, "__qualname__", repr(strategy))
+    missing = [h for h in RUNNER_HOOKS if not callable(getattr(kit.build(seed), h, None))]
+    if missing:
+        raise ContractViolation(
+            f"{label} has no {', '.join(missing)}: the runner calls on_task_start/on_task_end at "
+            "visible task boundaries and state_dict/load_state_dict for checkpoints and resume. "
+            f"Subclass continual.types.Strategy (class {label.split('.')[-1]}(Strategy): ...), "
+            "which gives these hooks defaults, and override the ones your strategy needs "
+            "(state_dict/load_state_dict, so that a resumed run continues from your state)"
+        )
     results: dict[str, str] = {}
     failures: list[str] = []
     for name in CHECKS:
@@ -327,7 +349,6 @@ def check_strategy(
         results[name] = "failed" if problems else "passed"
         failures += [f"[{name}] {p}" for p in problems]
     if failures:
-        label = getattr(strategy, "__qualname__", repr(strategy))
         raise ContractViolation(
             f"{label} breaks the strategy contract ({len(failures)} problem(s)):\n  "
             + "\n  ".join(failures)
@@ -473,6 +494,56 @@ class _Checks:
         problems += _check_logits(kit.predict(s), kit.probe.shape[0], kit.n_classes,
                                   "on a task-free stream")
         return problems
+
+    @staticmethod
+    def inputs_unchanged(kit: _Kit) -> list[str]:
+        s = kit.build(kit.seed)
+        problems: list[str] = []
+        current = None
+        # a fresh stream: a strategy that mutates its batches has spoilt the shared one's schedule
+        stream = kit.stream_factory(seed=kit.seed, boundaries="visible")
+        stream.to(kit.device)
+        for info, batch in kit.batches(stream, limit=kit.n_steps):
+            if current is None or info.task_id != current.task_id:
+                if current is not None:
+                    s.on_task_end(current)
+                s.on_task_start(info)
+                current = info
+            before = {f: _copy(getattr(batch, f)) for f in BATCH_FIELDS}
+            s.observe(batch)
+            changed = [f for f in BATCH_FIELDS if not _same(before[f], getattr(batch, f))]
+            if changed:
+                fields = ", ".join(f"batch.{f}" for f in changed)
+                problems.append(
+                    f"observe changed {fields} in place; the batch is the runner's (it scores and "
+                    "logs it after observe, and batch.index and batch.task are views of the "
+                    "stream's schedule): work on a copy (x = batch.x.clone()) or use out-of-place "
+                    "operations (x = x * 2, not x.mul_(2)), and never reassign the batch's fields"
+                )
+                break
+        x = kit.pristine_probe.clone()
+        kit.predict(s, x)
+        if not _same(kit.pristine_probe, x):
+            problems.append("predict changed its input x in place; the runner reuses the eval "
+                            "inputs for every eval point: work on a copy or out of place")
+        return problems
+
+
+def _copy(value: Any) -> Any:
+    return value.clone() if torch.is_tensor(value) else value
+
+
+def _same(before: Any, after: Any) -> bool:
+    """Same value: tensors element by element (NaN equal to NaN), anything else by ``==``."""
+    if torch.is_tensor(before):
+        if not (torch.is_tensor(after) and before.shape == after.shape
+                and before.dtype == after.dtype):
+            return False
+        same = before == after
+        if before.is_floating_point():
+            same = same | (before.isnan() & after.isnan())
+        return bool(same.all())
+    return before is after or before == after
 
 
 __all__ = ["CHECKS", "ContractViolation", "TaskLeakError", "TaskTripwire", "check_strategy",

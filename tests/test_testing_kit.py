@@ -20,7 +20,8 @@ def _problems(cls, **kwargs) -> str:
 def test_a_conforming_strategy_passes_every_check():
     results = check_strategy(Naive, {"lr": 0.05})
     assert results == {name: "passed" for name in
-                       ("observe", "predict", "no_grad", "state_dict", "determinism", "task_free")}
+                       ("observe", "predict", "no_grad", "state_dict", "determinism", "task_free",
+                        "inputs_unchanged")}
 
 
 def test_supervised_strategies_with_optimiser_state_pass_the_state_dict_check():
@@ -177,3 +178,69 @@ def test_the_tripwire_raises_on_use_but_not_on_repr():
                 lambda: torch.cat([torch.zeros(1), wire]), lambda: bool(wire)):
         with pytest.raises(TaskLeakError):
             use()
+
+
+@pytest.mark.parametrize("field", ["x", "y", "index"])
+def test_observe_that_zeroes_a_batch_field_in_place_fails_inputs_unchanged(field):
+    class Zeroes(Naive):
+        def observe(self, batch):
+            out = super().observe(batch)
+            getattr(batch, field).zero_()
+            return out
+
+    message = _problems(Zeroes)
+    assert f"[inputs_unchanged] observe changed batch.{field} in place" in message
+    assert "work on a copy" in message
+
+
+def test_observe_that_reassigns_a_batch_field_fails_inputs_unchanged():
+    class Normalises(Naive):
+        def observe(self, batch):
+            batch.x = batch.x / batch.x.abs().max()
+            return super().observe(batch)
+
+    assert "[inputs_unchanged] observe changed batch.x" in _problems(Normalises)
+
+
+def test_predict_that_changes_its_input_in_place_fails_inputs_unchanged():
+    class Clamps(Naive):
+        @torch.inference_mode()
+        def predict(self, x, task=None):
+            return super().predict(x.clamp_(0, 0.5), task)
+
+    assert "[inputs_unchanged] predict changed its input x in place" in _problems(Clamps)
+
+
+def test_a_plain_class_without_the_hooks_is_told_to_subclass_strategy():
+    class Plain:
+        def __init__(self, model, lr=0.05):
+            self.inner = Naive(model, lr=lr)
+
+        def observe(self, batch):
+            return self.inner.observe(batch)
+
+        def predict(self, x, task=None):
+            return self.inner.predict(x, task)
+
+    message = _problems(Plain)
+    assert "has no on_task_start, on_task_end, state_dict, load_state_dict" in message
+    assert "Subclass continual.types.Strategy" in message
+    assert "AttributeError" not in message
+
+
+def test_the_same_class_subclassing_strategy_gets_past_the_hook_check():
+    from continual.types import Strategy
+
+    class Subclassed(Strategy):
+        def __init__(self, model, lr=0.05):
+            self.inner = Naive(model, lr=lr)
+
+        def observe(self, batch):
+            return self.inner.observe(batch)
+
+        def predict(self, x, task=None):
+            return self.inner.predict(x, task)
+
+    message = _problems(Subclassed)  # only its missing state fails now
+    assert "Subclass continual.types.Strategy" not in message
+    assert "[state_dict] state_dict() returned {}" in message
