@@ -44,6 +44,7 @@ def test_fashion_mnist_from_a_folder_of_idx_files(tmp_path):
     assert 0.0 <= float(d.x_train.min()) and float(d.x_train.max()) <= 1.0
 
 
+@pytest.mark.needs_data("fashion_mnist")
 @pytest.mark.skipif(not FASHION_MNIST_DIR.exists(), reason="apt-get install dataset-fashion-mnist")
 def test_real_fashion_mnist_from_debian():
     d = load_fashion_mnist()

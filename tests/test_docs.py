@@ -1,10 +1,12 @@
-"""Every `continual` command in README.md and docs/*.md still works, so the docs cannot rot.
+"""Every `continual` command in README.md and docs/*.md still works, and so does every Python
+block of the pages written to be run, so the docs cannot rot.
 
-Single runs are executed for real on a tiny per-class subset (the overrides shown in
-the test id are appended); sweeps are composed (`--cfg job` on their first combination)
-because running every documented sweep would take too long; `report` runs on a tiny
-sweep made here; `list` runs as written. Launchers that need a cluster (slurm, ray) are
-composed only.
+Commands are read from the files' fenced shell blocks (a line may chain commands with `&&`).
+Single runs are executed for real on a tiny per-class subset (the overrides shown in the test
+id are appended); sweeps are composed (`--cfg job` on their first combination) because running
+every documented sweep would take too long; `report` runs on a tiny sweep made here; `list`
+runs as written. Launchers that need a cluster (slurm, ray) are composed only. The Python
+blocks of each page in RUNNABLE_PAGES run in order, as one script, in an empty folder.
 """
 
 import importlib.util
@@ -18,28 +20,81 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TINY = ["++stream.train_per_class=3", "++stream.test_per_class=3", "log.console=false"]
+RUNNABLE_PAGES: list[str] = []
+
+
+def fenced_blocks(text: str) -> list[tuple[str, str]]:
+    """(language, body) of every fenced code block, in order."""
+    blocks, lang, body = [], None, []
+    for line in text.splitlines():
+        fence = re.match(r"^\s*```\s*([\w+-]*)\s*$", line)
+        if fence and lang is None:
+            lang, body = fence.group(1), []
+        elif fence:
+            blocks.append((lang, "\n".join(body) + "\n"))
+            lang = None
+        elif lang is not None:
+            body.append(line)
+    return blocks
+
+
+def continual_args(line: str) -> list[list[str]]:
+    """The arguments of each `continual` / `python3 -m continual` command on one shell line."""
+    try:
+        words = shlex.split(line, comments=True)
+    except ValueError:  # not shell
+        return []
+    found, command = [], []
+    for word in [*words, "&&"]:
+        if word not in ("&&", ";", "||"):
+            command.append(word)
+            continue
+        while command and re.match(r"^[A-Z_]+=", command[0]):
+            command = command[1:]
+        if command[:3] == ["python3", "-m", "continual"]:
+            found.append(command[3:])
+        elif command[:1] == ["continual"]:
+            found.append(command[1:])
+        command = []
+    return found
 
 
 def documented_commands() -> list[str]:
-    found = []
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
-        for block in re.findall(r"```(?:bash|sh|console)?\n(.*?)```", doc.read_text(), re.S):
-            for line in block.replace("\\\n", " ").splitlines():
-                try:
-                    words = shlex.split(line, comments=True)
-                except ValueError:  # not shell (python code in a bash-less block)
-                    continue
-                while words and re.match(r"^[A-Z_]+=", words[0]):
-                    words = words[1:]
-                if words[:3] == ["python3", "-m", "continual"]:
-                    words = words[3:]
-                elif words[:1] == ["continual"]:
-                    words = words[1:]
-                else:
-                    continue
-                found.append(shlex.join(words))
-    return sorted(set(found))
+    found = set()
+    for doc in DOCS:
+        for lang, body in fenced_blocks(doc.read_text()):
+            if lang in ("", "bash", "sh", "console"):
+                for line in body.replace("\\\n", " ").splitlines():
+                    found.update(shlex.join(args) for args in continual_args(line))
+    return sorted(found)
+
+
+def kind(args: list[str]) -> str:
+    if args[:1] in (["list"], ["report"]):
+        return args[0]
+    if "-m" in args or any(a.startswith("hydra/launcher=") for a in args):
+        return "compose"
+    return "run"
+
+
+def _param(command: str):
+    args = shlex.split(command)
+    marks = []
+    if kind(args) in ("run", "report"):
+        marks.append(pytest.mark.slow)
+    if kind(args) == "run" and "fashion_mnist" in command:
+        marks.append(pytest.mark.needs_data("fashion_mnist"))
+    return pytest.param(command, marks=marks, id=command or "(the main job)")
+
+
+def first_choice(override: str) -> str:
+    """``key=a,b,c`` (a sweep) -> ``key=a``; a list value ``key=[a,b]`` stays whole."""
+    key, eq, value = override.partition("=")
+    if not eq or value.startswith("["):
+        return override
+    return f"{key}={value.split(',')[0]}"
 
 
 COMMANDS = documented_commands()
@@ -62,10 +117,16 @@ def tiny_sweep(tmp_path_factory):
 
 def test_the_docs_have_commands():
     assert len(COMMANDS) >= 10
+    assert "" in COMMANDS, "the README's main job (`python3 -m continual`) is not found"
 
 
-@pytest.mark.parametrize("command", COMMANDS)
-def test_documented_command_works(command, tmp_path, tiny_sweep):
+def test_chained_commands_are_found():
+    line = "bash scripts/setup.sh && . scripts/activate && python3 -m continual seed=1  # a comment"
+    assert continual_args(line) == [["seed=1"]]
+
+
+@pytest.mark.parametrize("command", [_param(c) for c in COMMANDS])
+def test_documented_command_works(command, tmp_path, request):
     args = shlex.split(command)
     if "labels_trick" in command and importlib.util.find_spec("continual_labels_trick") is None:
         pytest.skip("the example plugin is not installed (tests/test_plugin_example.py installs it)")
@@ -73,16 +134,28 @@ def test_documented_command_works(command, tmp_path, tiny_sweep):
                            ("launcher=ray", "hydra_plugins.hydra_ray_launcher")):
         if needle in command and importlib.util.find_spec(plugin) is None:
             pytest.skip(f"{plugin} is an optional extra and not installed here")
-    if args[:1] == ["list"]:
+    if kind(args) == "list":
         r = _run(args, cwd=tmp_path)
-    elif args[:1] == ["report"]:
-        r = _run(args, cwd=tiny_sweep)
-    elif "-m" in args or any(a.startswith("hydra/launcher=") for a in args):
-        first = [a.split(",")[0] if "=" in a and "," in a and not a.startswith("'") else a
-                 for a in args if a != "-m"]
+    elif kind(args) == "report":
+        r = _run(args, cwd=request.getfixturevalue("tiny_sweep"))
+    elif kind(args) == "compose":
+        first = [first_choice(a) for a in args if a != "-m"]
         if "--cfg" not in first:
             first += ["--cfg", "job"]
         r = _run(first, cwd=tmp_path)
     else:
         r = _run([*args, *TINY, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
     assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", RUNNABLE_PAGES)
+def test_every_python_block_of_the_page_runs(page, tmp_path):
+    code = [body for lang, body in fenced_blocks((ROOT / page).read_text()) if lang == "python"]
+    assert code, f"{page} has no python blocks"
+    script = tmp_path / "page.py"
+    script.write_text("\n".join(code))
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
