@@ -1,5 +1,6 @@
 """Avalanche interop: the strategy adapter under our Runner, and streams to/from Avalanche."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -105,6 +106,37 @@ def test_other_warnings_raised_inside_avalanche_still_reach_the_user():
     avl.avl.plugins.append(WarnsOnce())
     with pytest.warns(RuntimeWarning, match="a plugin's own warning"):
         avl.observe(s.batch(0, 10))
+
+
+def _nan_task_end(check_each_step: bool):
+    from continual.types import TaskInfo
+
+    s = _digits()
+    avl = AvalancheStrategy(_model(s), strategy="naive", protocol="experience", lr=0.05)
+    avl.check_each_step = check_each_step  # the runner sets False under on_nan=stop
+    seg = s.segments[0]
+    info = TaskInfo(seg.task, s.tasks[seg.task].classes, s.n_classes, 0)
+    avl.on_task_start(info)
+    for i, b in enumerate(s.batches(seg)):
+        avl.observe(b if i != 3 else dataclasses.replace(b, x=torch.full_like(b.x, float("nan"))))
+    return avl, info
+
+
+def test_experience_protocol_skips_and_counts_nan_minibatches_of_its_task_end_training():
+    avl, info = _nan_task_end(check_each_step=True)
+    before = [p.detach().clone() for p in avl.model.parameters()]
+    avl.on_task_end(info)
+    assert avl.summary()["skipped_nonfinite_hook_steps"] >= 1
+    assert all(torch.isfinite(p).all() for p in avl.model.parameters())
+    assert any(not torch.equal(a, p) for a, p in zip(before, avl.model.parameters()))  # it trained
+
+
+def test_experience_protocol_under_on_nan_stop_raises_on_a_nan_minibatch():
+    from continual.types import NonFiniteLoss
+
+    avl, info = _nan_task_end(check_each_step=False)
+    with pytest.raises(NonFiniteLoss, match="avalanche naive"):
+        avl.on_task_end(info)
 
 
 def test_online_protocol_refuses_strategies_whose_state_grows_per_experience():
