@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 pytest.importorskip("avalanche")
 
+pytestmark = pytest.mark.slow  # a benchmark run in a subprocess
+
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):

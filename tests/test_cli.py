@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FAST = ["stream=split_digits", "model.hidden=32", "log.console=false"]
 
 
@@ -15,6 +17,7 @@ def _continual(*args, cwd):
                           text=True, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_a_run_writes_its_folder(tmp_path):
     r = _continual(*FAST, "strategy=er", "seed=1", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -24,6 +27,7 @@ def test_a_run_writes_its_folder(tmp_path):
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
 
+@pytest.mark.slow
 def test_multirun_with_the_basic_launcher(tmp_path):
     r = _continual("-m", *FAST, "strategy=naive,er", "seed=0,1", f"hydra.sweep.dir={tmp_path}/sweep",
                    cwd=tmp_path)
@@ -31,6 +35,7 @@ def test_multirun_with_the_basic_launcher(tmp_path):
     assert len(list(Path(tmp_path / "sweep").glob("*/summary.json"))) == 4
 
 
+@pytest.mark.slow
 def test_unknown_top_level_key_fails_at_start(tmp_path):
     r = _continual(*FAST, "+evall.every=3", cwd=tmp_path)
     assert r.returncode != 0 and "evall" in r.stderr
@@ -41,12 +46,14 @@ def test_wrong_type_fails_naming_the_key(tmp_path):
     assert r.returncode != 0 and "seed" in r.stderr
 
 
+@pytest.mark.slow
 def test_unknown_strategy_option_lists_valid_ones(tmp_path):
     r = _continual(*FAST, "+strategy.bufer_size=10", cwd=tmp_path)
     assert r.returncode == 2
     assert "has no option 'bufer_size'" in r.stderr and "buffer_size" in r.stderr
 
 
+@pytest.mark.slow
 def test_wrongly_typed_strategy_option(tmp_path):
     r = _continual(*FAST, "strategy.buffer_size=lots", cwd=tmp_path)
     assert r.returncode == 2 and "strategy.buffer_size='lots'" in r.stderr
@@ -57,6 +64,7 @@ def test_unknown_group_choice_lists_the_options(tmp_path):
     assert r.returncode != 0 and "er" in r.stderr and "naive" in r.stderr
 
 
+@pytest.mark.slow
 def test_model_whose_output_does_not_match_the_classes(tmp_path):
     r = _continual(*FAST, "model=mlp", "~model.name", "~model.hidden", "~model.depth",
                    "+model._target_=torch.nn.Sequential", cwd=tmp_path)

@@ -7,6 +7,8 @@ from hypothesis import strategies as st
 
 from continual.types import ConfigError
 
+pytestmark = pytest.mark.slow  # dozens of generated runs
+
 CASES = {"tried": 0, "ran": 0, "refused": 0}
 REASONS: list[str] = []
 

@@ -41,10 +41,12 @@ def basic_sweep(tmp_path_factory):
     return _sweep(tmp_path_factory.mktemp("basic"))[0]
 
 
+@pytest.mark.slow
 def test_basic_launcher_runs_every_job(basic_sweep):
     _check_jobs(basic_sweep)
 
 
+@pytest.mark.slow
 def test_report_of_a_real_sweep_counts_its_seeds(basic_sweep, tmp_path):
     from continual.report import write_report
 
@@ -54,6 +56,7 @@ def test_report_of_a_real_sweep_counts_its_seeds(basic_sweep, tmp_path):
     assert not result["failed"]
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep, r = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
@@ -61,6 +64,7 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path):
     assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_submitit_local_launcher_runs_every_job(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep, _ = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")

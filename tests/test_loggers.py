@@ -171,6 +171,7 @@ def test_a_wandb_error_mid_run_warns_once_and_closes_the_run(tmp_path, monkeypat
     assert (tmp_path / "summary.json").exists()
 
 
+@pytest.mark.slow
 def test_unreachable_wandb_server_falls_back_to_an_offline_run(tmp_path, monkeypatch):
     wandb = pytest.importorskip("wandb")
     wandb.teardown()  # wandb reads its environment once per process setup

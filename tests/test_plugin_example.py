@@ -18,6 +18,8 @@ REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "plugin"
 DIST = "continual-labels-trick"
 
+pytestmark = pytest.mark.slow  # pip installs the example and runs it in subprocesses
+
 
 def _installed_matches_source() -> bool:
     try:

@@ -74,6 +74,7 @@ def references(tmp_path_factory):
     refs.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_resume_after_sigkill_at_three_points_is_identical(references, tmp_path, strategy):
     """One run killed mid-task, then (resumed) at a task end, then (resumed) during an eval,
@@ -105,6 +106,7 @@ def test_resume_after_sigkill_at_three_points_is_identical(references, tmp_path,
     print(f"{strategy}: killed at " + ", ".join(f"{p}:{n}" for p, n in kills) + "; resumed, identical")
 
 
+@pytest.mark.slow
 def test_corrupt_newest_checkpoint_is_skipped(references, tmp_path):
     run = tmp_path / "run"
     killed = run_continual(*_args("er"), f"hydra.run.dir={run}", cwd=tmp_path, fault="step:100")
@@ -151,6 +153,7 @@ def test_only_the_newest_k_checkpoints_are_kept(tmp_path):
     assert [p.name for p in list_checkpoints(tmp_path)] == ["ckpt-000000003.pt", "ckpt-000000004.pt"]
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_step_strategy_and_checkpoint(tmp_path):
     r = run_continual(*ARGS, "strategy=naive", "strategy.lr=1e12", f"hydra.run.dir={tmp_path}/run", cwd=tmp_path)
     assert r.returncode == 2
@@ -159,6 +162,7 @@ def test_nan_loss_stops_naming_step_strategy_and_checkpoint(tmp_path):
     assert (tmp_path / "run" / "error.txt").exists()
 
 
+@pytest.mark.slow
 def test_nan_loss_skip_counts_skipped_batches(tmp_path):
     r = run_continual(*ARGS, "strategy=naive", "strategy.lr=1e12", "on_nan=skip", f"hydra.run.dir={tmp_path}/run",
                    cwd=tmp_path)
@@ -166,6 +170,7 @@ def test_nan_loss_skip_counts_skipped_batches(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_nonfinite_batches"] > 0
 
 
+@pytest.mark.slow
 def test_a_failing_sweep_job_does_not_lose_the_others(tmp_path):
     r = run_continual("-m", *ARGS, "strategy=naive", "strategy.lr=0.05,1e12", f"hydra.sweep.dir={tmp_path}/sweep",
                    cwd=tmp_path)

@@ -169,6 +169,7 @@ def test_run_folders_are_found_at_any_depth_but_not_inside_runs(sweep):
     assert find_runs(runs[0].path)[0].path == runs[0].path
 
 
+@pytest.mark.slow
 def test_the_report_command(sweep, tmp_path):
     root, _ = sweep
     out = run_continual("report", str(root), "--out", str(tmp_path), "--no-plots", timeout=120)
