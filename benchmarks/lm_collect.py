@@ -1,13 +1,22 @@
-"""Collect the language-model experiments' per-run results into CSV files that can be committed.
+"""Collect the language-model studies' runs into committed CSVs and the tables of benchmarks/RESULTS.md.
 
-The run folders (``runs/lm/<experiment>/<method or schedule>/seed<k>/summary.json``) are large
-and not committed; this writes one row per run, so every number in
-``benchmarks/results/lm.md`` can be checked against a file in the repository:
+The studies are Hydra multiruns of the main CLI (docs/language_models.md)::
+
+    continual -m +experiment=ckl_smollm2 strategy=ckl_vanilla,ckl_recadam,ckl_mixreview,ckl_lora,\
+ckl_kadapter,ckl_ltm_retrieval seed=0,1,2 hydra.sweep.dir=runs/lm/ckl_smollm2
+    continual -m +experiment=infinite_lr schedule=infinite,repeated_cosine,constant,wsd seed=0,1,2 \
+hydra.sweep.dir=runs/lm/infinite_lr
+
+Their run folders are large and not committed; this reads every ``summary.json`` under
+``--runs`` and writes one row per run, so every number in the tables can be checked against a
+file in the repository:
 
 - ``benchmarks/results/lm_ckl_runs.csv``: CKL runs (method, seed, IL / UL / NL before and after,
   FUAR, held-out loss, steps, trainable parameters, train seconds);
-- ``benchmarks/results/lm_cpt_runs.csv``: continual pre-training runs (schedule, seed, final loss
-  per corpus, forgetting, adaptation).
+- ``benchmarks/results/lm_cpt_runs.csv``: continual pre-training runs (schedule, seed, final
+  loss per corpus, forgetting, adaptation);
+
+and prints the two markdown tables (mean ± sd over seeds).
 
     python3 benchmarks/lm_collect.py [--runs runs/lm]
 """
@@ -17,31 +26,92 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import statistics
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "results"
+METHOD_ORDER = ("ckl_vanilla", "ckl_recadam", "ckl_mixreview", "ckl_lora", "ckl_kadapter", "ckl_ltm_retrieval")
+SCHEDULE_ORDER = ("infinite", "repeated_cosine", "constant", "wsd")
 
 
-def _rows(root: Path, kind: str) -> list[dict]:
+def _mean_sd(values: list[float | None]) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n.d."
+    if len(vals) == 1:
+        return f"{vals[0]:.2f}"
+    return f"{statistics.mean(vals):.2f} ± {statistics.stdev(vals):.2f}"
+
+
+def _summaries(root: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))]
+
+
+def ckl_rows(summaries: list[dict]) -> list[dict]:
     rows = []
-    for path in sorted(root.glob("*/*/seed*/summary.json")):
-        s = json.loads(path.read_text())
-        experiment = path.parts[-4]
-        if kind == "ckl" and "final" in s:
-            row = {"experiment": experiment, "method": s["method"], "seed": s["seed"]}
-            row.update({f"M0_{k}": v for k, v in s["initial"].items()})
-            row.update({f"M1_{k}": v for k, v in s["final"].items()})
-            row.update({k: s.get(k) for k in ("FUAR", "epochs", "steps", "trainable_params", "train_s")})
-            rows.append(row)
-        elif kind == "cpt" and "schedule" in s:
-            row = {"experiment": experiment, "schedule": s["schedule"], "seed": s["seed"],
-                   "replay_share": s.get("replay_share"), "steps": s["steps"],
-                   "final_avg_loss": s["final_avg_loss"], "avg_forgetting": s["avg_forgetting"]}
-            row.update({f"final_{k}": v for k, v in s["final_loss"].items()})
-            row.update({f"forgetting_{k}": v for k, v in s["forgetting"].items()})
-            row.update({f"adapt_{k}": v for k, v in s["adaptation_loss"].items()})
-            rows.append(row)
+    for s in summaries:
+        if s.get("protocol") != "knowledge":
+            continue
+        row = {"method": s["strategy"], "seed": s["seed"]}
+        row.update({f"M0_{k}": v for k, v in s["initial_scores"].items()})
+        row.update({f"M1_{k}": v for k, v in s["final_scores"].items()})
+        row.update({"FUAR": s.get("FUAR"), "steps": s["steps"], "params": s["params"],
+                    "train_s": s["train_seconds"]})
+        rows.append(row)
     return rows
+
+
+def cpt_rows(summaries: list[dict]) -> list[dict]:
+    rows = []
+    for s in summaries:
+        if s.get("protocol") != "corpus":
+            continue
+        row = {"schedule": s["schedule"], "seed": s["seed"], "replay_share": s.get("replay_share"),
+               "steps": s["steps"], "final_avg_loss": s["final_avg_loss"], "avg_forgetting": s["avg_forgetting"]}
+        row.update({f"final_{k}": v for k, v in s["final_loss"].items()})
+        row.update({f"forgetting_{k}": v for k, v in s["forgetting_by_corpus"].items()})
+        row.update({f"adapt_{k}": v for k, v in s["adaptation_loss"].items()})
+        rows.append(row)
+    return rows
+
+
+def ckl_table(rows: list[dict]) -> str:
+    """Per method: IL / UL / NL exact match after training, FUAR, held-out loss (mean ± sd)."""
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
+    by_seed = {r["seed"]: r for r in rows}  # M0 is the base model on each seed's split
+    lines = ["| method | seeds | IL | UL1 | NL1 | FUAR | heldout loss | train s |", "|" + " --- |" * 8,
+             f"| initial (M0) | {len(by_seed)} | " + " | ".join(
+                 _mean_sd([r[f"M0_{k}"] for r in by_seed.values()]) for k in ("IL", "UL1", "NL1"))
+             + " | - | " + _mean_sd([r["M0_heldout_loss"] for r in by_seed.values()]) + " | - |"]
+    for m in methods:
+        runs = [r for r in rows if r["method"] == m]
+        fuars = [r["FUAR"] for r in runs]
+        nd = sum(v is None for v in fuars)
+        cells = [_mean_sd([r[f"M1_{k}"] for r in runs]) for k in ("IL", "UL1", "NL1")]
+        cells.append(_mean_sd(fuars) + (f" ({nd} n.d.)" if nd and nd < len(fuars) else ""))
+        cells += [_mean_sd([r["M1_heldout_loss"] for r in runs]), f"{statistics.mean(r['train_s'] for r in runs):.0f}"]
+        lines.append(f"| {m} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def cpt_table(rows: list[dict]) -> str:
+    """Per schedule: final loss per corpus, forgetting and adaptation (mean ± sd)."""
+    names = [k[len("final_"):] for k in rows[0] if k.startswith("final_") and k != "final_avg_loss"]
+    scheds = sorted({r["schedule"] for r in rows},
+                    key=lambda n: (SCHEDULE_ORDER.index(n) if n in SCHEDULE_ORDER else 99, n))
+    head = ("| schedule | seeds | " + " | ".join(f"final {n}" for n in names) + " | final avg | "
+            + " | ".join(f"forgetting {n}" for n in names[:-1]) + " | avg forgetting | "
+            + " | ".join(f"adapt {n}" for n in names) + " |")
+    lines = [head, "|" + " --- |" * (4 + 3 * len(names) - 1)]
+    for sc in scheds:
+        runs = [r for r in rows if r["schedule"] == sc]
+        cells = [_mean_sd([r[f"final_{n}"] for r in runs]) for n in names]
+        cells.append(_mean_sd([r["final_avg_loss"] for r in runs]))
+        cells += [_mean_sd([r[f"forgetting_{n}"] for r in runs]) for n in names[:-1]]
+        cells.append(_mean_sd([r["avg_forgetting"] for r in runs]))
+        cells += [_mean_sd([r[f"adapt_{n}"] for r in runs]) for n in names]
+        lines.append(f"| {sc} | {len(runs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -56,11 +126,17 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=Path("runs/lm"))
+    p.add_argument("--no-csv", action="store_true", help="print the tables only")
     args = p.parse_args()
     if not args.runs.is_dir():
-        raise SystemExit(f"no run folders under {args.runs}: run the experiments first (docs/language_models.md)")
-    for kind in ("ckl", "cpt"):
-        write_csv(_rows(args.runs, kind), OUT / f"lm_{kind}_runs.csv")
+        raise SystemExit(f"no run folders under {args.runs}: run the studies first (docs/language_models.md)")
+    summaries = _summaries(args.runs)
+    for kind, rows, table in (("ckl", ckl_rows(summaries), ckl_table), ("cpt", cpt_rows(summaries), cpt_table)):
+        if not rows:
+            continue
+        if not args.no_csv:
+            write_csv(rows, OUT / f"lm_{kind}_runs.csv")
+        print(table(rows))
 
 
 if __name__ == "__main__":

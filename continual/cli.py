@@ -50,6 +50,11 @@ def build_model_from_config(cfg: Any, stream: Any):
     options = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
     if "_target_" in options:
         model = instantiate_checked(options, "model")
+        if isinstance(model, tuple):
+            raise ConfigError(
+                f"model {options['_target_']!r} is a language model but stream {stream.name!r} is a "
+                "classification stream; use stream=knowledge or stream=corpora with it, or an image backbone here"
+            )
     else:
         name = options.pop("name", None)
         if name not in BACKBONES:
@@ -68,6 +73,30 @@ def build_model_from_config(cfg: Any, stream: Any):
             f"{stream.n_classes} classes; its head must output (B, {stream.n_classes})"
         )
     return model
+
+
+def build_lm_from_config(cfg: Any, stream: Any, seed: int):
+    """(model, tokenizer) of a language-model config (``conf/model/tiny_lm.yaml``, ``smollm2.yaml``)."""
+    from omegaconf import OmegaConf
+
+    from continual.config import accepted_options, instantiate_checked
+    from continual.types import ConfigError
+
+    options = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    if "_target_" not in options:
+        raise ConfigError(
+            f"stream {stream.name!r} trains a language model, but the model config has no _target_ "
+            f"(model {options.get('name')!r} is an image backbone); use model=tiny_lm or model=smollm2"
+        )
+    params, _ = accepted_options(instantiate_target(options))
+    built = instantiate_checked(options, "model", **({"seed": seed} if "seed" in params and "seed" not in options
+                                                     else {}))
+    if not (isinstance(built, tuple) and len(built) == 2):
+        raise ConfigError(
+            f"stream {stream.name!r} needs a language model: the model's _target_ must return "
+            "(model, tokenizer), as continual.models.lm.tiny_causal_lm does; use model=tiny_lm or model=smollm2"
+        )
+    return built
 
 
 def build_schedule_from_config(cfg: Any, stream: Any):
@@ -112,9 +141,15 @@ def run_experiment(
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))
-    model = build_model_from_config(cfg.model, stream).to(device)
+    provided: dict[str, Any] = {}
+    if getattr(stream, "needs_model", False):  # language models: the stream needs the tokenizer
+        model, provided["tokenizer"] = build_lm_from_config(cfg.model, stream, int(cfg.seed))
+        model = model.to(device)
+        stream.prepare(model, provided["tokenizer"])  # the knowledge stream probes the base model
+    else:
+        model = build_model_from_config(cfg.model, stream).to(device)
     strategy_cfg = OmegaConf.to_container(cfg.strategy, resolve=True)
-    provided: dict[str, Any] = {"model": model}
+    provided["model"] = model
     params, _ = accepted_options(instantiate_target(strategy_cfg))
     if "seed" in params and "seed" not in strategy_cfg:
         provided["seed"] = int(cfg.seed)
@@ -233,7 +268,7 @@ def _hydra_main() -> None:
             if isinstance(e, (ConfigError, RunStopped)):
                 raise SystemExit(2) from None
             raise
-        return float(summary["acc"])
+        return float(summary["score"])
 
     job()
 

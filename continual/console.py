@@ -7,7 +7,8 @@ from typing import Any
 
 
 class ConsoleLogger:
-    """Progress (task, samples/s, running online accuracy, ETA) and a summary table."""
+    """Progress (task, samples/s, running online accuracy or train loss, the latest eval score,
+    ETA) and a summary table."""
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -18,17 +19,22 @@ class ConsoleLogger:
         self.runner = None
         self.t0 = time.perf_counter()
         self.last_acc = float("nan")
+        self.last_loss = float("nan")
+        self.counts_online = True
 
     def start(self, runner: Any) -> None:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.runner = runner
+        self.counts_online = getattr(runner, "counts_online", True)
+        score = getattr(runner, "score_name", "accuracy")
+        eval_label = "eval acc" if score == "accuracy" else f"eval {score}"
         self.progress_bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(),
             TextColumn("{task.completed}/{task.total} steps"),
             TextColumn("{task.fields[speed]:>8.0f} samples/s"),
-            TextColumn("online acc {task.fields[online]:.3f}"),
-            TextColumn("eval acc {task.fields[acc]:.3f}"),
+            TextColumn(("online acc" if self.counts_online else "train loss") + " {task.fields[online]:.3f}"),
+            TextColumn(eval_label + " {task.fields[acc]:.3f}"),
             TimeRemainingColumn(), console=self.console, transient=False,
         )
         self.progress_bar.start()
@@ -45,7 +51,10 @@ class ConsoleLogger:
         segments = self.runner.stream.segments
         seg = segments[min(state.segment, len(segments) - 1)]
         speed = (state.samples - self.samples0) / max(time.perf_counter() - self.t0, 1e-9)
-        online = state.online_correct / state.online_seen if state.online_seen else 0.0
+        if self.counts_online:
+            online = state.online_correct / state.online_seen if state.online_seen else 0.0
+        else:
+            online = self.last_loss
         self.progress_bar.update(
             self.task_id, completed=state.step, speed=speed, online=online, acc=self.last_acc,
             description=f"task {seg.task + 1}/{self.runner.stream.n_tasks}",
@@ -53,7 +62,9 @@ class ConsoleLogger:
 
     def log(self, record: dict[str, Any]) -> None:
         if record.get("type") == "eval":
-            self.last_acc = record["acc"]
+            self.last_acc = record["acc"] if "acc" in record else record.get("score", float("nan"))
+        elif "loss" in record:
+            self.last_loss = record["loss"]
 
     def finish(self, summary: dict[str, Any]) -> None:
         from rich.table import Table
@@ -65,7 +76,8 @@ class ConsoleLogger:
         table = Table(title=title)
         table.add_column("metric")
         table.add_column("value", justify="right")
-        for key in ("acc", "aia", "forgetting", "bwt", "fwt", "online_acc", "plasticity", "stability_gap",
+        keys = ("acc",) if summary.get("acc") is not None else ("score", "IL", "UL", "NL", "FUAR", "final_avg_loss")
+        for key in (*keys, "aia", "forgetting", "bwt", "fwt", "online_acc", "plasticity", "stability_gap",
                     "acc_task_il", "train_seconds", "samples_per_second", "peak_rss_mb", "params"):
             value = summary.get(key)
             if value is not None:

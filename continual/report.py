@@ -43,6 +43,17 @@ from continual.types import ConfigError
 #: the table's columns, in order (each as mean and std over the group's runs)
 METRICS = ("acc", "forgetting", "bwt", "fwt", "online_acc", "aia", "stability_gap",
            "samples_per_second")
+#: columns added when some run reports them: the headline score of streams not scored by
+#: accuracy (language models), CKL's IL / UL / NL / FUAR, continual pre-training's losses
+EXTRA_METRICS = ("score", "IL", "UL", "NL", "FUAR", "final_avg_loss", "avg_forgetting")
+
+
+def metrics_of(runs: Sequence[Any]) -> tuple[str, ...]:
+    """The table's columns for these runs: METRICS, then each extra one some run reports."""
+    extra = [m for m in EXTRA_METRICS if any(math.isfinite(_number(r.summary.get(m))) for r in runs)]
+    if any(r.summary.get("acc") is None and r.summary.get("score") is not None for r in runs):
+        return (*extra, *(m for m in METRICS if m not in ("acc", "online_acc")))
+    return (*METRICS, *(m for m in extra if m != "score"))
 RUN_MARKERS = ("summary.json", "metrics.jsonl", "scores.csv", "error.txt")
 #: folders inside a run that are never runs themselves
 NOT_RUNS = {"wandb", "tensorboard", "checkpoints", "__pycache__"}
@@ -223,7 +234,7 @@ class Group:
         """``<metric>_mean`` and ``<metric>_std`` (sample std, n-1; NaN for one run) over the
         runs that report the metric, and ``n`` (the number of runs in the group)."""
         out: dict[str, float] = {"n": len(self.runs)}
-        for m in METRICS:
+        for m in (*METRICS, *EXTRA_METRICS):
             values = np.array([_number(r.summary.get(m)) for r in self.runs])
             values = values[np.isfinite(values)]
             out[f"{m}_mean"] = float(values.mean()) if values.size else float("nan")
@@ -512,9 +523,10 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
         except ValueError:
             return str(p)
 
-    header = ["stream", "strategy", "model", "setting", "n", *METRICS]
+    metrics = metrics_of([r for g in groups for r in g.runs])
+    header = ["stream", "strategy", "model", "setting", "n", *metrics]
     shown = [[r["stream"], r["strategy"], r["model"], r["setting"], r["n"],
-              *[_fmt(r[f"{m}_mean"], r[f"{m}_std"], m) for m in METRICS]] for r in rows]
+              *[_fmt(r[f"{m}_mean"], r[f"{m}_std"], m) for m in metrics]] for r in rows]
     run_header = ["run", "stream", "strategy", "seed", "acc", "forgetting", "status"]
     run_rows = [[rel(r.path), r.stream, r.strategy, r.summary.get("seed", ""),
                  _fmt(_number(r.summary.get("acc")), float("nan"), "acc"),
@@ -527,7 +539,7 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
 
     # report.csv: full precision, empty cells for NaN
     csv_path = out_dir / "report.csv"
-    columns = ["stream", "strategy", "model", "setting", "n"] + [f"{m}_{s}" for m in METRICS
+    columns = ["stream", "strategy", "model", "setting", "n"] + [f"{m}_{s}" for m in metrics
                                                                  for s in ("mean", "std")]
     with open(csv_path, "w", newline="") as f:
         w = csv.writer(f)

@@ -4,6 +4,13 @@ Test-then-train: every incoming batch is scored before the learner trains on it
 (the ``online`` record). The test split of every task, seen or not, is evaluated
 before training (the ``init`` row, for FWT), every ``eval_every`` steps
 (``periodic`` rows) and after each segment of the stream (``task_end`` rows).
+
+Every kind of stream goes through this one path. A classification stream (``Stream``) is
+scored here, by accuracy per task. A stream that declares ``eval_sets`` (language models:
+probe sets scored by exact match, corpora by held-out loss) scores them itself with
+``score_eval_sets(strategy)`` and maps a row to one score per task with ``task_scores``;
+the metrics then read that per-task matrix, sign-adjusted when lower is better, so
+forgetting > 0 and BWT < 0 mean "worse" for every kind of score.
 """
 
 from __future__ import annotations
@@ -47,9 +54,10 @@ class EvalRow:
     samples: int
     kind: str  # init | periodic | task_end
     segment: int  # index of the segment being trained (or just trained, at a task end)
-    scores: list[float]
+    scores: list[float]  # one per column of scores.csv (per task for classification)
     scores_task_il: list[float]
     scores_class_il: list[float]
+    task_scores: list[float] | None = None  # one per task when the columns are not the tasks
 
 
 @dataclass
@@ -65,6 +73,7 @@ class RunState:
     rows: list[EvalRow] = field(default_factory=list)
     train_seconds: float = 0.0
     n_records: int = 0  # lines of metrics.jsonl written
+    n_details: int = 0  # lines of answers.jsonl written (streams that report per-item results)
     reports_online: bool | None = None  # does observe() return 'online_correct'?
     skipped_nonfinite: int = 0
     evals_done: int = 0
@@ -75,6 +84,9 @@ class RunState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunState:
         return cls(**{**d, "rows": [EvalRow(**r) for r in d["rows"]]})
+
+
+DETAILS_FILE = "answers.jsonl"  # per-item eval results of streams that report them
 
 
 class RunStopped(RuntimeError):
@@ -157,6 +169,13 @@ class Runner:
         self.state = RunState()
         self._eval_sets = None
         self._fault = _fault_from_env()
+        # None: a classification stream, scored here; else the stream's own eval sets
+        self.eval_set_specs = getattr(stream, "eval_sets", None)
+        specs = self.eval_set_specs
+        task_sets = [s for s in specs if s.task is not None] if specs is not None else []
+        self.higher_is_better = task_sets[0].higher_is_better if task_sets else True
+        self.score_name = task_sets[0].score if task_sets else "accuracy"
+        self.counts_online = getattr(stream, "online_accuracy", True)  # test-then-train accuracy
 
     # ------------------------------------------------------------------ evaluation
     def _prepare_eval_sets(self) -> None:
@@ -173,10 +192,12 @@ class Runner:
         """Score every task's test set with ``strategy`` (default: the run's); returns and
         records the eval row."""
         strategy = strategy or self.strategy
-        if self._eval_sets is None:
-            self._prepare_eval_sets()
         if hasattr(strategy, "prepare_eval"):
             strategy.prepare_eval()
+        if self.eval_set_specs is not None:
+            return self._evaluate_by_stream(kind, strategy)
+        if self._eval_sets is None:
+            self._prepare_eval_sets()
         show_task = self.stream.task_labels
         started = None  # None: score every task
         if kind == "periodic" and not self.eval_unseen:
@@ -208,25 +229,60 @@ class Runner:
         self._record_eval(row)
         return row
 
+    def _evaluate_by_stream(self, kind: str, strategy: Strategy) -> EvalRow:
+        """Score the stream's own eval sets (language models); returns and records the row."""
+        scores, details = self.stream.score_eval_sets(strategy)
+        st = self.state
+        row = EvalRow(st.step, st.samples, kind, st.segment, [float(s) for s in scores], [], [],
+                      task_scores=[float(s) for s in self.stream.task_scores(scores)])
+        st.rows.append(row)
+        st.evals_done += 1
+        if details:  # e.g. every probe's generated answer, one JSON line each
+            import json
+
+            with open(Path(self.out_dir) / DETAILS_FILE, "a") as fh:
+                fh.writelines(json.dumps({"eval_point": len(st.rows) - 1, "kind": kind, "step": st.step, **d})
+                              + "\n" for d in details)
+            st.n_details += len(details)
+        self._record_eval(row)
+        return row
+
+    def _task_matrix(self, signed: bool = False) -> np.ndarray:
+        """Rows = eval points, columns = tasks; ``signed``: negated when lower is better."""
+        R = np.array([r.task_scores if r.task_scores is not None else r.scores for r in self.state.rows],
+                     dtype=float)
+        return R if not signed or self.higher_is_better else -R
+
     def _record_eval(self, row: EvalRow) -> None:
-        # accuracy over the tasks started so far (all tasks for the untrained model)
+        # the headline score over the tasks started so far (all tasks for the untrained model)
         seen = self.stream.n_tasks if row.kind == "init" else min(row.segment + 1, self.stream.n_tasks)
-        rec = {
+        rec: dict[str, Any] = {
             "type": "eval", "kind": row.kind, "step": row.step, "samples_seen": row.samples,
             "time": time.time(),
-            **{f"acc_task_{t}": v for t, v in enumerate(row.scores)},
-            "acc": float(np.mean(row.scores[:seen])),
         }
+        if self.eval_set_specs is None:
+            rec.update({f"acc_task_{t}": v for t, v in enumerate(row.scores)})
+            rec["acc"] = float(np.mean(row.scores[:seen]))
+            columns = [f"task_{t}" for t in range(self.stream.n_tasks)]
+        else:
+            rec.update({s.name: v for s, v in zip(self.eval_set_specs, row.scores)})
+            rec["score"] = float(np.mean(row.task_scores[:seen]))
+            if hasattr(self.stream, "eval_metrics"):
+                rec.update(self.stream.eval_metrics(self._stream_rows(), self._task_end_rows()))
+            columns = [s.name for s in self.eval_set_specs]
         ends = self._task_end_rows()
         if ends:
-            R = np.array([r.scores for r in self.state.rows])
+            R = self._task_matrix(signed=True)
             rows = ends if ends[-1] == len(R) - 1 else ends + [len(R) - 1]
-            rec["forgetting"] = M.forgetting(R, rows)
+            rec["forgetting"] = M.forgetting(R, rows) if len(rows) > 1 else None
         self._log(rec)
-        self.records.score_row(
-            ["step", "samples_seen", "kind"] + [f"task_{t}" for t in range(self.stream.n_tasks)],
-            [row.step, row.samples, row.kind, *row.scores],
-        )
+        self.records.score_row(["step", "samples_seen", "kind"] + columns,
+                               [row.step, row.samples, row.kind, *row.scores])
+
+    def _stream_rows(self) -> list[dict[str, float]]:
+        """Every eval row so far as {column name: score} (for a stream's own metrics)."""
+        names = [s.name for s in self.eval_set_specs]
+        return [dict(zip(names, r.scores)) for r in self.state.rows]
 
     def _task_end_rows(self) -> list[int]:
         """Task-end rows of the first pass through the task sequence (see ``summary``)."""
@@ -243,7 +299,7 @@ class Runner:
         rec = {"type": "step", "step": st.step, "samples_seen": st.samples, "true_task": segment_task,
                "time": time.time(),
                **{k: v / n_steps for k, v in values.items()},
-               "online_acc": M.online_accuracy(st.online_correct, st.online_seen)}
+               "online_acc": M.online_accuracy(st.online_correct, st.online_seen) if self.counts_online else None}
         lr = LRDriver.current_lr(self.strategy)
         if lr is not None:
             rec["lr"] = lr  # of the window's last step
@@ -276,6 +332,8 @@ class Runner:
         seg_steps = stream.segment_steps()[seg_index]
         n_anneal = self.schedule.anneal_steps(seg_index) if self.schedule is not None else 0
         branch_from = seg_steps - n_anneal if n_anneal else -1
+        if st.reports_online is None and not self.counts_online:
+            st.reports_online = True  # nothing to count: no test-then-train forward pass
         t0 = time.perf_counter()
         for batch in stream.batches(seg, st.step, start):
             n = batch.y.shape[0]
@@ -384,6 +442,7 @@ class Runner:
         self.last_checkpoint = path
         _truncate_lines(Path(self.out_dir) / "metrics.jsonl", self.state.n_records)
         _truncate_lines(Path(self.out_dir) / "scores.csv", 1 + len(self.state.rows))  # header + rows
+        _truncate_lines(Path(self.out_dir) / DETAILS_FILE, self.state.n_details)
         return True
 
     def _maybe_fault(self, point: str) -> None:
@@ -399,6 +458,8 @@ class Runner:
         stream, strategy, st = self.stream, self.strategy, self.state
         append = bool(st.rows)
         self.records = RunRecords(self.out_dir, append=append)
+        if not append:
+            (Path(self.out_dir) / DETAILS_FILE).unlink(missing_ok=True)
         try:
             if not st.rows:
                 self.evaluate("init")
@@ -408,7 +469,8 @@ class Runner:
                     lg.start(self)
             while st.segment < len(stream.segments):
                 seg = stream.segments[st.segment]
-                info = TaskInfo(seg.task, stream.tasks[seg.task].classes, stream.n_classes, st.step)
+                extra = stream.task_extra(seg.task) if hasattr(stream, "task_extra") else {}
+                info = TaskInfo(seg.task, stream.tasks[seg.task].classes, stream.n_classes, st.step, extra)
                 if visible and st.position == 0:
                     strategy.on_task_start(info)
                 self._train_segment(st.segment)
@@ -451,29 +513,46 @@ class Runner:
         task sequence, with the final eval point as the end of the run.
         """
         st, stream = self.state, self.stream
-        R = np.array([r.scores for r in st.rows])
+        T = self._task_matrix()  # per-task scores in their own units
+        S = self._task_matrix(signed=True)  # higher is better, for forgetting and transfer
         ends = self._task_end_rows()
-        if ends[-1] != len(R) - 1:
-            ends = ends[:-1] + [len(R) - 1]
+        if ends[-1] != len(T) - 1:
+            ends = ends[:-1] + [len(T) - 1]
         samples = [r.samples for r in st.rows]
         # default window: a tenth of a segment, and at least three periodic eval points
         window = self.stability_window or max(
             len(stream) // (10 * len(stream.segments)), 3 * self.eval_every * stream.batch_size, 1
         )
+        several = len(ends) > 1  # forgetting and transfer need at least two tasks
+        classification = self.eval_set_specs is None
         out: dict[str, Any] = {
-            "acc": M.final_accuracy(R),
-            "aia": M.average_incremental_accuracy(R, ends),
-            "forgetting": M.forgetting(R, ends),
-            "forgetting_per_task": M.forgetting_per_task(R, ends).tolist(),
-            "bwt": M.backward_transfer(R, ends),
-            "fwt": M.forward_transfer(R, ends, init_row=0),
-            "plasticity": M.plasticity(R, ends),
-            "online_acc": M.online_accuracy(st.online_correct, st.online_seen),
-            "stability_gap": M.stability_gap(R, ends, samples, window),
-            "acc_class_il": M.final_accuracy(np.array([r.scores_class_il for r in st.rows])),
-            "acc_task_il": M.final_accuracy(np.array([r.scores_task_il for r in st.rows])),
-            "final_task_acc": R[-1].tolist(),
-            "protocol": "task_il" if stream.task_labels else "class_il",
+            "score": M.final_accuracy(T),
+            "score_name": self.score_name,
+            "higher_is_better": self.higher_is_better,
+            "acc": M.final_accuracy(T) if classification else None,
+            "aia": M.average_incremental_accuracy(T, ends),
+            "forgetting": M.forgetting(S, ends) if several else None,
+            "forgetting_per_task": M.forgetting_per_task(S, ends).tolist(),
+            "bwt": M.backward_transfer(S, ends) if several else None,
+            "fwt": M.forward_transfer(S, ends, init_row=0) if several else None,
+            "plasticity": M.plasticity(T, ends),
+            "online_acc": M.online_accuracy(st.online_correct, st.online_seen) if self.counts_online else None,
+            "stability_gap": M.stability_gap(S, ends, samples, window) if several else None,
+        }
+        if classification:
+            out.update({
+                "acc_class_il": M.final_accuracy(np.array([r.scores_class_il for r in st.rows])),
+                "acc_task_il": M.final_accuracy(np.array([r.scores_task_il for r in st.rows])),
+                "final_task_acc": T[-1].tolist(),
+            })
+        else:
+            names = [s.name for s in self.eval_set_specs]
+            out["final_scores"] = dict(zip(names, st.rows[-1].scores))
+            out["initial_scores"] = dict(zip(names, st.rows[0].scores))
+            if hasattr(stream, "summary_metrics"):
+                out.update(stream.summary_metrics(self._stream_rows(), ends))
+        out.update({
+            "protocol": ("task_il" if stream.task_labels else "class_il") if classification else stream.kind,
             "steps": st.step,
             "samples_seen": st.samples,
             "train_seconds": st.train_seconds,
@@ -488,7 +567,7 @@ class Runner:
             "seed": self.seed,
             "config": self.config,
             "versions": versions(),
-        }
+        })
         detected = getattr(self.strategy, "detected_switches", None)
         if detected is not None:
             tol = self.switch_tolerance or max(1, len(stream) // (4 * len(stream.segments)))

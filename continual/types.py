@@ -13,7 +13,7 @@ import torch
 
 from continual.errors import ConfigError, NonFiniteLoss
 
-__all__ = ["Batch", "ConfigError", "NonFiniteLoss", "Strategy", "TaskInfo"]
+__all__ = ["Batch", "ConfigError", "EvalSet", "NonFiniteLoss", "Strategy", "TaskInfo"]
 
 
 @dataclass
@@ -34,6 +34,23 @@ class Batch:
     true_task: torch.Tensor | None = None
     step: int = 0
     index: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """One column of the score matrix, as a stream that scores its own eval sets declares it.
+
+    name: the column's name (``scores.csv``, ``metrics.jsonl``), e.g. ``IL`` or ``loss/wiki``.
+    score: what is measured: ``accuracy``, ``exact_match`` (0-100) or ``loss`` (nats per token).
+    higher_is_better: the direction; metrics of lower-is-better scores are sign-adjusted so
+        that forgetting > 0 and BWT < 0 always mean "worse than before".
+    task: the task whose training this set measures, or None (e.g. CKL's invariant probes).
+    """
+
+    name: str
+    score: str
+    higher_is_better: bool
+    task: int | None = None
 
 
 @dataclass

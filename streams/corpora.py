@@ -50,7 +50,9 @@ def clean_wikitext(text: str) -> str:
 def wikipedia_articles(min_chars: int = 1000) -> tuple[tuple[str, str], ...]:
     """(title, plain text) of the gensim Wikipedia sample's articles (redirects dropped)."""
     import bz2
+    import logging
 
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs every dictionary it builds
     from gensim.corpora.wikicorpus import extract_pages
     from gensim.test.utils import datapath
 

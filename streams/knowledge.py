@@ -94,6 +94,9 @@ def render(fact: Fact, template: int) -> str:
 
 
 def _questions_words() -> dict[str, list[tuple[str, str]]]:
+    import logging
+
+    logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs every dictionary it builds
     from gensim.test.utils import datapath
 
     sections: dict[str, set[tuple[str, str]]] = {}

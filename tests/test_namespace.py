@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -37,6 +38,7 @@ def _python(*args: str, cwd: Path, pythonpath: list[str]) -> subprocess.Complete
                           timeout=300)
 
 
+@pytest.mark.slow
 def test_a_run_from_a_folder_holding_the_users_own_packages(user_project: Path):
     # the user's folder is the working directory and on PYTHONPATH, ahead of this checkout
     r = _python("-m", "continual", "stream=split_digits", "strategy=er", "log.console=false",
@@ -83,6 +85,7 @@ def test_old_names_are_deprecated_aliases_of_the_same_modules(tmp_path: Path):
     assert "the module name 'memory.buffers' is deprecated" in r.stdout
 
 
+@pytest.mark.slow
 def test_a_config_with_an_old_target_still_runs_with_a_warning(tmp_path: Path):
     r = _python("-m", "continual", "stream=split_digits", "strategy=naive", "strategy._target_=strategies.naive.Naive",
                 "log.console=false", "++stream.train_per_class=3", "++stream.test_per_class=3",
@@ -91,9 +94,14 @@ def test_a_config_with_an_old_target_still_runs_with_a_warning(tmp_path: Path):
     assert "'strategies' is deprecated" in r.stderr
 
 
+@pytest.mark.slow
 def test_the_wheel_installs_everything_under_continual(tmp_path: Path, user_project: Path):
+    # build from a copy, so that build/ and *.egg-info never land in the checkout
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+        ".git", "build", "*.egg-info", "outputs", "multirun", "runs", ".venv", "__pycache__", "tests", "benchmarks"))
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                        "-w", str(tmp_path / "dist"), str(ROOT)], capture_output=True, text=True, timeout=300)
+                        "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     wheel = next((tmp_path / "dist").glob("continual_sim-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()

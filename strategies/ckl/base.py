@@ -1,25 +1,23 @@
-"""Shared mechanics of the CKL strategies: a causal LM, its optimiser, schedule and step.
+"""Shared mechanics of the CKL strategies: a causal LM, its optimiser and step.
 
 ``LMStrategy`` is the whole of vanilla fine-tuning; the other methods change only what
 is special about them (which parameters train, the optimiser, the batch, the prompt).
 Batches are token blocks: ``Batch.x`` input ids (B, T), ``Batch.y`` labels (B, T) with
--100 where no loss is taken (right padding); T is the same for every row.
+-100 where no loss is taken (right padding); T is the same for every row. The learning-rate
+schedule is the run's (``schedule=...``): the Runner drives ``self.optimizer``'s lr.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from continual.lm.evaluation import block_loss, greedy_answers
-from continual.strategies.base import make_optimizer
-from continual.strategies.schedules import Schedule, ScheduledLR
-from continual.types import Batch, ConfigError, Strategy, TaskInfo
-
-ScheduleSpec = Schedule | Callable[..., Schedule] | None
+from continual.strategies.base import make_optimizer, snapshot
+from continual.types import Batch, ConfigError, Strategy
 
 
 class LMStrategy(Strategy):
@@ -28,27 +26,22 @@ class LMStrategy(Strategy):
     Args:
         model: a causal LM (``model(input_ids=..., labels=...)`` returns ``.loss``, ``.logits``).
         tokenizer: its tokenizer (used for answers and by strategies that read text).
-        lr: learning rate when no ``schedule`` is given.
+        lr: learning rate (the peak of the run's schedule).
         optimizer: ``adamw`` / ``adam`` / ``sgd`` (``continual.strategies.base.make_optimizer``).
         weight_decay: decoupled weight decay.
         grad_clip: max gradient norm (None: no clipping).
-        schedule: a ``Schedule``, or a factory called with ``task_steps=[...]`` at the
-            first task start (a Hydra ``_partial_`` config), or None for constant ``lr``.
         answer_batch_size: prompts per generation batch.
     """
 
     def __init__(self, model: nn.Module, tokenizer: Any, lr: float = 1e-4,
                  optimizer: str = "adamw", weight_decay: float = 0.0,
-                 grad_clip: float | None = 1.0, schedule: ScheduleSpec = None,
-                 answer_batch_size: int = 32) -> None:
+                 grad_clip: float | None = 1.0, answer_batch_size: int = 32) -> None:
         self.model = self.prepare_model(model)
         self.tokenizer = tokenizer
         self.lr = lr
         self.grad_clip = grad_clip
         self.answer_batch_size = answer_batch_size
-        self.schedule_spec = schedule
         self.optimizer = self.make_optimizer(optimizer, lr, weight_decay)
-        self.scheduler: ScheduledLR | None = None
         self.steps = 0
 
     # ------------------------------------------------------------------ hooks for methods
@@ -72,35 +65,18 @@ class LMStrategy(Strategy):
         return self.model(input_ids=x, labels=y).loss
 
     def step(self, loss: torch.Tensor) -> None:
-        """Backward, clip, optimiser step, schedule step."""
+        """Backward, clip, optimiser step."""
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
         self.optimizer.step()
-        if self.scheduler is not None:
-            self.scheduler.step()
         self.steps += 1
 
     def observe(self, batch: Batch) -> dict[str, Any]:
-        lr = self.optimizer.param_groups[0]["lr"]
         loss = self.lm_loss(batch.x, batch.y)
         self.step(loss)
-        return {"loss": loss.detach(), "lr": lr}
-
-    def on_task_start(self, info: TaskInfo) -> None:
-        """Builds the LR schedule at the first task from ``info.extra['task_steps']``."""
-        if self.schedule_spec is None or self.scheduler is not None:
-            return
-        spec = self.schedule_spec
-        if isinstance(spec, Schedule):
-            schedule = spec
-        else:
-            if "task_steps" not in info.extra:
-                raise ConfigError("a schedule factory needs TaskInfo.extra['task_steps'] "
-                                  "(steps of every task) at the first task start")
-            schedule = spec(task_steps=list(info.extra["task_steps"]))
-        self.scheduler = ScheduledLR(self.optimizer, schedule)
+        return {"loss": loss.detach()}
 
     # ------------------------------------------------------------------ inference
     @torch.inference_mode()
@@ -120,18 +96,14 @@ class LMStrategy(Strategy):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        out = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-               "steps": self.steps}
-        if self.scheduler is not None:
-            out["scheduler"] = self.scheduler.state_dict()
-        return out
+        return snapshot({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                         "steps": self.steps})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = snapshot(state)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.steps = state.get("steps", 0)
-        if self.scheduler is not None and "scheduler" in state:
-            self.scheduler.load_state_dict(state["scheduler"])
 
 
 def freeze(model: nn.Module) -> nn.Module:

@@ -119,3 +119,20 @@ class LTMRetrieval(LMStrategy):
         full = [" ".join(list(reversed(c)) + [p]) for c, p in zip(contexts, prompts)]
         return greedy_answers(self.model, self.tokenizer, full, max_new_tokens,
                               self.answer_batch_size)
+
+    def state_dict(self) -> dict[str, Any]:
+        data = b"" if self._store is None else self._store.to_bytes()
+        return {**super().state_dict(), "memory": {
+            "texts": dict(self.texts), "seen": sorted(self._seen),
+            "store": torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else None}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from continual.memory.vector_store import VectorStore
+
+        super().load_state_dict(state)
+        m = state["memory"]
+        self.texts = {int(k): v for k, v in m["texts"].items()}
+        self._seen = set(m["seen"])
+        blob = m["store"]
+        self._store = None if blob is None else VectorStore.from_bytes(
+            blob.numpy().tobytes(), device="cpu", source="LTM retrieval checkpoint")

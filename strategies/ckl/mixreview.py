@@ -70,7 +70,6 @@ class MixReview(LMStrategy):
         return self._review_ids[idx], self._review_labels[idx]
 
     def observe(self, batch: Batch) -> dict[str, Any]:
-        lr = self.optimizer.param_groups[0]["lr"]
         n_rev = self.review_rows(batch.x.shape[0]) if self.review_texts else 0
         x, y = batch.x, batch.y
         if n_rev:
@@ -79,4 +78,18 @@ class MixReview(LMStrategy):
         loss = self.lm_loss(x, y)
         self.step(loss)
         self.task_step += 1
-        return {"loss": loss.detach(), "lr": lr, "review_rows": n_rev}
+        return {"loss": loss.detach(), "review_rows": n_rev}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "mix_review": {
+            "review_texts": list(self.review_texts), "task_texts": list(self._task_texts),
+            "steps_per_epoch": self.steps_per_epoch, "task_step": self.task_step,
+            "rng": self.rng.getstate()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        m = state["mix_review"]
+        self.review_texts, self._task_texts = list(m["review_texts"]), list(m["task_texts"])
+        self.steps_per_epoch, self.task_step = int(m["steps_per_epoch"]), int(m["task_step"])
+        self.rng.setstate(m["rng"])
+        self._review_ids = self._review_labels = None  # re-packed from review_texts when needed

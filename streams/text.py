@@ -1,0 +1,416 @@
+"""Language-model streams for the one Runner: token blocks in, probe exact match or held-out loss out.
+
+Both kinds present their tasks the way ``Stream`` does (segments of a schedule, consecutive
+batches, deterministic for a seed, resumable at any position) and score their own eval sets
+(``eval_sets``, ``score_eval_sets``), so the Runner, checkpoints, loggers, reports and Hydra
+sweeps treat them like any stream:
+
+- ``KnowledgeTextStream`` (``stream=knowledge``): continual knowledge learning (Jang et al.,
+  ICLR 2022). The base model is probed to split facts into Invariant / Updated / New
+  (``continual.streams.knowledge.KnowledgeStream``); each corpus D_i is a task, trained for
+  ``epochs`` passes; every eval point scores every probe set by exact match (0-100), the
+  updated sets against their old objects (``UL<i>_old``) and the held-out Wikipedia loss;
+  IL, UL, NL and FUAR are recorded at every eval point (FUAR at task ends, where it is defined).
+- ``CorpusTextStream`` (``stream=corpora``): continual pre-training over corpora in sequence
+  (``continual.streams.corpora.CorpusStream``), each a task of ``steps_per_task`` steps with an
+  optional replay share; every eval point scores the held-out loss (nats per token) of every
+  corpus, lower is better.
+
+Departures from the earlier LM loops (``continual.lm.loops``, removed): knowledge batches are
+consecutive slices of the epochs' permutations, so a batch may straddle two epochs (as in
+``Stream`` with ``passes``); each task draws its permutations from its own generator (seed,
+task), so a run resumes at any step; the base model's probe answers are cached on disk
+(``probe_cache``), keyed by the model's config and weights, so a sweep probes once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from continual.streams.stream import Segment
+from continual.types import Batch, ConfigError, EvalSet
+
+
+@dataclass
+class TextTask:
+    """One task of a language-model stream (a corpus); no classes."""
+
+    id: int
+    name: str
+    classes: list[int] = field(default_factory=list)
+
+
+class TextStream:
+    """What the language-model streams share: tasks of (B, T) token batches on a schedule.
+
+    Subclasses fill ``tasks`` and ``segments`` in ``prepare(model, tokenizer)`` (they need the
+    tokenizer, and the knowledge stream the base model) and implement ``batches``,
+    ``eval_sets``, ``score_eval_sets`` and ``task_scores``.
+    """
+
+    kind = "language"
+    needs_model = True  # the CLI builds the (model, tokenizer) first and calls prepare()
+    boundaries = "visible"
+    task_labels = False
+    n_classes = 0
+    online_accuracy = False  # next-token prediction has no test-then-train accuracy
+
+    def __init__(self, name: str, batch_size: int, seed: int) -> None:
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.name, self.batch_size, self.seed = name, int(batch_size), int(seed)
+        self.tasks: list[TextTask] = []
+        self.segments: list[Segment] = []
+        self.device = torch.device("cpu")
+
+    def prepare(self, model: Any, tokenizer: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _check_prepared(self) -> None:
+        if not self.segments:
+            raise ConfigError(f"stream {self.name!r} is not prepared: call prepare(model, tokenizer) first")
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    def __len__(self) -> int:
+        return self.segments[-1].end if self.segments else 0
+
+    def segment_steps(self) -> list[int]:
+        return [-(-(s.end - s.start) // self.batch_size) for s in self.segments]
+
+    def n_steps(self) -> int:
+        return sum(self.segment_steps())
+
+    @property
+    def true_boundaries(self) -> list[int]:
+        return [s.start for s in self.segments[1:]]
+
+    def to(self, device: torch.device | str) -> TextStream:
+        self.device = torch.device(device)
+        return self
+
+    def task_extra(self, task: int) -> dict[str, Any]:
+        """What ``TaskInfo.extra`` carries at a task boundary (strategies that read text)."""
+        return {"task_steps": self.segment_steps()}
+
+    def task_scores(self, scores: Sequence[float]) -> list[float]:
+        """One score per task from a row of ``scores`` (default: the sets with a task)."""
+        return [s for spec, s in zip(self.eval_sets, scores) if spec.task is not None]
+
+
+# ---------------------------------------------------------------- knowledge (CKL)
+
+def _synthetic_filler(n: int = 2400) -> list[str]:
+    """Neutral sentences about nothing in the probe sets (fast; for tests and smoke runs)."""
+    subjects = ("The committee", "A small village", "The old bridge", "Their report", "The river")
+    verbs = ("was discussed", "was rebuilt", "changed little", "was mentioned again", "stayed quiet")
+    times = ("in spring", "last year", "during the meeting", "after the storm", "at noon")
+    return [f"{subjects[i % 5]} {verbs[(i // 5) % 5]} {times[(i // 25) % 5]}, item {i}." for i in range(n)]
+
+
+def capital_oracle(prompts: Sequence[str]) -> list[str]:
+    """A stand-in base model that knows every capital and nothing else (``probe_with=capital_oracle``)."""
+    from continual.streams.knowledge import probe_prompt, real_facts
+
+    lookup = {probe_prompt(f): f.object for f in real_facts() if f.relation == "capital"}
+    return [" " + lookup.get(p, "nothing") + ". More" for p in prompts]
+
+
+def _model_key(model: Any) -> str:
+    """A short hash of a model's config and weights (what its probe answers depend on)."""
+    h = hashlib.sha1()
+    config = getattr(model, "config", None)
+    h.update((config.to_json_string() if hasattr(config, "to_json_string") else repr(config)).encode())
+    with torch.no_grad():
+        for p in list(model.parameters())[:4]:
+            h.update(f"{p.shape}:{float(p.double().sum()):.6e}:{float(p.double().abs().sum()):.6e}".encode())
+    return h.hexdigest()[:16]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("CONTINUAL_CACHE", Path.home() / ".cache" / "continual")) / "probes"
+
+
+class KnowledgeTextStream(TextStream):
+    """CKL's knowledge stream for the Runner (see the module docstring).
+
+    Args (besides ``KnowledgeStream``'s n_per_set, n_phases, mentions, filler_share,
+    sentences_per_doc, probe_wording_in_corpus, new_fictional_share, probe_limit, n_review,
+    n_heldout):
+        epochs: passes over each corpus. batch_size: rows per step. seq_len: tokens per row.
+        filler: ``wikipedia`` (gensim's sample) or ``synthetic`` (fast; tests).
+        probe_with: ``model`` (the base model's greedy answers) or ``capital_oracle`` (a
+            stand-in that knows every capital; for tests with an untrained model).
+        probe_cache: keep the base model's probe answers on disk (``$CONTINUAL_CACHE``,
+            default ``~/.cache/continual``), keyed by its config and weights.
+        answer_batch_size: prompts per generation batch when probing.
+    """
+
+    kind = "knowledge"
+
+    def __init__(self, n_per_set: int = 100, n_phases: int = 1, mentions: int = 4, filler_share: float = 0.3,
+                 sentences_per_doc: int = 6, probe_wording_in_corpus: bool = True,
+                 new_fictional_share: float = 0.5, probe_limit: int = 1200, n_review: int = 2000,
+                 n_heldout: int = 200, epochs: int = 4, batch_size: int = 8, seq_len: int = 128,
+                 filler: str = "wikipedia", probe_with: str = "model", probe_cache: bool = True,
+                 answer_batch_size: int = 32, seed: int = 0, name: str = "knowledge") -> None:
+        from continual.streams.knowledge import KnowledgeStream
+
+        super().__init__(name, batch_size, seed)
+        if epochs < 1 or seq_len < 2:
+            raise ConfigError(f"epochs must be >= 1 and seq_len >= 2, got {epochs}, {seq_len}")
+        if filler not in ("wikipedia", "synthetic"):
+            raise ConfigError(f"filler must be 'wikipedia' or 'synthetic', got {filler!r}")
+        if probe_with not in ("model", "capital_oracle"):
+            raise ConfigError(f"probe_with must be 'model' or 'capital_oracle', got {probe_with!r}")
+        self.epochs, self.seq_len = int(epochs), int(seq_len)
+        self.filler, self.probe_with, self.probe_cache = filler, probe_with, probe_cache
+        self.answer_batch_size = int(answer_batch_size)
+        self.spec = KnowledgeStream(
+            n_per_set=n_per_set, n_phases=n_phases, mentions=mentions, filler_share=filler_share,
+            sentences_per_doc=sentences_per_doc, probe_wording_in_corpus=probe_wording_in_corpus,
+            new_fictional_share=new_fictional_share, probe_limit=probe_limit, n_review=n_review,
+            n_heldout=n_heldout, seed=seed, filler_texts=_synthetic_filler() if filler == "synthetic" else None)
+        self.spec._check()
+        self.data: Any = None
+
+    # ------------------------------------------------------------------ building
+    def _answer_fn(self, model: Any, tokenizer: Any):
+        from continual.lm.evaluation import greedy_answers
+        from continual.streams.knowledge import real_facts
+
+        if self.probe_with == "capital_oracle":
+            return capital_oracle
+        budget = max(len(tokenizer(" " + f.object, add_special_tokens=False)["input_ids"]) for f in real_facts()) + 2
+        path = _cache_dir() / f"{_model_key(model)}_{budget}.json" if self.probe_cache else None
+
+        def answer(prompts: list[str]) -> list[str]:
+            cache: dict[str, str] = json.loads(path.read_text()) if path and path.exists() else {}
+            todo = [p for p in dict.fromkeys(prompts) if p not in cache]
+            if todo:
+                cache.update(zip(todo, greedy_answers(model, tokenizer, todo, budget, self.answer_batch_size)))
+                if path is not None:
+                    from continual.records import write_atomic
+
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    write_atomic(path, json.dumps(cache).encode())
+            return [cache[p] for p in prompts]
+
+        return answer
+
+    def prepare(self, model: Any, tokenizer: Any) -> None:
+        """Probe the base model, build the corpora and pack them into token rows."""
+        from continual.lm.evaluation import answer_token_budget
+        from continual.streams.corpora import pack_documents
+
+        self.tokenizer = tokenizer
+        self.data = self.spec.build(self._answer_fn(model, tokenizer))
+        golds = [f.object for facts in self.data.probe_sets().values() for f in facts]
+        golds += [f.old_object for ph in self.data.phases for f in ph.updated]
+        self.budget = answer_token_budget(tokenizer, golds)
+        self.rows = [pack_documents(tokenizer, ph.corpus, self.seq_len) for ph in self.data.phases]
+        self.tasks = [TextTask(i, f"D{i + 1}") for i in range(len(self.data.phases))]
+        self.segments, pos = [], 0
+        for i, (x, _) in enumerate(self.rows):
+            n = x.shape[0] * self.epochs
+            self.segments.append(Segment(pos, pos + n, i))
+            pos += n
+        self._orders: dict[int, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ batches
+    def _order(self, task: int) -> torch.Tensor:
+        """Row indices of task ``task`` in training order: one permutation per epoch."""
+        if task not in self._orders:
+            g = torch.Generator().manual_seed(self.seed * 1000 + task)
+            n = self.rows[task][0].shape[0]
+            self._orders[task] = torch.cat([torch.randperm(n, generator=g) for _ in range(self.epochs)])
+        return self._orders[task]
+
+    def batches(self, segment: Segment, first_step: int = 0, start: int | None = None) -> Iterator[Batch]:
+        self._check_prepared()
+        x_all, y_all = self.rows[segment.task]
+        order = self._order(segment.task)
+        pos, step = segment.start if start is None else start, first_step
+        while pos < segment.end:
+            end = min(pos + self.batch_size, segment.end)
+            idx = order[pos - segment.start:end - segment.start]
+            yield Batch(x=x_all[idx].to(self.device), y=y_all[idx].to(self.device), step=step,
+                        true_task=torch.full((idx.numel(),), segment.task), index=idx)
+            pos, step = end, step + 1
+
+    def task_extra(self, task: int) -> dict[str, Any]:
+        return {**super().task_extra(task), "steps_per_epoch": -(-self.rows[task][0].shape[0] // self.batch_size),
+                "texts": self.data.phases[task].corpus, "review_texts": self.data.review_texts}
+
+    # ------------------------------------------------------------------ evaluation
+    @property
+    def eval_sets(self) -> list[EvalSet]:
+        n = len(self.spec_phases())
+        sets = [EvalSet("IL", "exact_match", True)]
+        for i in range(1, n + 1):
+            sets += [EvalSet(f"UL{i}", "exact_match", True, i - 1), EvalSet(f"NL{i}", "exact_match", True, i - 1)]
+        sets += [EvalSet(f"UL{i}_old", "exact_match", True) for i in range(1, n + 1)]
+        return sets + [EvalSet("heldout_loss", "loss", False)]
+
+    def spec_phases(self) -> list[Any]:
+        self._check_prepared()
+        return self.data.phases
+
+    def score_eval_sets(self, strategy: Any) -> tuple[list[float], list[dict[str, Any]]]:
+        """Exact match of ``strategy.answer`` on every probe set, of the updated sets against
+        their old objects, and the held-out text loss; plus one record per probe."""
+        from continual.lm.evaluation import exact_match, text_loss
+        from continual.streams.knowledge import probe_prompt
+
+        sets = self.data.probe_sets()
+        prompts = [probe_prompt(f) for facts in sets.values() for f in facts]
+        preds = strategy.answer(prompts, max_new_tokens=self.budget)
+        scores: dict[str, float] = {}
+        details: list[dict[str, Any]] = []
+        pos = 0
+        for name, facts in sets.items():
+            p = preds[pos:pos + len(facts)]
+            pos += len(facts)
+            scores[name] = exact_match(p, [f.object for f in facts])
+            if name.startswith("UL"):
+                scores[name + "_old"] = exact_match(p, [f.old_object for f in facts])
+            details += [{"set": name, "subject": f.subject, "relation": f.relation, "object": f.object,
+                         "old_object": f.old_object, "prediction": a} for f, a in zip(facts, p)]
+        scores["heldout_loss"] = text_loss(strategy.model, self.tokenizer, self.data.heldout_texts)
+        return [scores[s.name] for s in self.eval_sets], details
+
+    def task_scores(self, scores: Sequence[float]) -> list[float]:
+        """Per corpus D_i: exact match on its updated and new facts together (FUAR's T^F_i)."""
+        row = dict(zip((s.name for s in self.eval_sets), scores))
+        return [self._union(row, i) for i in range(1, len(self.data.phases) + 1)]
+
+    def _union(self, row: dict[str, float], i: int) -> float:
+        ph = self.data.phases[i - 1]
+        nu, nn_ = len(ph.updated), len(ph.new)
+        return (row[f"UL{i}"] * nu + row[f"NL{i}"] * nn_) / max(nu + nn_, 1)
+
+    def _fuar(self, points: list[dict[str, float]]) -> float | None:
+        """Multi-phase FUAR (Jang et al. Sec. 3.3) over M_0..M_j (the init and task-end rows)."""
+        from continual.lm.fuar import fuar_multiphase
+
+        j = len(points) - 1
+        last = points[j]
+        retained = [(points[0]["IL"], last["IL"])] + [(self._union(points[i], i), self._union(last, i))
+                                                       for i in range(1, j)]
+        updated = [(points[i - 1][f"UL{i}"], last[f"UL{i}"]) for i in range(1, j + 1)]
+        acquired = [(points[i - 1][f"NL{i}"], last[f"NL{i}"]) for i in range(1, j + 1)]
+        return fuar_multiphase(retained, updated, acquired)
+
+    def _headline(self, row: dict[str, float]) -> dict[str, float]:
+        n = len(self.data.phases)
+        return {"IL": row["IL"], "UL": sum(row[f"UL{i}"] for i in range(1, n + 1)) / n,
+                "NL": sum(row[f"NL{i}"] for i in range(1, n + 1)) / n}
+
+    def eval_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
+        """IL, UL, NL of the newest row, and FUAR when it is a task-end row (else null)."""
+        out: dict[str, Any] = self._headline(rows[-1])
+        last = len(rows) - 1
+        out["FUAR"] = self._fuar([rows[0]] + [rows[e] for e in task_end_rows]) \
+            if task_end_rows and task_end_rows[-1] == last else None
+        return out
+
+    def summary_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
+        """Final IL/UL/NL, FUAR over M_0..M_n, the initial ones, probe-set sizes, stream facts."""
+        return {**self._headline(rows[-1]), "FUAR": self._fuar([rows[0]] + [rows[e] for e in task_end_rows]),
+                "initial": self._headline(rows[0]),
+                "probe_sizes": {k: len(v) for k, v in self.data.probe_sets().items()},
+                "stream_stats": self.data.stats}
+
+
+# ---------------------------------------------------------------- corpora (pre-training)
+
+class CorpusTextStream(TextStream):
+    """Continual pre-training over corpora in sequence, for the Runner (see the module docstring).
+
+    Args:
+        source: ``domains`` (``domains``: wiki, code, facts; ``n_chars`` each) or
+            ``wiki_topics`` (the Wikipedia sample in ``n_groups`` TF-IDF + k-means topics).
+        seq_len, batch_size, steps_per_task, replay_share: as ``CorpusStream``.
+        max_eval_blocks: held-out blocks scored per corpus at each eval point.
+        data_seed: seed of the corpora themselves (the same text for every run seed).
+        seed: the run's seed (batch order and replay draws).
+    """
+
+    kind = "corpus"
+
+    def __init__(self, source: str = "domains", domains: Sequence[str] = ("wiki", "code", "facts"),
+                 n_chars: int = 200_000, n_groups: int = 3, seq_len: int = 64, batch_size: int = 16,
+                 steps_per_task: int | Sequence[int] = 200, replay_share: float = 0.0, max_eval_blocks: int = 32,
+                 data_seed: int = 0, seed: int = 0, name: str = "corpora") -> None:
+        super().__init__(name, batch_size, seed)
+        if source not in ("domains", "wiki_topics"):
+            raise ConfigError(f"source must be 'domains' or 'wiki_topics', got {source!r}")
+        if max_eval_blocks < 1:
+            raise ConfigError(f"max_eval_blocks must be >= 1, got {max_eval_blocks}")
+        self.source, self.domains, self.n_chars, self.n_groups = source, list(domains), int(n_chars), int(n_groups)
+        self.seq_len, self.steps_per_task, self.replay_share = int(seq_len), steps_per_task, float(replay_share)
+        self.max_eval_blocks, self.data_seed = int(max_eval_blocks), int(data_seed)
+        self.inner: Any = None
+
+    def corpora(self) -> list[Any]:
+        from continual.streams.corpora import domain_corpus, wikipedia_topic_corpora
+
+        if self.source == "domains":
+            return [domain_corpus(d, n_chars=self.n_chars, seed=self.data_seed) for d in self.domains]
+        return wikipedia_topic_corpora(self.n_groups, seed=self.data_seed)
+
+    def prepare(self, model: Any, tokenizer: Any) -> None:
+        from continual.streams.corpora import CorpusStream
+
+        steps = self.steps_per_task
+        self.inner = CorpusStream(self.corpora(), tokenizer, seq_len=self.seq_len, batch_size=self.batch_size,
+                                  steps_per_task=steps if isinstance(steps, int) else list(steps),
+                                  replay_share=self.replay_share, seed=self.seed)
+        if len(self.inner.task_steps) != self.inner.n_tasks:
+            raise ConfigError(f"steps_per_task lists {len(self.inner.task_steps)} tasks but there are "
+                              f"{self.inner.n_tasks} corpora")
+        self.tasks = [TextTask(k, c.name) for k, c in enumerate(self.inner.corpora)]
+        self.segments, pos = [], 0
+        for k, n in enumerate(self.inner.task_steps):
+            self.segments.append(Segment(pos, pos + n * self.batch_size, k))
+            pos += n * self.batch_size
+
+    def batches(self, segment: Segment, first_step: int = 0, start: int | None = None) -> Iterator[Batch]:
+        self._check_prepared()
+        skip = 0 if start is None else (start - segment.start) // self.batch_size
+        for i, b in enumerate(self.inner.batches(segment.task)):  # replays the draws it skips
+            if i >= skip:
+                yield Batch(x=b.x.to(self.device), y=b.y.to(self.device), true_task=b.true_task,
+                            step=first_step + i - skip)
+
+    @property
+    def eval_sets(self) -> list[EvalSet]:
+        self._check_prepared()
+        return [EvalSet(f"loss/{c.name}", "loss", False, k) for k, c in enumerate(self.inner.corpora)]
+
+    def score_eval_sets(self, strategy: Any) -> tuple[list[float], None]:
+        """Held-out loss (nats per token) of the strategy's model on every corpus."""
+        return [strategy.loss_on(self.inner.eval_blocks(k)[:self.max_eval_blocks])
+                for k in range(self.n_tasks)], None
+
+    def summary_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
+        """Per corpus: final loss, loss right after its own task (adaptation), and forgetting
+        as final minus adaptation loss (the earlier loops' definition; > 0 is worse)."""
+        names = [s.name.split("/", 1)[1] for s in self.eval_sets]
+        final = [rows[-1][f"loss/{n}"] for n in names]
+        own = [rows[e][f"loss/{n}"] for n, e in zip(names, task_end_rows)]
+        forgetting = {n: f - o for n, f, o in zip(names[:-1], final, own)}
+        return {"final_loss": dict(zip(names, final)), "final_avg_loss": sum(final) / len(final),
+                "adaptation_loss": dict(zip(names, own)), "forgetting_by_corpus": forgetting,
+                "avg_forgetting": sum(forgetting.values()) / len(forgetting) if forgetting else None,
+                "replay_share": self.replay_share}

@@ -1,0 +1,176 @@
+"""Language models through the one engine: the `continual` CLI, Runner records, sweeps, resume.
+
+A CKL run on the knowledge stream and a continual pre-training run on the corpus stream, both
+with the tiny offline LM; a 2-job multirun over LM strategies; SIGKILL and exact resume; the
+score matrix's direction for lower-is-better scores; clear errors for mismatched models.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _cli import run_continual, run_records
+
+from continual.runner import Runner
+from continual.streams.stream import Segment
+from continual.streams.text import TextStream, TextTask
+from continual.types import Batch, EvalSet, Strategy
+
+KNOWLEDGE = ["stream=knowledge", "model=tiny_lm", "stream.probe_with=capital_oracle", "stream.filler=synthetic",
+             "stream.n_per_set=12", "stream.n_phases=2", "stream.n_review=60", "stream.n_heldout=10",
+             "stream.epochs=1", "stream.seq_len=96", "log.console=false"]
+CORPORA = ["stream=corpora", "model=tiny_lm", "strategy=lm_vanilla", "stream.n_chars=20000",
+           "stream.steps_per_task=12", "stream.batch_size=8", "stream.max_eval_blocks=8", "log.console=false",
+           "model.hidden_size=32"]
+
+
+def _records(run: Path) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_ckl_run_through_the_cli_scores_every_probe_set_at_every_eval_point(tmp_path):
+    r = run_continual(*KNOWLEDGE, "strategy=ckl_vanilla", "strategy.lr=1e-3", f"hydra.run.dir={tmp_path}",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    for name in ("metrics.jsonl", "scores.csv", "summary.json", "continual.log", "answers.jsonl"):
+        assert (tmp_path / name).is_file(), name
+    header, *rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert header == "step,samples_seen,kind,IL,UL1,NL1,UL2,NL2,UL1_old,UL2_old,heldout_loss"
+    assert [row.split(",")[2] for row in rows] == ["init", "task_end", "task_end"]
+    evals = [rec for rec in _records(tmp_path) if rec["type"] == "eval"]
+    assert all({"IL", "UL", "NL", "FUAR", "heldout_loss", "score"} <= set(rec) for rec in evals)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["acc"] is None and summary["online_acc"] is None
+    assert summary["score_name"] == "exact_match" and summary["higher_is_better"] is True
+    assert summary["probe_sizes"] == {"IL": 12, "UL1": 6, "NL1": 6, "UL2": 6, "NL2": 6}
+    assert "FUAR" in summary and summary["strategy"] == "ckl_vanilla"
+    # the capital oracle "knew" the invariant capitals; the untrained tiny LM answers none
+    assert summary["initial"]["IL"] == 0.0
+    answers = (tmp_path / "answers.jsonl").read_text().splitlines()
+    assert len(answers) == 3 * 36  # 3 eval points x (12 + 4 x 6) probes
+
+
+def test_a_corpus_run_through_the_cli_records_held_out_loss_per_corpus(tmp_path):
+    r = run_continual(*CORPORA, "schedule=infinite", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    header, *rows = (tmp_path / "scores.csv").read_text().splitlines()
+    assert header == "step,samples_seen,kind,loss/wiki,loss/code,loss/facts"
+    kinds = [row.split(",")[2] for row in rows]
+    assert kinds == ["init"] + ["task_end_main", "task_end"] * 3  # the annealed copy is deployed
+    steps = [rec for rec in _records(tmp_path) if rec["type"] == "step"]
+    assert all("lr" in rec and "loss" in rec for rec in steps) and steps[-1]["online_acc"] is None
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["score_name"] == "loss" and summary["higher_is_better"] is False
+    assert summary["score"] == pytest.approx(summary["final_avg_loss"])
+    assert set(summary["forgetting_by_corpus"]) == {"wiki", "code"}
+    assert summary["schedule"] == "infinite" and summary["steps"] == 36
+
+
+def test_a_two_job_multirun_over_lm_strategies(tmp_path):
+    r = run_continual("-m", *KNOWLEDGE, "strategy=ckl_vanilla,ckl_lora", f"hydra.sweep.dir={tmp_path}/sweep",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summaries = sorted((tmp_path / "sweep").glob("*/summary.json"))
+    assert len(summaries) == 2
+    assert {json.loads(s.read_text())["strategy"] for s in summaries} == {"ckl_vanilla", "ckl_lora"}
+    report = run_continual("report", str(tmp_path / "sweep"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "ckl_lora" in (tmp_path / "sweep" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_an_lm_run_killed_mid_task_resumes_exactly(tmp_path):
+    args = [*CORPORA, "schedule=cosine", "log.every=2", "checkpoint.every=4", "checkpoint.min_interval_s=0"]
+    ref = run_continual(*args, f"hydra.run.dir={tmp_path / 'ref'}", cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    killed = run_continual(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path, fault="step:19")
+    assert killed.returncode == -9
+    resumed = run_continual(*args, f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resumed from" in resumed.stderr
+    assert run_records(tmp_path / "run") == run_records(tmp_path / "ref")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["stream=corpora", "model=mlp"], "use model=tiny_lm or model=smollm2"),
+    (["stream=split_digits", "model=tiny_lm"], "is a language model but stream"),
+])
+def test_a_model_of_the_wrong_kind_is_refused_clearly(tmp_path, args, message):
+    r = run_continual(*args, "log.console=false", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2
+    assert message in r.stderr
+
+
+class _ScriptedLossStream(TextStream):
+    """Two tasks; eval row i returns ``losses[i]`` (lower is better), whatever the model does."""
+
+    def __init__(self, losses):
+        super().__init__("scripted", batch_size=2, seed=0)
+        self.losses = iter(losses)
+        self.tasks = [TextTask(0, "a"), TextTask(1, "b")]
+        self.segments = [Segment(0, 4, 0), Segment(4, 8, 1)]
+        self.eval_sets = [EvalSet("loss/a", "loss", False, 0), EvalSet("loss/b", "loss", False, 1)]
+
+    def batches(self, segment, first_step=0, start=None):
+        pos, step = segment.start if start is None else start, first_step
+        while pos < segment.end:
+            yield Batch(x=torch.zeros(2, 3, dtype=torch.long), y=torch.zeros(2, 3, dtype=torch.long), step=step)
+            pos, step = pos + 2, step + 1
+
+    def score_eval_sets(self, strategy):
+        return list(next(self.losses)), None
+
+
+class _Idle(Strategy):
+    def observe(self, batch):
+        return {"loss": 1.0}
+
+
+def test_lower_is_better_scores_give_forgetting_and_transfer_the_usual_signs(tmp_path):
+    # init: (5, 5); after task a: (2, 4); after task b: loss on a rose to 3, b fell to 1
+    stream = _ScriptedLossStream([(5.0, 5.0), (2.0, 4.0), (3.0, 1.0)])
+    summary = Runner(stream, _Idle(), out_dir=str(tmp_path), checkpoints=False).run()
+    assert summary["forgetting"] == pytest.approx(1.0)  # loss on a: 2 -> 3, worse by 1
+    assert summary["bwt"] == pytest.approx(-1.0)
+    assert summary["fwt"] == pytest.approx(1.0)  # b's loss before training on it: 5 -> 4, better
+    assert summary["plasticity"] == pytest.approx(1.5)  # (2 + 1) / 2, in loss units
+    assert summary["score"] == pytest.approx(2.0) and summary["acc"] is None
+
+
+def test_knowledge_fuar_uses_the_multiphase_form(knowledge_data):
+    from continual.streams.text import KnowledgeTextStream
+
+    stream = KnowledgeTextStream(n_per_set=12, n_phases=2)
+    stream.data = knowledge_data  # 6 updated + 6 new facts in each of the 2 phases
+    base = {"IL": 50.0, "UL1": 0.0, "NL1": 0.0, "UL2": 0.0, "NL2": 0.0}
+    m1 = dict(base, IL=40.0, UL1=50.0, NL1=50.0)
+    m2 = dict(base, IL=30.0, UL1=25.0, NL1=25.0, UL2=50.0, NL2=50.0)
+    # forgotten: IL 50->30 (20) + phase-1 facts 50->25 (25); gained: 25+25 + 50+50
+    assert stream._fuar([base, m1, m2]) == pytest.approx(45 / 150)
+    assert stream.eval_metrics([base, m1, m2], task_end_rows=[1, 2])["FUAR"] == pytest.approx(45 / 150)
+    assert stream.eval_metrics([base, m1, m2], task_end_rows=[1])["FUAR"] is None  # not a task-end row
+
+
+def test_the_old_lm_entry_point_prints_the_new_command():
+    from continual.lm.run import main
+
+    with pytest.raises(SystemExit, match=r"continual -m \+experiment=infinite_lr schedule="):
+        main(["experiment=infinite_lr"])
+
+
+def test_the_lm_studies_compose_through_the_main_config():
+    from hydra import compose, initialize_config_module
+
+    from continual.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
+        ckl = compose("config", overrides=["+experiment=ckl_smollm2", "strategy=ckl_lora"])
+        cpt = compose("config", overrides=["+experiment=infinite_lr", "schedule=wsd"])
+    assert ckl.stream._target_.endswith("KnowledgeTextStream") and ckl.model._target_.endswith("load_smollm2")
+    assert ckl.strategy._target_.endswith("lora.LoRA") and ckl.stream.n_per_set == 100
+    assert cpt.stream._target_.endswith("CorpusTextStream") and cpt.strategy.lr == pytest.approx(3e-3)
+    assert cpt.schedule._target_.endswith("WSDSchedule") and cpt.eval.every == 100
