@@ -6,7 +6,8 @@ own peak RSS), writes ``benchmarks/results/<name>.json`` and rebuilds
 machine, package versions and date of each::
 
     python3 benchmarks/run.py                          # everything (~5-10 min on 2 busy cores)
-    python3 benchmarks/run.py --quick                  # a 1-minute smoke run (small settings)
+    python3 benchmarks/run.py --quick                  # a 1-minute smoke run (small settings),
+                                                       # into outputs/benchmarks-quick/ (not results/)
     python3 benchmarks/run.py --only engine_overhead   # one benchmark (others' JSONs are kept)
 
 This module also holds the helpers the benchmarks share: one torch thread, the
@@ -187,10 +188,13 @@ def benchmark_cli(name: str, run: Callable[..., dict[str, Any]],
     """
     p = argparse.ArgumentParser(description=f"benchmark: {name}")
     p.add_argument("--quick", action="store_true", help="small settings for a smoke run")
-    p.add_argument("--json", default=str(HERE / "results" / f"{name}.json"),
-                   help="where to write the results (default benchmarks/results/<name>.json)")
+    p.add_argument("--json", default=None,
+                   help="where to write the results (default benchmarks/results/<name>.json; with "
+                        "--quick outputs/benchmarks-quick/results/<name>.json)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (where the benchmark supports it)")
     args = p.parse_args(argv)
+    if args.json is None:
+        args.json = str(output_paths(args.quick, None, None)[0] / f"{name}.json")
     single_thread()
     t0 = time.perf_counter()
     result = run(quick=args.quick, device=args.device)
@@ -252,17 +256,29 @@ def write_markdown(results_dir: Path, path: Path) -> None:
     path.write_text("\n".join(parts))
 
 
+QUICK_DIR = ROOT / "outputs" / "benchmarks-quick"  # git-ignored: a smoke run never replaces measured results
+
+
+def output_paths(quick: bool, results_dir: str | None, markdown: str | None) -> tuple[Path, Path]:
+    """Where the JSONs and the results page go: the committed ``results/`` and
+    ``RESULTS_engine.md`` for a real run, ``QUICK_DIR`` for ``--quick``, unless given."""
+    base_results, base_markdown = (QUICK_DIR / "results", QUICK_DIR / "RESULTS_engine.md") if quick else (
+        HERE / "results", HERE / "RESULTS_engine.md")
+    return Path(results_dir or base_results), Path(markdown or base_markdown)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="a smoke run with small settings (~1 min)")
+    p.add_argument("--quick", action="store_true",
+                   help=f"a smoke run with small settings (~1 min), into {QUICK_DIR.relative_to(ROOT)}/")
     p.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these benchmarks")
-    p.add_argument("--results-dir", default=str(HERE / "results"))
-    p.add_argument("--markdown", default=str(HERE / "RESULTS_engine.md"))
+    p.add_argument("--results-dir", default=None, help="default: benchmarks/results (--quick: see above)")
+    p.add_argument("--markdown", default=None, help="default: benchmarks/RESULTS_engine.md (--quick: see above)")
     p.add_argument("--device", default="cpu",
                    help="cuda: run engine_overhead and eval_cost on the GPU into results/cuda/")
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per benchmark")
     args = p.parse_args(argv)
-    results_dir = Path(args.results_dir)
+    results_dir, markdown = output_paths(args.quick, args.results_dir, args.markdown)
     run_dir = results_dir if args.device == "cpu" else results_dir / args.device.split(":")[0]
     names = args.only or (BENCHMARKS if args.device == "cpu" else GPU_BENCHMARKS)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
@@ -284,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
             failed.append(name)
             print(f"[run] {name} failed ({rc}) after {time.perf_counter() - t0:.0f} s", flush=True)
     cache_dir.cleanup()
-    write_markdown(results_dir, Path(args.markdown))
-    print(f"[run] wrote {args.markdown}")
+    write_markdown(results_dir, markdown)
+    print(f"[run] wrote {markdown}")
     if failed:
         print(f"[run] failed: {failed}", file=sys.stderr)
     return 1 if failed else 0
