@@ -15,6 +15,7 @@ forgetting > 0 and BWT < 0 mean "worse" for every kind of score.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -192,10 +193,14 @@ class Runner:
         """Score every task's test set with ``strategy`` (default: the run's); returns and
         records the eval row."""
         strategy = strategy or self.strategy
-        if hasattr(strategy, "prepare_eval"):
-            strategy.prepare_eval()
-        if self.eval_set_specs is not None:
-            return self._evaluate_by_stream(kind, strategy)
+        with self._hook_guard(f"{type(strategy).__name__}'s evaluation ({kind} row)"):
+            if hasattr(strategy, "prepare_eval"):
+                strategy.prepare_eval()  # may train (e.g. TAME's selector)
+            if self.eval_set_specs is not None:
+                return self._evaluate_by_stream(kind, strategy)
+            return self._evaluate_classification(kind, strategy)
+
+    def _evaluate_classification(self, kind: str, strategy: Strategy) -> EvalRow:
         if self._eval_sets is None:
             self._prepare_eval_sets()
         show_task = self.stream.task_labels
@@ -386,6 +391,15 @@ class Runner:
             self._flush(sums, n_in_window, seg.task)
         st.train_seconds += time.perf_counter() - t0
 
+    @contextlib.contextmanager
+    def _hook_guard(self, where: str):
+        """A non-finite loss in training done inside a hook (task ends, evaluation) stops the
+        run with the usual message instead of escaping as a generic failure."""
+        try:
+            yield
+        except NonFiniteLoss as e:
+            self._stop_nonfinite(f"{e} in {where}")
+
     def _copy_for_branch(self) -> Strategy:
         try:
             return copy.deepcopy(self.strategy)
@@ -472,15 +486,17 @@ class Runner:
                 extra = stream.task_extra(seg.task) if hasattr(stream, "task_extra") else {}
                 info = TaskInfo(seg.task, stream.tasks[seg.task].classes, stream.n_classes, st.step, extra)
                 if visible and st.position == 0:
-                    strategy.on_task_start(info)
+                    with self._hook_guard(f"on_task_start of task {seg.task}"):
+                        strategy.on_task_start(info)
                 self._train_segment(st.segment)
                 last = st.segment == len(stream.segments) - 1
                 deployed = [strategy] if self.branch is None else [strategy, self.branch]
                 for s in deployed:
-                    if visible:
-                        s.on_task_end(info)
-                    if last and hasattr(s, "finalize"):
-                        s.finalize()
+                    with self._hook_guard(f"the end of task {seg.task}"):
+                        if visible:
+                            s.on_task_end(info)
+                        if last and hasattr(s, "finalize"):
+                            s.finalize()
                 if self.branch is not None:
                     # the main trajectory goes on; the annealed copy is what one would deploy
                     self.evaluate("task_end_main")

@@ -160,3 +160,18 @@ def test_nan_checks_sync_per_step_only_when_a_batch_must_be_skipped(tmp_path, on
         runner.run()
     evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in evals if r["type"] == "eval"] == ["init"]
+
+
+def test_a_nan_in_training_done_at_a_task_end_stops_the_run_with_the_usual_message(tmp_path):
+    from continual.runner import RunStopped
+    from continual.strategies.naive import Naive
+    from continual.types import NonFiniteLoss
+
+    class NaNAtTaskEnd(Naive):
+        def on_task_end(self, info):
+            raise NonFiniteLoss("loss is nan in a refit")
+
+    stream = streams.class_incremental("digits", n_tasks=5, batch_size=10)
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
+    with pytest.raises(RunStopped, match="non-finite loss: loss is nan in a refit in the end of task 0"):
+        Runner(stream, NaNAtTaskEnd(model), out_dir=str(tmp_path), checkpoints=False).run()

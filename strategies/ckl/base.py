@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from continual.lm.evaluation import block_loss, greedy_answers
-from continual.strategies.base import make_optimizer, snapshot
-from continual.types import Batch, ConfigError, Strategy
+from continual.strategies.base import GradientStrategy, guarded_step, make_optimizer, snapshot
+from continual.types import Batch, ConfigError
 
 
-class LMStrategy(Strategy):
+class LMStrategy(GradientStrategy):
     """Next-token training of a causal LM (vanilla fine-tuning when used as is).
 
     Args:
@@ -65,12 +65,10 @@ class LMStrategy(Strategy):
         return self.model(input_ids=x, labels=y).loss
 
     def step(self, loss: torch.Tensor) -> None:
-        """Backward, clip, optimiser step."""
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.grad_clip:
-            torch.nn.utils.clip_grad_norm_(self.trainable_parameters(), self.grad_clip)
-        self.optimizer.step()
+        """The guarded step (``continual.strategies.base.guarded_step``): a NaN/Inf loss raises
+        NonFiniteLoss before anything changes when ``check_each_step``; then backward, clip
+        (``grad_clip``), optimiser step."""
+        guarded_step(self.optimizer, loss, self.check_each_step, clip_grad_norm=self.grad_clip)
         self.steps += 1
 
     def observe(self, batch: Batch) -> dict[str, Any]:

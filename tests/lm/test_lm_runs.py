@@ -174,3 +174,17 @@ def test_the_lm_studies_compose_through_the_main_config():
     assert ckl.strategy._target_.endswith("lora.LoRA") and ckl.stream.n_per_set == 100
     assert cpt.stream._target_.endswith("CorpusTextStream") and cpt.strategy.lr == pytest.approx(3e-3)
     assert cpt.schedule._target_.endswith("WSDSchedule") and cpt.eval.every == 100
+
+
+def test_lm_strategies_take_the_guarded_step(tiny, lm_batch):
+    from continual.strategies.ckl.vanilla import Vanilla
+    from continual.types import NonFiniteLoss
+
+    model, tok = tiny
+    strategy = Vanilla(model, tok, lr=1e-3)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    strategy.lm_loss = lambda x, y: torch.tensor(float("nan"), requires_grad=True)
+    with pytest.raises(NonFiniteLoss):
+        strategy.observe(lm_batch)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert strategy.steps == 0
