@@ -66,11 +66,13 @@ def cpt_rows(summaries: list[dict]) -> list[dict]:
     for s in summaries:
         if s.get("protocol") != "corpus":
             continue
-        row = {"schedule": s["schedule"], "seed": s["seed"], "replay_share": s.get("replay_share"),
+        order = s.get("corpora") or [k.split("/", 1)[1] for k in s["final_scores"]]
+        row = {"schedule": s["schedule"], "seed": s["seed"], "corpora": "|".join(order),
+               "replay_share": s.get("replay_share"),
                "steps": s["steps"], "final_avg_loss": s["final_avg_loss"], "avg_forgetting": s["avg_forgetting"]}
-        row.update({f"final_{k}": v for k, v in s["final_loss"].items()})
-        row.update({f"forgetting_{k}": v for k, v in s["forgetting_by_corpus"].items()})
-        row.update({f"adapt_{k}": v for k, v in s["adaptation_loss"].items()})
+        row.update({f"final_{k}": s["final_loss"][k] for k in order})
+        row.update({f"forgetting_{k}": s["forgetting_by_corpus"][k] for k in order[:-1]})
+        row.update({f"adapt_{k}": s["adaptation_loss"][k] for k in order})
         rows.append(row)
     return rows
 
@@ -96,7 +98,7 @@ def ckl_table(rows: list[dict]) -> str:
 
 def cpt_table(rows: list[dict]) -> str:
     """Per schedule: final loss per corpus, forgetting and adaptation (mean ± sd)."""
-    names = [k[len("final_"):] for k in rows[0] if k.startswith("final_") and k != "final_avg_loss"]
+    names = rows[0]["corpora"].split("|")
     scheds = sorted({r["schedule"] for r in rows},
                     key=lambda n: (SCHEDULE_ORDER.index(n) if n in SCHEDULE_ORDER else 99, n))
     head = ("| schedule | seeds | " + " | ".join(f"final {n}" for n in names) + " | final avg | "
@@ -127,6 +129,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=Path("runs/lm"))
     p.add_argument("--no-csv", action="store_true", help="print the tables only")
+    p.add_argument("--suffix", default="", help="written as lm_<kind>_runs<suffix>.csv")
     args = p.parse_args()
     if not args.runs.is_dir():
         raise SystemExit(f"no run folders under {args.runs}: run the studies first (docs/language_models.md)")
@@ -135,7 +138,7 @@ def main() -> None:
         if not rows:
             continue
         if not args.no_csv:
-            write_csv(rows, OUT / f"lm_{kind}_runs.csv")
+            write_csv(rows, OUT / f"lm_{kind}_runs{args.suffix}.csv")
         print(table(rows))
 
 

@@ -15,7 +15,8 @@ SECTIONS = [  # (file, what it is); missing files are listed as not yet measured
     ("results/ltm.md", "LTM vs ER at equal bytes (issue 3)"),
     ("results/onpro.md", "OnPro reproduction (issue 4)"),
     ("results/tame.md", "TAME (issue 5)"),
-    ("results/lm.md", "CKL with FUAR and infinite LR schedules (issue 6)"),
+    ("results/lm.md", "CKL with FUAR and infinite LR schedules (issue 6, re-run through the one engine: issue 14)"),
+    ("results/schedules_vision.md", "LR schedules on a vision stream (issue 14)"),
 ]
 
 

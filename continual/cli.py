@@ -122,7 +122,7 @@ def build_schedule_from_config(cfg: Any, stream: Any):
         raise ConfigError(
             f"schedule {name} restarts at every task, but stream {stream.name!r} hides its task "
             "boundaries (task-free), so there is no task to restart at; use schedule=constant, "
-            "cosine or infinite, or schedule=wsd schedule.per_task=false"
+            "cosine, wsd_once or infinite (over the whole stream)"
         )
     return schedule
 

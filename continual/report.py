@@ -206,8 +206,28 @@ def assign_settings(runs: Sequence[RunData]) -> None:
         keys = sorted(set().union(*flat)) if flat else []
         varied = [k for k in keys if not IGNORED_KEYS.search(k)
                   and len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]
+        by_name = _schedule_names(members, flat, varied)
+        if by_name is not None:  # schedule=<name> instead of every option of every schedule class
+            varied = [k for k in varied if not k.startswith("schedule.") or k in by_name]
         for run, f in zip(members, flat):
-            run.setting = ", ".join(f"{k}={f.get(k)}" for k in varied)
+            named = [f"schedule={run.summary.get('schedule')}"] if by_name is not None else []
+            run.setting = ", ".join(named + [f"{k}={f.get(k)}" for k in varied])
+
+
+def _schedule_names(members: Sequence[RunData], flat: list[dict[str, Any]], varied: list[str]) -> set[str] | None:
+    """When runs differ in their lr schedule: the schedule options that still differ between
+    runs of the same schedule name (usually none); None when the schedule does not vary."""
+    if not any(k.startswith("schedule.") for k in varied):
+        return None
+    names = [r.summary.get("schedule") for r in members]
+    if None in names:
+        return None
+    keep = set()
+    for name in set(names):
+        same = [f for f, n in zip(flat, names) if n == name]
+        keep |= {k for k in varied if k.startswith("schedule.")
+                 and len({json.dumps(f.get(k), sort_keys=True) for f in same}) > 1}
+    return keep
 
 
 def _number(value: Any) -> float:

@@ -410,7 +410,7 @@ class CorpusTextStream(TextStream):
         final = [rows[-1][f"loss/{n}"] for n in names]
         own = [rows[e][f"loss/{n}"] for n, e in zip(names, task_end_rows)]
         forgetting = {n: f - o for n, f, o in zip(names[:-1], final, own)}
-        return {"final_loss": dict(zip(names, final)), "final_avg_loss": sum(final) / len(final),
+        return {"corpora": names, "final_loss": dict(zip(names, final)), "final_avg_loss": sum(final) / len(final),
                 "adaptation_loss": dict(zip(names, own)), "forgetting_by_corpus": forgetting,
                 "avg_forgetting": sum(forgetting.values()) / len(forgetting) if forgetting else None,
                 "replay_share": self.replay_share}
