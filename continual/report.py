@@ -80,7 +80,13 @@ class RunData:
     matrix: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     kinds: list[str] = field(default_factory=list)
     samples: list[int] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)  # the score columns of scores.csv
     setting: str = ""
+
+    @property
+    def score_name(self) -> str:
+        """What the scores are: ``accuracy``, ``exact_match`` or ``loss``."""
+        return str(self.summary.get("score_name") or "accuracy")
 
     @property
     def stream(self) -> str:
@@ -95,20 +101,22 @@ class RunData:
         return str(self.summary.get("model", ""))
 
 
-def _read_scores(path: Path) -> tuple[np.ndarray, list[str], list[int]]:
+def _read_scores(path: Path) -> tuple[np.ndarray, list[str], list[int], list[str]]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
     if len(rows) < 2:
-        return np.zeros((0, 0)), [], []
+        return np.zeros((0, 0)), [], [], []
     header, body = rows[0], rows[1:]
-    tasks = [i for i, h in enumerate(header) if h.startswith("task_")]
     kind_i, samples_i = header.index("kind"), header.index("samples_seen")
+    # classification: one column per task; streams scoring their own eval sets: every column
+    tasks = [i for i, h in enumerate(header) if h.startswith("task_")] or \
+        [i for i in range(len(header)) if i > kind_i]
 
     def number(v: str) -> float:
         return float("nan") if v in ("", "None", "nan") else float(v)
 
     matrix = np.array([[number(r[i]) for i in tasks] for r in body], dtype=float)
-    return matrix, [r[kind_i] for r in body], [int(float(r[samples_i])) for r in body]
+    return matrix, [r[kind_i] for r in body], [int(float(r[samples_i])) for r in body], [header[i] for i in tasks]
 
 
 def _find_error(path: Path) -> str:
@@ -153,7 +161,7 @@ def load_run(path: str | os.PathLike) -> RunData:
                     run.evals.append(rec)
     if (path / "scores.csv").is_file():
         try:
-            run.matrix, run.kinds, run.samples = _read_scores(path / "scores.csv")
+            run.matrix, run.kinds, run.samples, run.columns = _read_scores(path / "scores.csv")
         except (ValueError, IndexError) as e:
             warnings.warn(f"{path / 'scores.csv'} is not a scores table ({e}); skipped",
                           stacklevel=2)
@@ -297,22 +305,34 @@ def _new_figure(width: float, height: float) -> Any:
     return fig
 
 
-def _draw_matrix(ax: Any, matrix: np.ndarray, row_labels: Sequence[str], title: str) -> Any:
-    """A heatmap of ``matrix`` (rows: eval points, columns: tasks), values written in
-    the cells when there are few of them."""
+def _draw_matrix(ax: Any, matrix: np.ndarray, row_labels: Sequence[str], title: str,
+                 column_labels: Sequence[str] | None = None, score_name: str = "accuracy") -> Any:
+    """A heatmap of ``matrix`` (rows: eval points, columns: tasks, or a stream's named eval
+    sets), values written in the cells when there are few of them. Accuracies span [0, 1];
+    other scores their own range (a loss's colours reversed, so brighter is always better)."""
     matrix = np.asarray(matrix, dtype=float)
-    image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto",
+    if score_name == "accuracy":
+        low, high, cmap = 0.0, 1.0, "viridis"
+    else:
+        finite = matrix[np.isfinite(matrix)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        cmap = "viridis_r" if score_name == "loss" else "viridis"
+    image = ax.imshow(matrix, vmin=low, vmax=high if high > low else low + 1.0, cmap=cmap, aspect="auto",
                       interpolation="nearest")
-    ax.set_xticks(range(matrix.shape[1]), [str(t + 1) for t in range(matrix.shape[1])])
-    ax.set_xlabel("evaluated on task")
+    labels = list(column_labels) if column_labels else [str(t + 1) for t in range(matrix.shape[1])]
+    ax.set_xticks(range(matrix.shape[1]), labels, fontsize=7 if column_labels else None,
+                  rotation=45 if column_labels else 0)
+    ax.set_xlabel("evaluated on task" if not column_labels else "eval set")
     step = max(1, len(row_labels) // 12)
     ax.set_yticks(range(0, len(row_labels), step), list(row_labels)[::step], fontsize=7)
     ax.set_title(title, fontsize=9)
     if matrix.size <= 121:
         for (i, j), v in np.ndenumerate(matrix):
             if math.isfinite(v):
+                bright = (v - low) / (high - low) if high > low else 0.0
+                bright = 1.0 - bright if score_name == "loss" else bright
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if v < 0.6 else "black")
+                        color="white" if bright < 0.6 else "black")
     return image
 
 
@@ -407,6 +427,19 @@ def plot_stream(groups: Sequence[Group], out: Path) -> list[Path]:
     stream = groups[0].stream
     slug = _slug(stream)
     written = []
+    first = groups[0].runs[0]
+    score_name = first.score_name
+    headline = "acc" if score_name == "accuracy" else "score"
+    columns = None if score_name == "accuracy" else first.columns
+    if columns is not None:  # only the eval sets scored like the headline (CKL: not its held-out loss)
+        kind = {s["name"]: s["score"] for s in first.summary.get("eval_sets", [])}
+        keep = [i for i, c in enumerate(columns) if kind.get(c, score_name) == score_name]
+        columns = [columns[i] for i in keep]
+        for g in groups:
+            for r in g.runs:
+                if r.matrix.size and r.matrix.shape[1] == len(first.columns):
+                    r.matrix = r.matrix[:, keep]
+    noun = "accuracy" if score_name == "accuracy" else score_name.replace("_", " ")
     # accuracy matrices: one panel per group
     with_matrix = [(g, *_mean_matrix(g)) for g in groups]
     with_matrix = [(g, m, lab) for g, m, lab in with_matrix if m.size]
@@ -420,14 +453,14 @@ def plot_stream(groups: Sequence[Group], out: Path) -> list[Path]:
         image = None
         for i, (g, m, lab) in enumerate(with_matrix):
             ax = fig.add_subplot(rows, cols, i + 1)
-            image = _draw_matrix(ax, m, lab, f"{g.label} (n={len(g.runs)})")
+            image = _draw_matrix(ax, m, lab, f"{g.label} (n={len(g.runs)})", columns, score_name)
         fig.colorbar(image, ax=fig.axes, fraction=0.03)
-        fig.suptitle(f"{stream}: accuracy after each task", fontsize=10)
+        fig.suptitle(f"{stream}: {noun} after each task", fontsize=10)
         written.append(_save(fig, out / f"accuracy_matrix_{slug}.png"))
     # average accuracy and forgetting against samples seen
     fig = _new_figure(10, 3.6)
     axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
-    for key, ax in zip(("acc", "forgetting"), axes):
+    for key, ax in zip((headline, "forgetting"), axes):
         for g in groups:
             x, mean, std = _curves(g, key)
             if x.size:
@@ -436,7 +469,7 @@ def plot_stream(groups: Sequence[Group], out: Path) -> list[Path]:
         for b in _boundaries(groups[0]):
             ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
         ax.set_xlabel("samples seen")
-        ax.set_ylabel("average accuracy" if key == "acc" else "forgetting")
+        ax.set_ylabel(f"average {noun}" if key == headline else "forgetting")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"{stream}: mean ± std over seeds; dotted lines: task boundaries", fontsize=10)
@@ -447,21 +480,26 @@ def plot_stream(groups: Sequence[Group], out: Path) -> list[Path]:
     fig = _new_figure(max(6.0, 4.2 * cols), 3.2 * rows)
     for i, g in enumerate(groups):
         ax = fig.add_subplot(rows, cols, i + 1)
-        n_tasks = max((sum(1 for k in e if k.startswith("acc_task_"))
-                       for r in g.runs for e in r.evals), default=0)
-        for t in range(n_tasks):
-            x, mean, _ = _curves(g, f"acc_task_{t}")
+        if columns is None:
+            n_tasks = max((sum(1 for k in e if k.startswith("acc_task_"))
+                           for r in g.runs for e in r.evals), default=0)
+            series = [(f"acc_task_{t}", f"task {t + 1}") for t in range(n_tasks)]
+        else:  # the stream's eval sets of the headline kind
+            series = [(c, c) for c in columns]
+        for key, label in series:
+            x, mean, _ = _curves(g, key)
             if x.size:
-                ax.plot(x, mean, label=f"task {t + 1}", linewidth=1.2)
+                ax.plot(x, mean, label=label, linewidth=1.2)
         for b in _boundaries(g):
             ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
-        ax.set_ylim(-0.02, 1.02)
+        if score_name == "accuracy":
+            ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{g.label} (n={len(g.runs)})", fontsize=9)
         ax.set_xlabel("samples seen")
-        ax.set_ylabel("accuracy")
-        if i == 0 and n_tasks:
+        ax.set_ylabel(noun)
+        if i == 0 and series:
             ax.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{stream}: accuracy on each task (dotted: task boundaries)", fontsize=10)
+    fig.suptitle(f"{stream}: {noun} on each eval set (dotted: task boundaries)", fontsize=10)
     written.append(_save(fig, out / f"task_accuracy_{slug}.png"))
     return written
 
@@ -477,13 +515,16 @@ def plot_comparison(groups: Sequence[Group], out: Path) -> Path:
         stats = [g.stats() for g in mine]
         ax = fig.add_subplot(len(streams), 1, i + 1)
         x = np.arange(len(mine))
-        for j, (m, name) in enumerate((("acc", "accuracy"), ("forgetting", "forgetting"))):
+        score_name = mine[0].runs[0].score_name
+        headline = ("acc", "accuracy") if score_name == "accuracy" else ("score", score_name.replace("_", " "))
+        for j, (m, name) in enumerate((headline, ("forgetting", "forgetting"))):
             means = [st[f"{m}_mean"] for st in stats]
             stds = [0.0 if not math.isfinite(st[f"{m}_std"]) else st[f"{m}_std"] for st in stats]
             ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=stds, capsize=3, label=name)
         ax.set_xticks(x, [g.label for g in mine], rotation=20, ha="right", fontsize=8)
         ax.set_title(s, fontsize=10)
-        ax.set_ylim(min(0.0, ax.get_ylim()[0]), max(1.0, ax.get_ylim()[1]))
+        if score_name == "accuracy":
+            ax.set_ylim(min(0.0, ax.get_ylim()[0]), max(1.0, ax.get_ylim()[1]))
         ax.axhline(0, color="black", linewidth=0.6)
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=7)

@@ -563,6 +563,7 @@ class Runner:
             })
         else:
             names = [s.name for s in self.eval_set_specs]
+            out["eval_sets"] = [dataclasses.asdict(s) for s in self.eval_set_specs]
             out["final_scores"] = dict(zip(names, st.rows[-1].scores))
             out["initial_scores"] = dict(zip(names, st.rows[0].scores))
             if hasattr(stream, "summary_metrics"):

@@ -78,7 +78,11 @@ def test_a_two_job_multirun_over_lm_strategies(tmp_path):
     assert {json.loads(s.read_text())["strategy"] for s in summaries} == {"ckl_vanilla", "ckl_lora"}
     report = run_continual("report", str(tmp_path / "sweep"), cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
-    assert "ckl_lora" in (tmp_path / "sweep" / "report.md").read_text()
+    text = (tmp_path / "sweep" / "report.md").read_text()
+    assert "ckl_lora" in text and "| IL | UL | NL |" in text.splitlines()[4]  # the table has CKL's columns
+    for png in ("accuracy_matrix_knowledge.png", "task_accuracy_knowledge.png", "comparison.png"):
+        assert (tmp_path / "sweep" / png).is_file()
+    assert "warning" not in report.stderr.lower()
 
 
 @pytest.mark.slow
