@@ -207,3 +207,10 @@ def test_every_block_of_the_page_runs_as_written(page, tmp_path):
         assert r.returncode == 0, f"{page}, block {i + 1}:\n{body}\n{r.stderr[-3000:]}"
     failed = [p.read_text()[-2000:] for p in tmp_path.rglob("error.txt")]  # a sweep job that failed
     assert not failed, failed
+
+
+def test_the_readme_links_every_doc_page_and_the_results():
+    readme = (ROOT / "README.md").read_text()
+    pages = [f"docs/{p.name}" for p in sorted((ROOT / "docs").glob("*.md"))] + ["benchmarks/RESULTS.md"]
+    missing = [p for p in pages if f"]({p})" not in readme]
+    assert not missing, f"README.md does not link {missing}"
