@@ -216,6 +216,21 @@ def available(kind: str) -> dict[str, Entry]:
     return found
 
 
+#: config groups listed by ``continual list`` from their config files alone (no entry points)
+CONFIG_ONLY_GROUPS = ("model", "schedule")
+
+
+def config_choices(group: str) -> dict[str, tuple[str, str]]:
+    """Every config file of ``group`` (``model``, ``schedule``): name -> (first comment line, source)."""
+    found: dict[str, tuple[str, str]] = {}
+    for source, folder in _config_dirs():
+        for path in sorted((folder / group).glob("*.yaml")):
+            if path.stem not in found:
+                target, comment = _read_config(path)
+                found[path.stem] = (comment or (first_doc_line(target) if target else ""), source)
+    return found
+
+
 def load(kind: str, name: str) -> Any:
     """Import the class or factory behind a name, e.g. ``load("strategy", "er")``."""
     entries = available(kind)
@@ -232,7 +247,7 @@ def load(kind: str, name: str) -> Any:
 
 
 def print_list(file: TextIO | None = None) -> None:
-    """Print built-in and installed strategies and streams with their one-line docs."""
+    """Print built-in and installed strategies, streams, models and schedules with their one-line docs."""
     out = file or sys.stdout
     for kind in ("strategy", "stream"):
         entries = available(kind)
@@ -242,6 +257,14 @@ def print_list(file: TextIO | None = None) -> None:
             where = "" if e.source == BUILTIN else f"  [{e.source}]"
             how = "" if e.config else f"  (no config file; registry.load({kind!r}, {e.name!r}))"
             print(f"  {e.name:<{width}}  {e.doc}{where}{how}", file=out)
+        print(file=out)
+    for group in CONFIG_ONLY_GROUPS:
+        choices = config_choices(group)
+        print(f"{group}s ({group}=<name>):", file=out)
+        width = max((len(n) for n in choices), default=0)
+        for name, (doc, source) in choices.items():
+            where = "" if source == BUILTIN else f"  [{source}]"
+            print(f"  {name:<{width}}  {doc}{where}", file=out)
         print(file=out)
     plugins = config_packages()
     if plugins:

@@ -192,3 +192,11 @@ def test_lm_strategies_take_the_guarded_step(tiny, lm_batch):
         strategy.observe(lm_batch)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert strategy.steps == 0
+
+
+def test_continual_list_shows_the_lm_streams_models_strategies_and_schedules(tmp_path):
+    r = run_continual("list", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    names = {line.split()[0] for line in r.stdout.splitlines() if line.startswith("  ")}
+    assert {"knowledge", "corpora", "tiny_lm", "smollm2", "ckl_lora", "lm_vanilla", "infinite", "wsd_once"} <= names
+    assert "models (model=<name>):" in r.stdout and "schedules (schedule=<name>):" in r.stdout
