@@ -200,3 +200,15 @@ def test_continual_list_shows_the_lm_streams_models_strategies_and_schedules(tmp
     names = {line.split()[0] for line in r.stdout.splitlines() if line.startswith("  ")}
     assert {"knowledge", "corpora", "tiny_lm", "smollm2", "ckl_lora", "lm_vanilla", "infinite", "wsd_once"} <= names
     assert "models (model=<name>):" in r.stdout and "schedules (schedule=<name>):" in r.stdout
+
+
+@pytest.mark.slow
+def test_lm_runs_on_the_joblib_launcher_with_the_loggers(tmp_path):
+    corpora = [a for a in CORPORA if not a.startswith("strategy=")]
+    r = run_continual("-m", "hydra/launcher=joblib", *corpora, "strategy=lm_vanilla,ckl_vanilla",
+                      "stream.steps_per_task=4", "loggers=[tensorboard]", f"hydra.sweep.dir={tmp_path}/sweep",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = sorted((tmp_path / "sweep").glob("corpora_*"))
+    assert len(runs) == 2 and all((run / "summary.json").is_file() for run in runs)
+    assert all(list((run / "tensorboard").rglob("events.out.tfevents.*")) for run in runs)
