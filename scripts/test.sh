@@ -13,4 +13,4 @@ bash scripts/setup.sh
 . scripts/activate
 python3 -m ruff check .
 WANDB_MODE=offline HF_HUB_OFFLINE=1 OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" \
-  python3 -m pytest -q -p no:cacheprovider ${select[@]+"${select[@]}"} tests
+  python3 -m pytest -p no:cacheprovider ${select[@]+"${select[@]}"} tests  # -q -rs: pyproject
