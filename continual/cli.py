@@ -134,10 +134,11 @@ def run_experiment(
     """Build stream, model and strategy from ``cfg`` and run them; returns the summary."""
     from omegaconf import OmegaConf
 
-    from continual.config import accepted_options, instantiate_checked
+    from continual.config import accepted_options, instantiate_checked, resume_mode
     from continual.runner import Runner
 
     check_top_level(cfg)
+    resume_mode(cfg.resume)  # a typo fails before any work
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))
@@ -183,7 +184,7 @@ def run_experiment(
         checkpoints=cfg.checkpoint.enabled, checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
         on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen, schedule=schedule,
     )
-    resume = getattr(cfg.resume, "value", cfg.resume)
+    resume = resume_mode(cfg.resume)
     if resume == "false":
         from continual.checkpoint import list_checkpoints
 

@@ -50,10 +50,16 @@ class CheckpointConfig:
     min_interval_s: float = 30.0
 
 
-class Resume(str, Enum):
-    auto = "auto"  # continue when the run folder holds checkpoints (a restarted job)
-    true = "true"
-    false = "false"
+RESUME_CHOICES = ("auto", "true", "false")
+
+
+def resume_mode(value: Any) -> str:
+    """``resume`` as written: ``auto``, ``true`` or ``false`` (Hydra turns the last two into
+    booleans before any schema sees them, so the field is untyped and checked here)."""
+    mode = str(value).lower() if isinstance(value, (bool, str)) else None
+    if mode not in RESUME_CHOICES:
+        raise ConfigError(f"resume must be one of {list(RESUME_CHOICES)}, got {value!r}")
+    return mode
 
 
 @dataclass
@@ -68,7 +74,7 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     loggers: list[str] = field(default_factory=list)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    resume: Resume = Resume.auto
+    resume: Any = "auto"  # auto | true | false (see resume_mode)
     on_nan: str = "stop"  # stop | skip
 
 

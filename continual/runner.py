@@ -88,6 +88,9 @@ class RunState:
 
 
 DETAILS_FILE = "answers.jsonl"  # per-item eval results of streams that report them
+#: config keys that shape training: a checkpoint resumes only into a run with the same ones.
+#: Everything else (eval.*, log.*, loggers, checkpoint.*, resume, device) may change on resume.
+TRAINING_CONFIG_KEYS = ("stream", "strategy", "model", "schedule", "seed", "on_nan")
 
 
 class RunStopped(RuntimeError):
@@ -194,8 +197,7 @@ class Runner:
         records the eval row."""
         strategy = strategy or self.strategy
         with self._hook_guard(f"{type(strategy).__name__}'s evaluation ({kind} row)"):
-            if hasattr(strategy, "prepare_eval"):
-                strategy.prepare_eval()  # may train (e.g. TAME's selector)
+            _call_hook(strategy, "prepare_eval")  # may train (e.g. TAME's selector)
             if self.eval_set_specs is not None:
                 return self._evaluate_by_stream(kind, strategy)
             return self._evaluate_classification(kind, strategy)
@@ -419,14 +421,34 @@ class Runner:
         )
 
     # ------------------------------------------------------------------ checkpoints
+    def fingerprint(self) -> dict[str, Any]:
+        """What shapes training (the strategy's class, the stream, TRAINING_CONFIG_KEYS of the
+        config), as stored in every checkpoint and compared on resume."""
+        import json
+
+        s = self.strategy
+        fp = {"strategy_class": f"{type(s).__module__}.{type(s).__qualname__}", "stream_name": self.stream.name,
+              **{k: self.config[k] for k in TRAINING_CONFIG_KEYS if k in self.config}}
+        return json.loads(json.dumps(fp, sort_keys=True, default=str))
+
     def save_checkpoint(self) -> None:
         """Write everything the rest of the run depends on (atomic; keeps the newest K)."""
         if self.checkpoint_dir is None:
             return
+        state = self.strategy.state_dict() if hasattr(self.strategy, "state_dict") else {}
+        if not state:
+            # nothing to restore a strategy from: resuming would continue from a fresh model
+            name = type(self.strategy).__name__
+            print(f"continual: strategy {name} has no state_dict() (or returns {{}}): this run writes no "
+                  "checkpoints, and a killed run starts over; implement state_dict()/load_state_dict() "
+                  "(continual.types.Strategy) to make it resumable", file=sys.stderr)
+            self.checkpoint_dir = None
+            return
         payload = {
             "format": "continual-run", "version": 1,
+            "fingerprint": self.fingerprint(),
             "state": self.state.to_dict(),
-            "strategy": self.strategy.state_dict(),
+            "strategy": state,
             "branch": self.branch.state_dict() if self.branch is not None else None,
             "rng": C.rng_state(),
         }
@@ -446,7 +468,15 @@ class Runner:
             "resumed_from": str(path) if path else None, "corrupt_checkpoints_skipped": len(skipped),
         }
         if payload is None:
+            if skipped:
+                print(f"continual: every checkpoint in {self.checkpoint_dir} ({len(skipped)}) is corrupt; "
+                      "starting over from the beginning", file=sys.stderr)
             return False
+        self._check_fingerprint(payload, path)
+        if not payload["strategy"]:
+            raise ConfigError(
+                f"checkpoint {path} holds no strategy state (its strategy had no state_dict), so the run "
+                "cannot continue where it stopped; start over with resume=false or use a new run folder")
         self.state = RunState.from_dict(payload["state"])
         self.strategy.load_state_dict(payload["strategy"])
         if payload.get("branch") is not None:
@@ -458,6 +488,23 @@ class Runner:
         _truncate_lines(Path(self.out_dir) / "scores.csv", 1 + len(self.state.rows))  # header + rows
         _truncate_lines(Path(self.out_dir) / DETAILS_FILE, self.state.n_details)
         return True
+
+    def _check_fingerprint(self, payload: dict[str, Any], path: Path) -> None:
+        """Refuse to continue a run whose training options differ from the checkpoint's."""
+        saved = payload.get("fingerprint")
+        if saved is None:
+            print(f"continual: checkpoint {path} has no fingerprint (written before continual 0.2); "
+                  "resuming without checking that its options match this run's", file=sys.stderr)
+            return
+        old, new = _flatten(saved), _flatten(self.fingerprint())
+        changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if changed:
+            shown = "; ".join(f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in changed[:8])
+            more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+            raise ConfigError(
+                f"the run folder {self.out_dir} holds checkpoints of a run with other training options: "
+                f"{shown}{more}. Continuing would train from the old state under the new options. Use a "
+                "new run folder (hydra.run.dir=...), or resume=false to start this folder over")
 
     def _maybe_fault(self, point: str) -> None:
         """Test hook: CONTINUAL_FAULT=<point>:<n> kills the process (SIGKILL) at the n-th <point>."""
@@ -487,16 +534,16 @@ class Runner:
                 info = TaskInfo(seg.task, stream.tasks[seg.task].classes, stream.n_classes, st.step, extra)
                 if visible and st.position == 0:
                     with self._hook_guard(f"on_task_start of task {seg.task}"):
-                        strategy.on_task_start(info)
+                        _call_hook(strategy, "on_task_start", info)
                 self._train_segment(st.segment)
                 last = st.segment == len(stream.segments) - 1
                 deployed = [strategy] if self.branch is None else [strategy, self.branch]
                 for s in deployed:
                     with self._hook_guard(f"the end of task {seg.task}"):
                         if visible:
-                            s.on_task_end(info)
-                        if last and hasattr(s, "finalize"):
-                            s.finalize()
+                            _call_hook(s, "on_task_end", info)
+                        if last:
+                            _call_hook(s, "finalize")
                 if self.branch is not None:
                     # the main trajectory goes on; the annealed copy is what one would deploy
                     self.evaluate("task_end_main")
@@ -599,6 +646,24 @@ TIMING_KEYS = (
     "train_seconds", "samples_per_second", "peak_rss_mb", "time", "versions",
     "resumed_from", "corrupt_checkpoints_skipped",
 )
+
+
+def _call_hook(strategy: Any, name: str, *args: Any) -> None:
+    """Call an optional hook of ``continual.types.Strategy``; a plain class with only
+    ``observe`` and ``predict`` (what the contract requires) simply does not have it."""
+    hook = getattr(strategy, name, None)
+    if hook is not None:
+        hook(*args)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as {dotted key: leaf value}."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
 
 
 def _fault_from_env() -> list | None:

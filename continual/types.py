@@ -86,11 +86,32 @@ class Strategy:
         """Return logits (B, n_classes) for inputs x: (B, ...); no gradients."""
         raise NotImplementedError
 
+    #: read every step's loss before its update (a NaN/Inf skips the batch under on_nan=skip);
+    #: the runner sets it False under on_nan=stop, where it checks the logged losses instead
+    check_each_step: bool = True
+    #: samples at which a task-free strategy detected a task switch (None: it does not detect)
+    detected_switches: list[int] | None = None
+
     def on_task_start(self, info: TaskInfo) -> None:  # noqa: B027 - optional hook
         """Called when a visible task starts."""
 
     def on_task_end(self, info: TaskInfo) -> None:  # noqa: B027 - optional hook
         """Called when a visible task ends."""
+
+    def prepare_eval(self) -> None:  # noqa: B027 - optional hook
+        """Called before every eval point (e.g. to train a deployment model, as TAME does)."""
+
+    def finalize(self) -> None:  # noqa: B027 - optional hook
+        """Called once after the last training step, before the final eval point."""
+
+    def summary(self) -> dict[str, Any]:
+        """Extra entries for summary.json (e.g. how many experts were spawned)."""
+        return {}
+
+    def parameter_count(self) -> int:
+        """Parameters of the strategy's model(s) (summary.json ``params``): default, ``self.model``'s."""
+        model = getattr(self, "model", None)
+        return sum(p.numel() for p in model.parameters()) if model is not None else 0
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimisers whose learning rate the run's ``schedule`` drives.

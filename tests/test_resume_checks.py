@@ -1,0 +1,128 @@
+"""Resume never continues from the wrong state: the documented spellings, a fingerprint of the
+training options in every checkpoint, strategies without state, corrupt checkpoints, and
+plain strategy classes without the optional hooks."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from _cli import run_continual
+
+from continual import streams
+from continual.checkpoint import list_checkpoints
+from continual.models import build_model
+from continual.runner import Runner
+from continual.types import ConfigError
+
+ARGS = ["stream=split_digits", "model.hidden=32", "log.console=false", "checkpoint.every=20",
+        "checkpoint.min_interval_s=0"]
+
+
+def _killed_run(tmp_path, *extra):
+    r = run_continual(*ARGS, *extra, f"hydra.run.dir={tmp_path}", cwd=tmp_path, fault="step:25")
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert list_checkpoints(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("spelling", ["true", "false", "auto", "True", "False"])
+def test_resume_accepts_the_documented_spellings(tmp_path, spelling):
+    r = run_continual(*ARGS, f"resume={spelling}", "++stream.train_per_class=5", "++stream.test_per_class=5",
+                      f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_resume_refuses_a_misspelled_mode(tmp_path):
+    r = run_continual(*ARGS, "resume=maybe", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2 and "resume must be one of ['auto', 'true', 'false']" in r.stderr
+
+
+def test_resume_false_starts_over_and_resume_true_continues(tmp_path):
+    _killed_run(tmp_path)
+    again = run_continual(*ARGS, "resume=true", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert again.returncode == 0 and "resumed from" in again.stderr
+    fresh = run_continual(*ARGS, "resume=false", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert fresh.returncode == 0 and "resumed from" not in fresh.stderr
+    assert json.loads((tmp_path / "summary.json").read_text()).get("resumed_from") is None
+
+
+@pytest.mark.slow
+def test_a_changed_training_option_is_refused_with_the_changed_key(tmp_path):
+    _killed_run(tmp_path, "strategy.lr=0.05")
+    r = run_continual(*ARGS, "strategy.lr=0.2", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "strategy.lr: 0.05 in the checkpoint, 0.2 now" in r.stderr
+    assert "resume=false" in r.stderr and "hydra.run.dir" in r.stderr
+    # an option that only changes evaluation or logging may differ
+    ok = run_continual(*ARGS, "strategy.lr=0.05", "eval.every=10", "log.every=5", f"hydra.run.dir={tmp_path}",
+                       cwd=tmp_path)
+    assert ok.returncode == 0 and "resumed from" in ok.stderr
+
+
+@pytest.mark.slow
+def test_another_strategys_checkpoint_is_refused_not_a_keyerror(tmp_path):
+    _killed_run(tmp_path, "strategy=er")
+    r = run_continual(*ARGS, "strategy=naive", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "strategy_class: 'continual.strategies.er.ER' in the checkpoint" in r.stderr
+
+
+def _stream():
+    return streams.class_incremental("digits", n_tasks=5, batch_size=10, train_per_class=10, test_per_class=5)
+
+
+class _Stateless:
+    """What the contract requires and nothing more: observe and predict (no hooks, no state)."""
+
+    def __init__(self, model):
+        self.model = model
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.05)
+
+    def observe(self, batch):
+        loss = torch.nn.functional.cross_entropy(self.model(batch.x), batch.y)
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return {"loss": loss.detach()}
+
+    def predict(self, x, task=None):
+        return self.model(x)
+
+
+def test_a_plain_class_runs_and_a_stateless_strategy_writes_no_checkpoint(tmp_path, capsys):
+    stream = _stream()
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
+    runner = Runner(stream, _Stateless(model), out_dir=str(tmp_path), checkpoint_every=10, log_every=10,
+                    checkpoint_min_interval_s=0)
+    summary = runner.run()
+    assert summary["steps"] == stream.n_steps()
+    assert not list_checkpoints(tmp_path / "checkpoints")
+    assert "writes no checkpoints, and a killed run starts over" in capsys.readouterr().err
+
+
+def test_a_checkpoint_without_strategy_state_is_refused(tmp_path):
+    from continual import checkpoint as C
+
+    stream = _stream()
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
+    runner = Runner(stream, _Stateless(model), out_dir=str(tmp_path))
+    C.save_checkpoint(tmp_path / "checkpoints", 10, {"format": "continual-run", "version": 1,
+                                                     "fingerprint": runner.fingerprint(),
+                                                     "state": runner.state.to_dict(), "strategy": {},
+                                                     "rng": C.rng_state()})
+    with pytest.raises(ConfigError, match="holds no strategy state"):
+        runner.resume()
+
+
+def test_every_checkpoint_corrupt_says_it_starts_over(tmp_path, capsys):
+    from continual.strategies.naive import Naive
+
+    (tmp_path / "checkpoints").mkdir()
+    for step in (10, 20):
+        (tmp_path / "checkpoints" / f"ckpt-{step:09d}.pt").write_bytes(b"not a checkpoint")
+    stream = _stream()
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
+    runner = Runner(stream, Naive(model), out_dir=str(tmp_path))
+    assert runner.resume() is False
+    assert "is corrupt; starting over from the beginning" in capsys.readouterr().err
