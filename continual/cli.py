@@ -139,6 +139,11 @@ def run_experiment(
 
     check_top_level(cfg)
     resume_mode(cfg.resume)  # a typo fails before any work
+    from continual.runner import check_run_options
+
+    check_run_options(eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
+                      eval_batch_size=cfg.eval.batch_size, log_every=cfg.log.every, seed=cfg.seed,
+                      checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep)
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device)
     stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))

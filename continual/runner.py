@@ -135,7 +135,10 @@ class Runner:
     ) -> None:
         self.stream, self.strategy = stream, strategy
         self.out_dir = out_dir
-        self.eval_every, self.log_every = int(eval_every), max(1, int(log_every))
+        check_run_options(eval_every=eval_every, eval_max_per_task=eval_max_per_task,
+                           eval_batch_size=eval_batch_size, log_every=log_every, seed=seed,
+                           checkpoint_every=checkpoint_every, checkpoint_keep=checkpoint_keep)
+        self.eval_every, self.log_every = int(eval_every), int(log_every)
         self.eval_max_per_task, self.eval_batch_size = eval_max_per_task, int(eval_batch_size)
         self.stability_window = stability_window
         self.switch_tolerance = switch_tolerance
@@ -222,6 +225,12 @@ class Runner:
                 sl = slice(i, i + self.eval_batch_size)
                 with torch.inference_mode():
                     logits = strategy.predict(x[sl], task[sl] if show_task else None)
+                    if i == 0 and tuple(logits.shape) != (min(self.eval_batch_size, y.numel()), self.stream.n_classes):
+                        raise ConfigError(
+                            f"{type(strategy).__name__}.predict returned shape {tuple(logits.shape)} for "
+                            f"{min(self.eval_batch_size, y.numel())} inputs; expected (B, n_classes) = "
+                            f"({min(self.eval_batch_size, y.numel())}, {self.stream.n_classes}) for stream "
+                            f"{self.stream.name!r}")
                     c_cil = c_cil + (logits.argmax(1) == y[sl]).sum()
                     c_til = c_til + ((logits + mask).argmax(1) == y[sl]).sum()
             counts.append(torch.stack([c_cil, c_til]))
@@ -646,6 +655,24 @@ TIMING_KEYS = (
     "train_seconds", "samples_per_second", "peak_rss_mb", "time", "versions",
     "resumed_from", "corrupt_checkpoints_skipped",
 )
+
+
+def check_run_options(**options: Any) -> None:
+    """Refuse run options that would fail deep inside the run or be silently reinterpreted."""
+    rules = {  # option: (allowed, what is expected)
+        "eval_every": (lambda v: v >= 0, "eval.every must be >= 0 (0: task ends only)"),
+        "eval_max_per_task": (lambda v: v is None or v >= 1,
+                              "eval.max_per_task must be >= 1 test samples per task, or null for all"),
+        "eval_batch_size": (lambda v: v >= 1, "eval.batch_size must be >= 1"),
+        "log_every": (lambda v: v >= 1, "log.every must be >= 1 step per metrics.jsonl record"),
+        "seed": (lambda v: 0 <= v < 2**32, "seed must be in 0..4294967295 (numpy's range)"),
+        "checkpoint_every": (lambda v: v >= 0, "checkpoint.every must be >= 0 (0: task ends only)"),
+        "checkpoint_keep": (lambda v: v >= 1, "checkpoint.keep must be >= 1 (the newest checkpoints kept)"),
+    }
+    for name, value in options.items():
+        ok, expected = rules[name]
+        if isinstance(value, bool) or not (value is None or isinstance(value, int)) or not ok(value):
+            raise ConfigError(f"{expected}; got {value!r}")
 
 
 def _call_hook(strategy: Any, name: str, *args: Any) -> None:

@@ -126,3 +126,32 @@ def test_every_checkpoint_corrupt_says_it_starts_over(tmp_path, capsys):
     runner = Runner(stream, Naive(model), out_dir=str(tmp_path))
     assert runner.resume() is False
     assert "is corrupt; starting over from the beginning" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("eval.max_per_task=0", "eval.max_per_task must be >= 1"),
+    ("eval.max_per_task=-3", "eval.max_per_task must be >= 1"),
+    ("eval.batch_size=0", "eval.batch_size must be >= 1"),
+    ("seed=-1", "seed must be in 0..4294967295"),
+    ("eval.every=-5", "eval.every must be >= 0"),
+    ("log.every=0", "log.every must be >= 1"),
+    ("checkpoint.keep=0", "checkpoint.keep must be >= 1"),
+])
+def test_bad_run_options_are_refused_with_what_is_expected(tmp_path, override, message):
+    r = run_continual("stream=split_digits", override, "log.console=false", f"hydra.run.dir={tmp_path}",
+                      cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert message in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_predict_of_the_wrong_width_is_named_at_the_first_eval(tmp_path):
+    from continual.strategies.naive import Naive
+
+    class NineColumns(Naive):
+        def predict(self, x, task=None):
+            return super().predict(x, task)[:, :9]
+
+    stream = _stream()
+    model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
+    with pytest.raises(ConfigError, match=r"NineColumns.predict returned shape \(10, 9\) .* expected \(B, n_classes\)"):
+        Runner(stream, NineColumns(model), out_dir=str(tmp_path), checkpoints=False).run()
