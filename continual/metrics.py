@@ -93,7 +93,9 @@ def stability_gap(
     task j <= k-1, the gap is R[b, j] minus the minimum of R[i, j] over eval rows i after
     b whose sample count is within ``window`` samples of b's. The metric is the mean over
     boundaries of the mean over earlier tasks of max(gap, 0). It needs periodic eval
-    points (``eval.every``); with task-end rows only it measures end-of-task forgetting.
+    points (``eval.every``) within ``window`` samples after a boundary: with task-end rows only
+    no row falls in the window and there is nothing to measure (the Runner records null then;
+    this function returns 0.0).
     """
     R = np.asarray(R, dtype=float)
     samples = np.asarray(samples)

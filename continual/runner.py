@@ -78,6 +78,7 @@ class RunState:
     reports_online: bool | None = None  # does observe() return 'online_correct'?
     skipped_nonfinite: int = 0
     evals_done: int = 0
+    eval_seconds: float = 0.0  # evaluation, apart from training (train_seconds: steps and hooks)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -176,6 +177,7 @@ class Runner:
         self.state = RunState()
         self._eval_sets = None
         self._fault = _fault_from_env()
+        self._rss_reset = False
         # None: a classification stream, scored here; else the stream's own eval sets
         self.eval_set_specs = getattr(stream, "eval_sets", None)
         specs = self.eval_set_specs
@@ -199,11 +201,15 @@ class Runner:
         """Score every task's test set with ``strategy`` (default: the run's); returns and
         records the eval row."""
         strategy = strategy or self.strategy
-        with self._hook_guard(f"{type(strategy).__name__}'s evaluation ({kind} row)"):
-            _call_hook(strategy, "prepare_eval")  # may train (e.g. TAME's selector)
-            if self.eval_set_specs is not None:
-                return self._evaluate_by_stream(kind, strategy)
-            return self._evaluate_classification(kind, strategy)
+        t0 = time.perf_counter()
+        try:
+            with self._hook_guard(f"{type(strategy).__name__}'s evaluation ({kind} row)"):
+                _call_hook(strategy, "prepare_eval")  # may train (e.g. TAME's selector)
+                if self.eval_set_specs is not None:
+                    return self._evaluate_by_stream(kind, strategy)
+                return self._evaluate_classification(kind, strategy)
+        finally:
+            self.state.eval_seconds += time.perf_counter() - t0
 
     def _evaluate_classification(self, kind: str, strategy: Strategy) -> EvalRow:
         if self._eval_sets is None:
@@ -279,6 +285,8 @@ class Runner:
         if self.eval_set_specs is None:
             rec.update({f"acc_task_{t}": v for t, v in enumerate(row.scores)})
             rec["acc"] = float(np.mean(row.scores[:seen]))
+            rec["acc_class_il"] = float(np.mean(row.scores_class_il[:seen]))
+            rec["acc_task_il"] = float(np.mean(row.scores_task_il[:seen]))
             columns = [f"task_{t}" for t in range(self.stream.n_tasks)]
         else:
             rec.update({s.name: v for s, v in zip(self.eval_set_specs, row.scores)})
@@ -286,10 +294,9 @@ class Runner:
             if hasattr(self.stream, "eval_metrics"):
                 rec.update(self.stream.eval_metrics(self._stream_rows(), self._task_end_rows()))
             columns = [s.name for s in self.eval_set_specs]
-        ends = self._task_end_rows()
-        if ends:
+        rows = self.metric_rows()
+        if rows:
             R = self._task_matrix(signed=True)
-            rows = ends if ends[-1] == len(R) - 1 else ends + [len(R) - 1]
             rec["forgetting"] = M.forgetting(R, rows) if len(rows) > 1 else None
         self._log(rec)
         self.records.score_row(["step", "samples_seen", "kind"] + columns,
@@ -299,6 +306,19 @@ class Runner:
         """Every eval row so far as {column name: score} (for a stream's own metrics)."""
         names = [s.name for s in self.eval_set_specs]
         return [dict(zip(names, r.scores)) for r in self.state.rows]
+
+    def metric_rows(self) -> list[int]:
+        """The rows forgetting, BWT, FWT, AIA and plasticity read - defined once, for the eval
+        records, summary.json and so the report and loggers: the task-end rows of the first pass
+        through the task sequence, with the newest row standing for the end of the sequence once
+        that pass is complete (recurring streams: the final row), or added as "now" while it is not."""
+        ends = self._task_end_rows()
+        last = len(self.state.rows) - 1
+        if not ends or ends[-1] == last:
+            return ends
+        if len(ends) == self.stream.n_tasks:
+            return ends[:-1] + [last]
+        return ends + [last]
 
     def _task_end_rows(self) -> list[int]:
         """Task-end rows of the first pass through the task sequence (see ``summary``)."""
@@ -369,7 +389,11 @@ class Runner:
                 out = {}
             if self.branch is not None:
                 driver.apply_branch(self.branch, i_step - branch_from, n_anneal)
-                self.branch.observe(batch)
+                try:
+                    self.branch.observe(batch)
+                except NonFiniteLoss as e:
+                    if self.on_nan == "stop":
+                        self._stop_nonfinite(f"{e} in the anneal branch at step {st.step}")
             i_step += 1
             if st.reports_online is None:
                 st.reports_online = "online_correct" in out
@@ -388,7 +412,8 @@ class Runner:
                 for lg in self.loggers:
                     if hasattr(lg, "progress"):
                         lg.progress(st)
-            if self.eval_every and st.step % self.eval_every == 0:
+            # not at a segment's last step: its task-end row follows at the same step
+            if self.eval_every and st.step % self.eval_every == 0 and i_step < seg_steps:
                 st.train_seconds += time.perf_counter() - t0
                 self._check_pending(sums)
                 self.evaluate("periodic")
@@ -527,6 +552,7 @@ class Runner:
         """Run the whole stream (or its rest, after a resume) and return the summary."""
         stream, strategy, st = self.stream, self.strategy, self.state
         append = bool(st.rows)
+        self._rss_reset = _reset_peak_rss()
         self.records = RunRecords(self.out_dir, append=append)
         if not append:
             (Path(self.out_dir) / DETAILS_FILE).unlink(missing_ok=True)
@@ -542,17 +568,21 @@ class Runner:
                 extra = stream.task_extra(seg.task) if hasattr(stream, "task_extra") else {}
                 info = TaskInfo(seg.task, stream.tasks[seg.task].classes, stream.n_classes, st.step, extra)
                 if visible and st.position == 0:
+                    t_hook = time.perf_counter()
                     with self._hook_guard(f"on_task_start of task {seg.task}"):
                         _call_hook(strategy, "on_task_start", info)
+                    st.train_seconds += time.perf_counter() - t_hook
                 self._train_segment(st.segment)
                 last = st.segment == len(stream.segments) - 1
                 deployed = [strategy] if self.branch is None else [strategy, self.branch]
+                t_hook = time.perf_counter()
                 for s in deployed:
                     with self._hook_guard(f"the end of task {seg.task}"):
                         if visible:
                             _call_hook(s, "on_task_end", info)
                         if last:
                             _call_hook(s, "finalize")
+                st.train_seconds += time.perf_counter() - t_hook  # training in hooks (e.g. a task-end refit)
                 if self.branch is not None:
                     # the main trajectory goes on; the annealed copy is what one would deploy
                     self.evaluate("task_end_main")
@@ -587,9 +617,7 @@ class Runner:
         st, stream = self.state, self.stream
         T = self._task_matrix()  # per-task scores in their own units
         S = self._task_matrix(signed=True)  # higher is better, for forgetting and transfer
-        ends = self._task_end_rows()
-        if ends[-1] != len(T) - 1:
-            ends = ends[:-1] + [len(T) - 1]
+        ends = self.metric_rows()
         samples = [r.samples for r in st.rows]
         # default window: a tenth of a segment, and at least three periodic eval points
         window = self.stability_window or max(
@@ -609,7 +637,9 @@ class Runner:
             "fwt": M.forward_transfer(S, ends, init_row=0) if several else None,
             "plasticity": M.plasticity(T, ends),
             "online_acc": M.online_accuracy(st.online_correct, st.online_seen) if self.counts_online else None,
-            "stability_gap": M.stability_gap(S, ends, samples, window) if several else None,
+            # measured only between periodic eval points (eval.every); null without them
+            "stability_gap": M.stability_gap(S, ends, samples, window)
+            if several and any(r.kind == "periodic" for r in st.rows) else None,
         }
         if classification:
             out.update({
@@ -629,8 +659,9 @@ class Runner:
             "steps": st.step,
             "samples_seen": st.samples,
             "train_seconds": st.train_seconds,
+            "eval_seconds": st.eval_seconds,
             "samples_per_second": st.samples / st.train_seconds if st.train_seconds else 0.0,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            **_peak_rss(self._rss_reset),
             "params": parameter_count(self.strategy),
             "stream": stream.name,
             "skipped_nonfinite_batches": st.skipped_nonfinite,
@@ -652,7 +683,7 @@ class Runner:
 
 
 TIMING_KEYS = (
-    "train_seconds", "samples_per_second", "peak_rss_mb", "time", "versions",
+    "train_seconds", "eval_seconds", "samples_per_second", "peak_rss_mb", "peak_rss_scope", "time", "versions",
     "resumed_from", "corrupt_checkpoints_skipped",
 )
 
@@ -673,6 +704,30 @@ def check_run_options(**options: Any) -> None:
         ok, expected = rules[name]
         if isinstance(value, bool) or not (value is None or isinstance(value, int)) or not ok(value):
             raise ConfigError(f"{expected}; got {value!r}")
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak-RSS mark (Linux: ``/proc/self/clear_refs``), so a run in a
+    sweep's shared process reports its own peak; False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss(reset: bool) -> dict[str, Any]:
+    """``peak_rss_mb`` and what it covers: ``run`` (since this run started, after a reset) or
+    ``process`` (since the process started: it only grows from job to job of a sweep)."""
+    if reset:
+        try:
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    return {"peak_rss_mb": int(line.split()[1]) / 1024, "peak_rss_scope": "run"}
+        except OSError:
+            pass
+    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "peak_rss_scope": "process"}
 
 
 def _call_hook(strategy: Any, name: str, *args: Any) -> None:
