@@ -247,6 +247,42 @@ def _write_error(out_dir: str, error: BaseException) -> None:
     write_atomic(Path(out_dir) / "error.txt", f"{type(error).__name__}: {error}\n\n{text}".encode())
 
 
+#: job folders of the current multirun that failed (filled by FailedJobsCallback in the
+#: launching process, whichever launcher ran the jobs)
+FAILED_JOBS: list[str] = []
+
+
+class FailedJobsCallback:
+    """Hydra callback: after a multirun, find the jobs that wrote ``error.txt`` during it, so
+    the command exits non-zero and says which (the other jobs of the sweep still ran)."""
+
+    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
+        import time
+
+        self.started = time.time()
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from pathlib import Path
+
+        sweep = Path(config.hydra.sweep.dir)
+        started = getattr(self, "started", 0.0)
+        FAILED_JOBS.extend(str(e.parent) for e in sorted(sweep.rglob("error.txt"))
+                           if e.stat().st_mtime >= started)
+
+    # the rest of Hydra's callback interface: nothing to do
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_job_end(self, config: Any, job_return: Any, **kwargs: Any) -> None:
+        pass
+
+
 def _hydra_main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
@@ -293,6 +329,11 @@ def main() -> None:
         report_main(args[1:])
         return
     _hydra_main()
+    if FAILED_JOBS:
+        listing = "\n  ".join(FAILED_JOBS)
+        print(f"continual: {len(FAILED_JOBS)} job(s) of the sweep failed (each folder's error.txt says why):\n"
+              f"  {listing}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

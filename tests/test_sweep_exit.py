@@ -1,0 +1,23 @@
+"""A multirun whose jobs fail exits non-zero after the others finish, and says which failed."""
+
+import json
+
+import pytest
+from _cli import run_continual
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib"])
+def test_a_sweep_with_a_failing_job_exits_non_zero_and_lists_it(tmp_path, launcher):
+    r = run_continual("-m", f"hydra/launcher={launcher}", "stream=drift_sea", "strategy=naive,onpro",
+                      "stream.samples_per_concept=200", "log.console=false", f"hydra.sweep.dir={tmp_path}",
+                      cwd=tmp_path)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "1 job(s) of the sweep failed" in r.stderr and "drift_sea_onpro_s0_1" in r.stderr
+    assert json.loads((tmp_path / "drift_sea_naive_s0_0" / "summary.json").read_text())["steps"] > 0
+
+
+def test_a_sweep_without_failures_exits_zero(tmp_path):
+    r = run_continual("-m", "stream=split_digits", "strategy=naive", "seed=0,1", "++stream.train_per_class=5",
+                      "++stream.test_per_class=5", "log.console=false", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "failed" not in r.stderr
