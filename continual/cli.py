@@ -315,9 +315,76 @@ def _hydra_main() -> None:
     job()
 
 
+GROUPS_WITH_OPTIONS = ("stream", "strategy", "model", "schedule")
+
+
+def unknown_group_options(args: list[str]) -> list[str]:
+    """Messages for ``group.key=value`` overrides (no ``+``) whose key the chosen config file
+    does not have: Hydra would refuse them with "not in struct"; we say which options exist.
+
+    The choice is the one on the command line or the default of conf/config.yaml; with an
+    ``+experiment=`` (which may change choices) nothing is checked here and Hydra decides.
+    """
+    import re
+
+    from continual.registry import _read_config, config_file
+
+    if any(a.split("=", 1)[0].lstrip("+") == "experiment" for a in args) or "-m" in args or "--multirun" in args:
+        return []
+    chosen = dict(a.split("=", 1) for a in args if "=" in a and a.split("=", 1)[0] in GROUPS_WITH_OPTIONS)
+    messages = []
+    for a in args:
+        m = re.match(r"^(stream|strategy|model|schedule)\.([A-Za-z_][\w]*)=", a)
+        if not m:
+            continue
+        group, key = m.groups()
+        name = chosen.get(group) or _default_choice(group)
+        path = config_file(group, name) if name else None
+        if path is None:
+            continue
+        import yaml
+
+        keys = [k for k in (yaml.safe_load(path.read_text()) or {}) if k != "_target_"]
+        if key in keys:
+            continue
+        target, _ = _read_config(path)
+        extra = ""
+        if target:
+            try:
+                from continual.config import _locate, accepted_options
+
+                params, _ = accepted_options(_locate(target))
+                more = sorted(set(params) - set(keys) - {"model", "tokenizer", "seed", "task_steps"})
+                if key in more:
+                    continue  # the class takes it: Hydra needs the +, say so below
+                extra = f"; {target} also takes {', '.join(more)} (add them with +{group}.<name>=...)" if more else ""
+            except Exception:
+                pass
+        messages.append(f"{group}.{key} is not an option of {group} {name!r} ({path.name}); its options: "
+                        f"{', '.join(keys) or '(none)'}{extra}")
+    return messages
+
+
+def _default_choice(group: str) -> str | None:
+    import yaml
+
+    from continual.registry import _module_path
+
+    conf = _module_path("continual.conf")
+    data = yaml.safe_load((conf / "config.yaml").read_text()) if conf else {}
+    for entry in data.get("defaults", []):
+        if isinstance(entry, dict) and group in entry:
+            return str(entry[group])
+    return None
+
+
 def main() -> None:
     """Entry point of the ``continual`` console script."""
     args = sys.argv[1:]
+    problems = unknown_group_options(args) if args and args[0] not in ("list", "report") else []
+    if problems:
+        print("continual: configuration error: " + "\n".join(problems), file=sys.stderr)
+        raise SystemExit(2)
     if args and args[0] == "list":
         from continual.registry import print_list
 

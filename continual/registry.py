@@ -216,6 +216,15 @@ def available(kind: str) -> dict[str, Entry]:
     return found
 
 
+def config_file(group: str, name: str) -> Path | None:
+    """The config file ``<group>/<name>.yaml`` that Hydra would pick (ours first, then plugins')."""
+    for _, folder in _config_dirs():
+        path = folder / group / f"{name}.yaml"
+        if path.is_file():
+            return path
+    return None
+
+
 #: config groups listed by ``continual list`` from their config files alone (no entry points)
 CONFIG_ONLY_GROUPS = ("model", "schedule")
 

@@ -155,3 +155,11 @@ def test_a_predict_of_the_wrong_width_is_named_at_the_first_eval(tmp_path):
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
     with pytest.raises(ConfigError, match=r"NineColumns.predict returned shape \(10, 9\) .* expected \(B, n_classes\)"):
         Runner(stream, NineColumns(model), out_dir=str(tmp_path), checkpoints=False).run()
+
+
+def test_a_typo_in_a_group_option_lists_the_valid_ones_without_a_plus(tmp_path):
+    r = run_continual("strategy.lrr=0.1", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "strategy.lrr is not an option of strategy 'er' (er.yaml); its options: lr, optimizer" in r.stderr
+    r = run_continual("stream=split_digits", "stream.batchsize=3", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 2 and "stream.batchsize is not an option of stream 'split_digits'" in r.stderr
