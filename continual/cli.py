@@ -338,6 +338,8 @@ def unknown_group_options(args: list[str]) -> list[str]:
         if not m:
             continue
         group, key = m.groups()
+        if key.startswith("_"):  # _target_, _partial_: Hydra's own keys
+            continue
         name = chosen.get(group) or _default_choice(group)
         path = config_file(group, name) if name else None
         if path is None:
