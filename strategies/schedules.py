@@ -335,9 +335,10 @@ class LRDriver:
     ``base_lr * schedule.lr(step)``, where ``base_lr`` is the group's lr when the driver
     first saw it (kept in the group as ``"schedule_base_lr"``, so it travels with the
     optimiser's state dict through checkpoints; optimisers made later, such as a new TAME
-    expert's, join at their first step). ``branch_lr`` does the same for the infinite
-    schedule's anneal branch. An identity schedule (``constant`` at 1.0, no warm-up) changes
-    nothing, so results are bit-identical to a run without a schedule.
+    expert's, join at the next step: one made during a step trains that step at its own lr).
+    ``apply_branch`` does the same for the infinite schedule's anneal branch. An identity
+    schedule (``constant`` at 1.0, no warm-up) changes nothing, so results are bit-identical
+    to a run without a schedule.
     """
 
     KEY = "schedule_base_lr"
@@ -352,8 +353,10 @@ class LRDriver:
         hook = getattr(strategy, "optimizers", None)
         return list(hook()) if callable(hook) else find_optimizers(strategy)
 
-    def _set(self, strategy, factor: float) -> None:
+    def _set(self, strategy, factor: float, step: int = 1) -> None:
         optimizers = self.optimizers_of(strategy)
+        if not optimizers and step == 0:
+            return  # e.g. TAME makes its first expert (and optimiser) during the first step
         if not optimizers:
             from continual.types import ConfigError
 
@@ -370,7 +373,7 @@ class LRDriver:
     def apply(self, strategy, step: int) -> None:
         """Set the lr for main-trajectory step ``step`` (0-based)."""
         if not self.schedule.is_identity:
-            self._set(strategy, self.schedule.lr(step))
+            self._set(strategy, self.schedule.lr(step), step)
 
     def apply_branch(self, strategy, i: int, n: int) -> None:
         """Set the lr for step ``i`` of an ``n``-step anneal branch."""

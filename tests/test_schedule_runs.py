@@ -161,6 +161,21 @@ def test_schedule_from_the_cli_on_every_gradient_strategy(tmp_path):
         assert lrs[-1] < lrs[0]
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize(("strategy", "options"), [
+    ("onpro", ["strategy.rotations=4", "strategy.proj_dim=32", "model.hidden=32"]),
+    ("tame", ["strategy.window=10", "strategy.selector_epochs=2", "strategy.prune_epochs=1"]),
+])
+def test_onpro_and_tames_experts_follow_the_schedule(tmp_path, strategy, options):
+    r = run_continual("stream=split_digits", f"strategy={strategy}", *options, "schedule=cosine", "log.console=false",
+                      "++stream.train_per_class=20", "++stream.test_per_class=5", f"hydra.run.dir={tmp_path}",
+                      cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    lrs = [json.loads(x)["lr"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
+           if json.loads(x)["type"] == "step"]
+    assert lrs[-1] < 0.2 * lrs[0]  # cosine: from the peak to a tenth of it
+
+
 def test_cli_refuses_repeated_cosine_on_a_task_free_stream(tmp_path):
     r = run_continual("stream=taskfree_split_fashion_mnist", "schedule=repeated_cosine", "log.console=false",
                       "++stream.train_per_class=5", "++stream.test_per_class=5", f"hydra.run.dir={tmp_path}",
