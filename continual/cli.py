@@ -37,6 +37,40 @@ def resolve_device(name: str) -> str:
     return name
 
 
+#: below this many parameters a model trains as fast on one thread as on two (FINDINGS: the
+#: default MLP, 0.27M), and a second thread only adds contention
+SMALL_MODEL_PARAMS = 1_000_000
+
+
+def choose_threads(setting: Any, n_params: int, in_sweep: bool) -> int | None:
+    """The torch thread count of a run (None: leave torch's, as ``OMP_NUM_THREADS`` asked).
+
+    ``threads=N`` uses N. ``auto``: what the user's ``OMP_NUM_THREADS`` says when it is set;
+    else one thread for a job of a sweep (jobs run side by side) and for a small model; else
+    the cores that are idle now (cores minus the 1-minute load average, at least 1). Measured
+    on 2 cores (benchmarks/RESULTS.md): with other processes running, a second thread makes a
+    step 8-90x slower (ResNet-18 on 32x32 inputs: 0.38 s vs 3.1-3.7 s; the MLP: 0.7 ms vs 64 ms).
+    """
+    from continual.types import ConfigError
+
+    if setting != "auto":
+        if isinstance(setting, bool) or not isinstance(setting, int) or setting < 1:
+            raise ConfigError(f"threads must be auto or a number >= 1, got {setting!r}")
+        return int(setting)
+    if os.environ.get("OMP_NUM_THREADS"):
+        return None
+    if in_sweep or n_params < SMALL_MODEL_PARAMS:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, round(cores - os.getloadavg()[0])))
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def build_model_from_config(cfg: Any, stream: Any):
     """A backbone by ``name`` (see continual.models) or any module by ``_target_``;
     its output size must match the stream's classes."""
@@ -154,6 +188,11 @@ def run_experiment(
         stream.prepare(model, provided["tokenizer"])  # the knowledge stream probes the base model
     else:
         model = build_model_from_config(cfg.model, stream).to(device)
+    threads = choose_threads(cfg.threads, sum(p.numel() for p in model.parameters()), sweep_dir is not None)
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     strategy_cfg = OmegaConf.to_container(cfg.strategy, resolve=True)
     provided["model"] = model
     params, _ = accepted_options(instantiate_target(strategy_cfg))
@@ -184,6 +223,7 @@ def run_experiment(
             "strategy": choices.get("strategy", strategy_cfg["_target_"].rsplit(".", 1)[-1]),
             "model": choices.get("model", ""),
             "schedule": choices.get("schedule", type(schedule).__name__ if schedule is not None else None),
+            "threads": _torch_threads(),
         },
         checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
         checkpoints=cfg.checkpoint.enabled, checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,

@@ -70,6 +70,7 @@ class RunConfig:
     schedule: Any = None  # the lr schedule of every gradient strategy (conf/schedule/; default constant)
     seed: int = 0
     device: Device = Device.auto
+    threads: Any = "auto"  # torch threads: auto (see continual.cli.choose_threads) or a number >= 1
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     loggers: list[str] = field(default_factory=list)

@@ -58,7 +58,7 @@ RUN_MARKERS = ("summary.json", "metrics.jsonl", "scores.csv", "error.txt")
 #: folders inside a run that are never runs themselves
 NOT_RUNS = {"wandb", "tensorboard", "checkpoints", "__pycache__"}
 #: config keys that never split a group: seeds, logging, checkpointing, the device
-IGNORED_KEYS = re.compile(r"^(seed|device|loggers|resume|on_nan)$|^(log|checkpoint)\.|(^|\.)seed$")
+IGNORED_KEYS = re.compile(r"^(seed|device|threads|loggers|resume|on_nan)$|^(log|checkpoint)\.|(^|\.)seed$")
 
 
 # ---------------------------------------------------------------------- reading runs

@@ -163,3 +163,24 @@ def test_a_typo_in_a_group_option_lists_the_valid_ones_without_a_plus(tmp_path):
     assert "strategy.lrr is not an option of strategy 'er' (er.yaml); its options: lr, optimizer" in r.stderr
     r = run_continual("stream=split_digits", "stream.batchsize=3", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 2 and "stream.batchsize is not an option of stream 'split_digits'" in r.stderr
+
+
+def test_threads_auto_picks_one_for_small_models_and_sweeps_and_respects_the_env(monkeypatch):
+    from continual.cli import choose_threads
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert choose_threads("auto", 270_000, in_sweep=False) == 1
+    assert choose_threads("auto", 11_000_000, in_sweep=True) == 1
+    assert 1 <= choose_threads("auto", 11_000_000, in_sweep=False) <= (__import__("os").cpu_count() or 1)
+    assert choose_threads(3, 270_000, in_sweep=True) == 3
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert choose_threads("auto", 11_000_000, in_sweep=False) is None  # the user's setting stands
+    with pytest.raises(ConfigError, match="threads must be auto or a number >= 1"):
+        choose_threads(0, 1, in_sweep=False)
+
+
+def test_the_run_records_the_thread_count_it_used(tmp_path):
+    r = run_continual("stream=split_digits", "threads=2", "++stream.train_per_class=5", "++stream.test_per_class=5",
+                      "log.console=false", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads((tmp_path / "summary.json").read_text())["threads"] == 2

@@ -1,0 +1,89 @@
+"""The ``threads`` setting: the default run with ``OMP_NUM_THREADS`` unset against explicit thread counts.
+
+Runs the README's main job (Split-MNIST 5k, ER, MLP, online) as a new user would - in a fresh
+process, ``OMP_NUM_THREADS`` unset, ``threads=auto`` - and with ``threads=1`` and ``threads=2``,
+alternated ``--repeats`` times, and prints the median ``train_seconds`` of each and the ratio
+auto / best explicit (target <= 1.10, issue 18). Then the same for a 4-job basic-launcher sweep
+(wall seconds of the whole command), and one ResNet-18 step on 32x32 inputs with 1 and 2
+threads next to what ``auto`` picks for it at this moment (the load average decides).
+
+    python3 benchmarks/threads.py [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    env["PYTHONPATH"] = str(ROOT)
+    return env
+
+
+def single_run(threads: str) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run([sys.executable, "-m", "continual", f"threads={threads}", "log.console=false",
+                        f"hydra.run.dir={out}"], env=_env(), check=True, capture_output=True, cwd=out)
+        return json.loads((Path(out) / "summary.json").read_text())["train_seconds"]
+
+
+def sweep(threads: str) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "continual", "-m", "strategy=naive,er", "seed=0,1",
+                        f"threads={threads}", "log.console=false", f"hydra.sweep.dir={out}"],
+                       env=_env(), check=True, capture_output=True, cwd=out)
+        return time.perf_counter() - t0
+
+
+def resnet_step(threads: int) -> float:
+    code = ("import time, torch; from continual.models import build_model\n"
+            f"torch.set_num_threads({threads}); m = build_model('resnet18', (3, 32, 32), 10)\n"
+            "opt = torch.optim.SGD(m.parameters(), lr=0.01); x = torch.randn(10, 3, 32, 32); "
+            "y = torch.randint(0, 10, (10,))\n"
+            "def step():\n loss = torch.nn.functional.cross_entropy(m(x), y); opt.zero_grad(); loss.backward(); "
+            "opt.step()\n"
+            "[step() for _ in range(3)]; t = time.perf_counter(); [step() for _ in range(10)]\n"
+            "print((time.perf_counter() - t) / 10)")
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), check=True, capture_output=True, text=True)
+    return float(r.stdout.strip())
+
+
+def alternate(fn, settings: list[str], repeats: int) -> dict[str, float]:
+    times: dict[str, list[float]] = {s: [] for s in settings}
+    for r in range(repeats):
+        for s in settings[r % len(settings):] + settings[:r % len(settings)]:
+            times[s].append(fn(s))
+    return {s: statistics.median(v) for s, v in times.items()}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args()
+    print(f"cores {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
+    for name, fn in (("default run, train_seconds", single_run), ("4-job basic sweep, wall s", sweep)):
+        med = alternate(fn, ["auto", "1", "2"], args.repeats)
+        best = min(med["1"], med["2"])
+        print(f"{name}: auto {med['auto']:.3f}, threads=1 {med['1']:.3f}, threads=2 {med['2']:.3f}; "
+              f"auto / best explicit {med['auto'] / best:.3f}")
+    from continual.cli import choose_threads
+
+    one, two = resnet_step(1), resnet_step(2)
+    print(f"ResNet-18 step (batch 10, 32x32): 1 thread {one:.3f} s, 2 threads {two:.3f} s; auto picks "
+          f"{choose_threads('auto', 11_173_962, in_sweep=False)} now (load average {os.getloadavg()[0]:.2f})")
+
+
+if __name__ == "__main__":
+    main()
