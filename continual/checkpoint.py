@@ -35,8 +35,21 @@ def rng_state() -> dict[str, Any]:
         "python": [version, list(internal), gauss],
         "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        # the run device's generator only: a checkpoint must resume in a process that sees fewer
+        # GPUs (a Slurm requeue on another node), where restoring by device index would fail
+        "cuda": torch.cuda.get_rng_state() if torch.cuda.is_available() else None,
     }
+
+
+def cuda_state_to_restore(saved: Any, device_index: int) -> torch.Tensor | None:
+    """The CUDA generator state to restore on ``device_index`` from a checkpoint's ``cuda``
+    entry: one state (this format), or the per-device list older checkpoints hold (its entry
+    for this index when there is one, else its first); None when the run had no GPU."""
+    if saved is None or (isinstance(saved, (list, tuple)) and not saved):
+        return None
+    if isinstance(saved, (list, tuple)):
+        return saved[device_index] if device_index < len(saved) else saved[0]
+    return saved
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -45,8 +58,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if torch.cuda.is_available():
+        cuda = cuda_state_to_restore(state.get("cuda"), torch.cuda.current_device())
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda)
 
 
 def save_checkpoint(folder: str | Path, step: int, payload: dict[str, Any], keep: int = 2) -> Path:

@@ -184,3 +184,15 @@ def test_the_run_records_the_thread_count_it_used(tmp_path):
                       "log.console=false", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads((tmp_path / "summary.json").read_text())["threads"] == 2
+
+
+def test_the_cuda_generator_is_restored_for_the_run_device_only():
+    from continual.checkpoint import cuda_state_to_restore, rng_state
+
+    one, two = torch.ones(4, dtype=torch.uint8), torch.zeros(4, dtype=torch.uint8)
+    assert cuda_state_to_restore(None, 0) is None and cuda_state_to_restore([], 0) is None
+    assert cuda_state_to_restore(one, 3) is one  # this format: the run device's state
+    assert cuda_state_to_restore([one, two], 1) is two  # an older checkpoint from a 2-GPU process
+    assert cuda_state_to_restore([one, two], 5) is one  # restored where fewer GPUs are seen: no IndexError
+    if not torch.cuda.is_available():
+        assert rng_state()["cuda"] is None
