@@ -384,7 +384,8 @@ def _pruned_like(template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Modu
     model = copy.deepcopy(template)
     head = state.get("head.weight", state.get("head.weight_orig"))
     if head is not None and hasattr(model, "head") and model.head.weight.shape != head.shape:
-        model.head = nn.Linear(head.shape[1], head.shape[0]).to(head.device)
+        # on the template's device: the state may come from a checkpoint loaded on the CPU
+        model.head = nn.Linear(head.shape[1], head.shape[0]).to(next(template.parameters()).device)
     for module_name, module in model.named_modules():
         prefix = f"{module_name}." if module_name else ""
         if f"{prefix}weight_mask" in state:
@@ -855,7 +856,7 @@ class TAME(GradientStrategy):
             return
         sel = None
         if dep["selector"] is not None:
-            sel = _pruned_like(self.selector.model, dep["selector"])
+            sel = _pruned_like(self.selector.model, dep["selector"]).to(self.device)
         experts = [_pruned_like(self.pool.template, s).to(self.device) for s in dep["experts"]]
         for m in [sel, *experts]:
             if m is not None:

@@ -335,3 +335,23 @@ def test_initial_window_is_log_of_classes():
     tame = TAME(build_model("mlp", (16,), 10, hidden=8, depth=1))
     tame.observe(Batch(x=torch.randn(4, 16), y=torch.tensor([0, 1, 0, 1])))
     assert tame.pool[0].tracker.window[0] == pytest.approx(math.log(10))
+
+
+def test_a_resized_deployed_head_is_built_on_the_models_device_not_the_checkpoints():
+    # 'meta' stands in for a GPU: the state comes from a checkpoint loaded on the CPU
+    import warnings
+
+    from torch import nn
+
+    from continual.strategies.tame import _pruned_like
+
+    class Net(nn.Module):
+        def __init__(self, out):
+            super().__init__()
+            self.body, self.head = nn.Linear(4, 3), nn.Linear(3, out)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # copying into meta tensors is a no-op
+        model = _pruned_like(Net(2).to("meta"), Net(5).state_dict())
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert model.head.weight.shape == (5, 3)
