@@ -17,6 +17,7 @@ SECTIONS = [  # (file, what it is); missing files are listed as not yet measured
     ("results/tame.md", "TAME (issue 5)"),
     ("results/lm.md", "CKL with FUAR and infinite LR schedules (issue 6, re-run through the one engine: issue 14)"),
     ("results/schedules_vision.md", "LR schedules on a vision stream (issue 14)"),
+    ("results/threads.md", "the threads setting (issue 18)"),
 ]
 
 
