@@ -39,28 +39,6 @@ def pytest_runtest_setup(item):
             pytest.skip(f"{name} is not installed: {install}")
 
 
-# Heavy tests (CLI runs in subprocesses, sweeps) marked here rather than beside their code: a
-# test whose node id starts with one of these is slow. The rest carry @pytest.mark.slow.
-SLOW_TESTS = (
-    "tests/test_avalanche.py::test_an_avalanche_strategy_runs_end_to_end_through_the_cli",
-    "tests/test_schedule_runs.py::test_schedule_from_the_cli_on_every_gradient_strategy",
-    "tests/test_schedule_runs.py::test_cli_refuses_repeated_cosine_on_a_task_free_stream",
-    "tests/test_sweep_exit.py::",
-    "tests/test_resume_checks.py::test_resume_accepts_the_documented_spellings",
-    "tests/test_resume_checks.py::test_resume_false_starts_over_and_resume_true_continues",
-    "tests/lm/test_lm_runs.py::test_a_ckl_run_through_the_cli",
-    "tests/lm/test_lm_runs.py::test_a_corpus_run_through_the_cli",
-    "tests/lm/test_lm_runs.py::test_a_two_job_multirun_over_lm_strategies",
-    "tests/lm/test_lm_runs.py::test_a_model_of_the_wrong_kind_is_refused_clearly",
-)
-
-
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.startswith(SLOW_TESTS):
-            item.add_marker(pytest.mark.slow)
-
-
 @pytest.fixture
 def digits_stream():
     from continual import streams

@@ -53,6 +53,7 @@ def test_the_adapter_meets_the_strategy_contract_and_never_reads_hidden_tasks():
     assert set(results.values()) == {"passed"}
 
 
+@pytest.mark.slow
 def test_an_avalanche_strategy_runs_end_to_end_through_the_cli(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     r = subprocess.run(

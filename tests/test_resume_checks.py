@@ -26,6 +26,7 @@ def _killed_run(tmp_path, *extra):
     assert list_checkpoints(tmp_path / "checkpoints")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spelling", ["true", "false", "auto", "True", "False"])
 def test_resume_accepts_the_documented_spellings(tmp_path, spelling):
     r = run_continual(*ARGS, f"resume={spelling}", "++stream.train_per_class=5", "++stream.test_per_class=5",
@@ -38,6 +39,7 @@ def test_resume_refuses_a_misspelled_mode(tmp_path):
     assert r.returncode == 2 and "resume must be one of ['auto', 'true', 'false']" in r.stderr
 
 
+@pytest.mark.slow
 def test_resume_false_starts_over_and_resume_true_continues(tmp_path):
     _killed_run(tmp_path)
     again = run_continual(*ARGS, "resume=true", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
@@ -137,6 +139,7 @@ def test_every_checkpoint_corrupt_says_it_starts_over(tmp_path, capsys):
     ("log.every=0", "log.every must be >= 1"),
     ("checkpoint.keep=0", "checkpoint.keep must be >= 1"),
 ])
+@pytest.mark.slow
 def test_bad_run_options_are_refused_with_what_is_expected(tmp_path, override, message):
     r = run_continual("stream=split_digits", override, "log.console=false", f"hydra.run.dir={tmp_path}",
                       cwd=tmp_path)

@@ -147,6 +147,7 @@ def test_infinite_scores_the_annealed_copy_at_task_ends_and_keeps_the_main_traje
     assert _lrs(rec)[-1] == pytest.approx(LR * 0.55)  # the main trajectory's lr is never annealed
 
 
+@pytest.mark.slow
 def test_schedule_from_the_cli_on_every_gradient_strategy(tmp_path):
     for strategy in ("naive", "er", "joint", "ltm_replay"):
         out = tmp_path / strategy
@@ -176,6 +177,7 @@ def test_onpro_and_tames_experts_follow_the_schedule(tmp_path, strategy, options
     assert lrs[-1] < 0.2 * lrs[0]  # cosine: from the peak to a tenth of it
 
 
+@pytest.mark.slow
 def test_cli_refuses_repeated_cosine_on_a_task_free_stream(tmp_path):
     r = run_continual("stream=taskfree_split_fashion_mnist", "schedule=repeated_cosine", "log.console=false",
                       "++stream.train_per_class=5", "++stream.test_per_class=5", f"hydra.run.dir={tmp_path}",

@@ -5,6 +5,8 @@ import json
 import pytest
 from _cli import run_continual
 
+pytestmark = pytest.mark.slow  # multiruns in subprocesses
+
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib"])
 def test_a_sweep_with_a_failing_job_exits_non_zero_and_lists_it(tmp_path, launcher):

@@ -31,6 +31,7 @@ def _records(run: Path) -> list[dict]:
     return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_ckl_run_through_the_cli_scores_every_probe_set_at_every_eval_point(tmp_path):
     r = run_continual(*KNOWLEDGE, "strategy=ckl_vanilla", "strategy.lr=1e-3", f"hydra.run.dir={tmp_path}",
                       cwd=tmp_path)
@@ -53,6 +54,7 @@ def test_a_ckl_run_through_the_cli_scores_every_probe_set_at_every_eval_point(tm
     assert len(answers) == 3 * 36  # 3 eval points x (12 + 4 x 6) probes
 
 
+@pytest.mark.slow
 def test_a_corpus_run_through_the_cli_records_held_out_loss_per_corpus(tmp_path):
     r = run_continual(*CORPORA, "schedule=infinite", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
@@ -69,6 +71,7 @@ def test_a_corpus_run_through_the_cli_records_held_out_loss_per_corpus(tmp_path)
     assert summary["schedule"] == "infinite" and summary["steps"] == 36
 
 
+@pytest.mark.slow
 def test_a_two_job_multirun_over_lm_strategies(tmp_path):
     r = run_continual("-m", *KNOWLEDGE, "strategy=ckl_vanilla,ckl_lora", f"hydra.sweep.dir={tmp_path}/sweep",
                       cwd=tmp_path)
@@ -102,6 +105,7 @@ def test_an_lm_run_killed_mid_task_resumes_exactly(tmp_path):
     (["stream=corpora", "model=mlp"], "use model=tiny_lm or model=smollm2"),
     (["stream=split_digits", "model=tiny_lm"], "is a language model but stream"),
 ])
+@pytest.mark.slow
 def test_a_model_of_the_wrong_kind_is_refused_clearly(tmp_path, args, message):
     r = run_continual(*args, "log.console=false", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 2
