@@ -40,7 +40,6 @@ import io
 import json
 import os
 import struct
-import tempfile
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -967,19 +966,12 @@ class VectorStore:
         return _HEADER.pack(_MAGIC, FORMAT_VERSION, len(payload), digest) + payload
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the whole store to ``path`` atomically (temp file, fsync, rename)."""
-        data = self.to_bytes()
+        """Write the whole store to ``path`` atomically (temp file, fsync, rename; the file's
+        permissions follow the umask, like every run file: ``continual.records.write_atomic``)."""
+        from continual.records import write_atomic
+
         path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, self.to_bytes())
         if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
             dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
             try:

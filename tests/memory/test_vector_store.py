@@ -683,3 +683,17 @@ def test_a_file_of_another_kind_or_version_is_refused(tmp_path):
     path.write_bytes(b"PK\x03\x04" + bytes(60))
     with pytest.raises(StoreFileError, match="not a VectorStore file"):
         VectorStore.load(path)
+
+
+def test_a_saved_store_file_follows_the_umask(tmp_path):
+    import os
+
+    from continual.memory.vector_store import VectorStore
+
+    store = VectorStore(4, kind="flat", device="cpu")
+    old = os.umask(0o022)
+    try:
+        store.save(tmp_path / "store.bin")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "store.bin").stat().st_mode & 0o777 == 0o644
