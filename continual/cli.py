@@ -173,6 +173,11 @@ def run_experiment(
 
     check_top_level(cfg)
     resume_mode(cfg.resume)  # a typo fails before any work
+    per_run = str(cfg.report.per_run).lower()  # Hydra turns true/false into booleans
+    if per_run not in ("auto", "true", "false"):
+        from continual.types import ConfigError
+
+        raise ConfigError(f"report.per_run must be auto, true or false, got {cfg.report.per_run!r}")
     from continual.runner import check_run_options
 
     check_run_options(eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
@@ -245,7 +250,7 @@ def run_experiment(
     except BaseException as e:
         abort_loggers(loggers, e)  # wandb marks the run failed; never raises
         raise
-    if report:
+    if report and (per_run == "true" or (per_run == "auto" and sweep_dir is None)):
         from continual.report import write_run_report
 
         write_run_report(runner.out_dir)  # never raises; warns on failure
@@ -256,11 +261,11 @@ def check_top_level(cfg: Any) -> None:
     """Keys added with ``+key=...`` bypass Hydra's struct check: refuse unknown ones."""
     from dataclasses import fields
 
-    from continual.config import CheckpointConfig, EvalConfig, LogConfig, RunConfig
+    from continual.config import CheckpointConfig, EvalConfig, LogConfig, ReportConfig, RunConfig
     from continual.types import ConfigError
 
     sections = ((cfg, RunConfig), (cfg.eval, EvalConfig), (cfg.log, LogConfig),
-                (cfg.checkpoint, CheckpointConfig))
+                (cfg.checkpoint, CheckpointConfig), (cfg.report, ReportConfig))
     for section, schema in sections:
         valid = {f.name for f in fields(schema)}
         unknown = sorted(set(section.keys()) - valid)
@@ -308,6 +313,15 @@ class FailedJobsCallback:
         started = getattr(self, "started", 0.0)
         FAILED_JOBS.extend(str(e.parent) for e in sorted(sweep.rglob("error.txt"))
                            if e.stat().st_mtime >= started)
+        if config.get("report", {}).get("sweep", True) and sweep.is_dir():
+            from continual.report import write_report
+            from continual.types import ConfigError
+
+            try:  # one report for the whole sweep (the jobs write none by default)
+                write_report(sweep)
+                print(f"continual: sweep report: {sweep / 'report.md'}", file=sys.stderr)
+            except ConfigError:
+                pass  # no finished run to report on
 
     # the rest of Hydra's callback interface: nothing to do
     def on_run_start(self, config: Any, **kwargs: Any) -> None:

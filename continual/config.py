@@ -41,6 +41,14 @@ class LogConfig:
 
 
 @dataclass
+class ReportConfig:
+    # report.md/.html and PNGs in each run folder: auto = for a single run, not for the jobs of a
+    # sweep (the sweep's report is written once, at its end, into the sweep folder)
+    per_run: Any = "auto"  # auto | true | false
+    sweep: bool = True  # the sweep's report at the end of a multirun
+
+
+@dataclass
 class CheckpointConfig:
     enabled: bool = True
     every: int = 0  # also checkpoint every this many steps (0: at task ends only)
@@ -75,6 +83,7 @@ class RunConfig:
     log: LogConfig = field(default_factory=LogConfig)
     loggers: list[str] = field(default_factory=list)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     resume: Any = "auto"  # auto | true | false (see resume_mode)
     on_nan: str = "stop"  # stop | skip
 

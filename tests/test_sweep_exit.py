@@ -23,3 +23,21 @@ def test_a_sweep_without_failures_exits_zero(tmp_path):
                       "++stream.test_per_class=5", "log.console=false", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "failed" not in r.stderr
+
+
+def test_a_sweep_writes_one_report_at_its_end_and_none_per_job(tmp_path):
+    r = run_continual("-m", "stream=split_digits", "strategy=naive,er", "++stream.train_per_class=5",
+                      "++stream.test_per_class=5", "log.console=false", f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "report.md").is_file() and "| er |" in (tmp_path / "report.md").read_text()
+    jobs = [p for p in tmp_path.iterdir() if p.is_dir() and (p / "summary.json").is_file()]
+    assert len(jobs) == 2 and not any((job / "report.md").exists() for job in jobs)
+
+
+def test_report_per_run_true_writes_each_jobs_report_too(tmp_path):
+    r = run_continual("-m", "stream=split_digits", "strategy=naive", "report.per_run=true", "report.sweep=false",
+                      "++stream.train_per_class=5", "++stream.test_per_class=5", "log.console=false",
+                      f"hydra.sweep.dir={tmp_path}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not (tmp_path / "report.md").exists()
+    assert (next(p for p in tmp_path.iterdir() if p.is_dir()) / "report.md").is_file()
