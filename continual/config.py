@@ -140,8 +140,10 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return hint is Any or type(None) in typing.get_args(hint) or hint is type(None)
     options = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, _UnionType) else (hint,)
     for h in options:
-        if h is Any or h is type(None) and value is None:
+        if h is Any:
             return True
+        if h is type(None):  # a value that is not None does not match it (None returned above)
+            continue
         if h is bool:
             if isinstance(value, bool):
                 return True
@@ -201,4 +203,11 @@ def instantiate_checked(cfg: Any, group: str, **provided: Any) -> Any:
             cause = cause.__cause__
         if cause is not None:
             raise cause from None
+        value_error = e
+        while value_error is not None and not isinstance(value_error, ValueError):
+            value_error = value_error.__cause__
+        if value_error is not None:  # a library refusing a value (torch: "Invalid momentum value: -1")
+            shown = ", ".join(f"{k}={v!r}" for k, v in options.items())
+            raise ConfigError(f"{group} {target.rsplit('.', 1)[-1]} refused its options ({shown}): "
+                              f"{value_error}") from None
         raise

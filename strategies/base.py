@@ -29,6 +29,14 @@ from continual.types import ConfigError, NonFiniteLoss, Strategy
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
+def require_at_least(minimum: float, owner: str, **values: float) -> None:
+    """Refuse option values below ``minimum`` at construction, with the option's name
+    (``require_at_least(1, "OnPro", proj_dim=proj_dim)``), rather than deep inside a step."""
+    for name, value in values.items():
+        if value < minimum:
+            raise ConfigError(f"{owner}: {name} must be at least {minimum}, got {value}")
+
+
 def make_optimizer(
     params, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -36,6 +44,7 @@ def make_optimizer(
     """Build a torch optimiser by name: ``sgd``, ``adam`` or ``adamw``."""
     if lr <= 0:
         raise ConfigError(f"learning rate must be positive, got lr={lr}")
+    require_at_least(0, f"optimizer {optimizer}", momentum=momentum, weight_decay=weight_decay)
     if optimizer == "sgd":
         return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     if optimizer == "adam":

@@ -69,7 +69,7 @@ from torch.autograd.profiler import record_function
 from torch.nn import functional as F
 
 from continual.memory.buffers import ReservoirBuffer
-from continual.strategies.base import GradientStrategy, make_optimizer, snapshot
+from continual.strategies.base import GradientStrategy, make_optimizer, require_at_least, snapshot
 from continual.types import Batch, ConfigError, NonFiniteLoss, TaskInfo
 
 ROTATIONS = (1, 4, 16)
@@ -386,6 +386,9 @@ class OnPro(GradientStrategy):
         weight_decay: float = 1e-4,
         seed: int = 0,
     ) -> None:
+        require_at_least(1, "OnPro", buffer_batch_size=buffer_batch_size, per_class_batch=per_class_batch,
+                         proj_dim=proj_dim)
+        require_at_least(0, "OnPro", weight_decay=weight_decay)
         if rotations not in ROTATIONS:
             raise ConfigError(f"rotations must be one of {ROTATIONS}, got {rotations}; "
                               "16 is the paper's setting, 4 the documented CPU saving")

@@ -81,6 +81,7 @@ from continual.strategies.base import (
     finite_loss_value,
     guarded_step,
     make_optimizer,
+    require_at_least,
     snapshot,
     train_epochs,
 )
@@ -629,6 +630,9 @@ class TAME(GradientStrategy):
             raise ConfigError(f"unknown detector {detector!r}; choose one of {list(DETECTORS)}")
         if max_experts < 1:
             raise ConfigError(f"max_experts must be at least 1, got {max_experts}")
+        require_at_least(1, "TAME", selector_batch_size=selector_batch_size)
+        require_at_least(0, "TAME", momentum=momentum, weight_decay=weight_decay,
+                         selector_epochs=selector_epochs, prune_epochs=prune_epochs)
         n_classes = int(getattr(model, "n_classes", 0))
         if n_classes < 1:
             raise ConfigError(
