@@ -298,6 +298,7 @@ class Runner:
         if rows:
             R = self._task_matrix(signed=True)
             rec["forgetting"] = M.forgetting(R, rows) if len(rows) > 1 else None
+            rec["bwt"] = M.backward_transfer(R, rows) if len(rows) > 1 else None
         self._log(rec)
         self.records.score_row(["step", "samples_seen", "kind"] + columns,
                                [row.step, row.samples, row.kind, *row.scores])

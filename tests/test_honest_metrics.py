@@ -27,6 +27,7 @@ def test_a_recurring_stream_reports_one_forgetting_everywhere(tmp_path):
     stream = streams.class_incremental("digits", n_tasks=2, repeats=2, batch_size=10, seed=0)
     summary, evals, runner = _run(tmp_path, stream)
     assert evals[-1]["forgetting"] == pytest.approx(summary["forgetting"])
+    assert evals[-1]["bwt"] == pytest.approx(summary["bwt"])
     rows = runner.metric_rows()
     assert len(rows) == 2 and rows[-1] == len(runner.state.rows) - 1  # first pass; the end stands for its end
 
