@@ -105,3 +105,13 @@ class RunRecords:
         self._jsonl.close()
         if self._scores is not None:
             self._scores.close()
+
+
+def flatten_keys(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as {dotted key: leaf value} (``{"a": {"b": 1}}`` -> ``{"a.b": 1}``)."""
+    if not isinstance(d, dict):
+        return {prefix[:-1]: d} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten_keys(v, f"{prefix}{k}."))
+    return out

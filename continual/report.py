@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from continual.records import flatten_keys
 from continual.types import ConfigError
 
 #: the table's columns, in order (each as mean and std over the group's runs)
@@ -193,15 +194,6 @@ def find_runs(root: str | os.PathLike) -> list[RunData]:
 
 
 # ---------------------------------------------------------------------- grouping and the table
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix[:-1]: d} if prefix else {}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}{k}."))
-    return out
-
-
 def assign_settings(runs: Sequence[RunData]) -> None:
     """Label each finished run with the config values that set it apart from other runs of
     the same stream x strategy x model (``strategy.lr=0.1, stream.batch_size=32``); the
@@ -210,7 +202,7 @@ def assign_settings(runs: Sequence[RunData]) -> None:
     for run in runs:
         buckets.setdefault((run.stream, run.strategy, run.model), []).append(run)
     for members in buckets.values():
-        flat = [_flatten(r.summary.get("config") or {}) for r in members]
+        flat = [flatten_keys(r.summary.get("config") or {}) for r in members]
         keys = sorted(set().union(*flat)) if flat else []
         varied = [k for k in keys if not IGNORED_KEYS.search(k)
                   and len({json.dumps(f.get(k), sort_keys=True) for f in flat}) > 1]

@@ -35,7 +35,7 @@ import torch
 
 from continual import checkpoint as C
 from continual import metrics as M
-from continual.records import RunRecords
+from continual.records import RunRecords, flatten_keys
 from continual.strategies.schedules import LRDriver, Schedule
 from continual.streams.stream import Stream
 from continual.types import ConfigError, NonFiniteLoss, Strategy, TaskInfo
@@ -531,7 +531,7 @@ class Runner:
             print(f"continual: checkpoint {path} has no fingerprint (written before continual 0.2); "
                   "resuming without checking that its options match this run's", file=sys.stderr)
             return
-        old, new = _flatten(saved), _flatten(self.fingerprint())
+        old, new = flatten_keys(saved), flatten_keys(self.fingerprint())
         changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if changed:
             shown = "; ".join(f"{k}: {old.get(k)!r} in the checkpoint, {new.get(k)!r} now" for k in changed[:8])
@@ -737,16 +737,6 @@ def _call_hook(strategy: Any, name: str, *args: Any) -> None:
     hook = getattr(strategy, name, None)
     if hook is not None:
         hook(*args)
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as {dotted key: leaf value}."""
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def _fault_from_env() -> list | None:
