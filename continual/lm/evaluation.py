@@ -54,8 +54,10 @@ def answer_token_budget(tokenizer, golds: Sequence[str], margin: int = 2) -> int
 
 @torch.no_grad()
 def greedy_answers(model: nn.Module, tokenizer, prompts: Sequence[str], max_new_tokens: int = 8,
-                   batch_size: int = 32) -> list[str]:
-    """Greedy continuations of ``prompts`` (left-padded batches); returns only the new text."""
+                   batch_size: int = 32, num_beams: int = 1, use_cache: bool = True) -> list[str]:
+    """Greedy (or ``num_beams``-beam) continuations of ``prompts`` (left-padded batches);
+    returns only the new text. ``use_cache=False`` recomputes the whole sequence each step
+    (for added modules that keep no KV cache)."""
     was_training, side = model.training, tokenizer.padding_side
     model.eval()
     tokenizer.padding_side = "left"
@@ -65,8 +67,9 @@ def greedy_answers(model: nn.Module, tokenizer, prompts: Sequence[str], max_new_
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt",
                             padding=True, add_special_tokens=False).to(device)
+            beams = {"num_beams": num_beams, "early_stopping": True} if num_beams > 1 else {}
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id)
+                                 pad_token_id=tokenizer.pad_token_id, use_cache=use_cache, **beams)
             out.extend(tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1]:],
                                               skip_special_tokens=True))
     finally:

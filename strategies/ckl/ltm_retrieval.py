@@ -113,12 +113,12 @@ class LTMRetrieval(LMStrategy):
         hits = self.store.search(self.embed(prompts), k, recall=False)
         return [[self.texts[int(i)] for i in row if int(i) in self.texts] for row in hits.ids]
 
-    def answer(self, prompts: Sequence[str], max_new_tokens: int = 8) -> list[str]:
+    def answer(self, prompts: Sequence[str], max_new_tokens: int = 8, num_beams: int = 1) -> list[str]:
         contexts = self.retrieve(prompts)
         # nearest last, so it sits right before the probe
         full = [" ".join(list(reversed(c)) + [p]) for c, p in zip(contexts, prompts)]
         return greedy_answers(self.model, self.tokenizer, full, max_new_tokens,
-                              self.answer_batch_size)
+                              self.answer_batch_size, num_beams=num_beams)
 
     def state_dict(self) -> dict[str, Any]:
         data = b"" if self._store is None else self._store.to_bytes()
