@@ -156,7 +156,7 @@ def build_schedule_from_config(cfg: Any, stream: Any):
         raise ConfigError(
             f"schedule {name} restarts at every task, but stream {stream.name!r} hides its task "
             "boundaries (task-free), so there is no task to restart at; use schedule=constant, "
-            "cosine, wsd_once or infinite (over the whole stream)"
+            "cosine, wsd_once, infinite or one_cycle (over the whole stream)"
         )
     return schedule
 

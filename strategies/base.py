@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from continual.types import ConfigError, NonFiniteLoss, Strategy
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "adafactor")
 
 
 def require_at_least(minimum: float, owner: str, **values: float) -> None:
@@ -41,7 +41,13 @@ def make_optimizer(
     params, optimizer: str = "sgd", lr: float = 0.01, momentum: float = 0.0, weight_decay: float = 0.0,
     betas: tuple[float, float] = (0.9, 0.999),
 ) -> torch.optim.Optimizer:
-    """Build a torch optimiser by name: ``sgd``, ``adam`` or ``adamw``."""
+    """Build an optimiser by name: ``sgd``, ``adam``, ``adamw`` or ``adafactor``.
+
+    ``adafactor`` is transformers' ``Adafactor`` at a fixed ``lr`` (``scale_parameter=False,
+    relative_step=False, warmup_init=False``, as the official CKL code of Jang et al. 2022
+    builds it), so the run's schedule drives it like any other; no first moment (``momentum``
+    must be 0; ``betas`` are ignored), ``weight_decay`` is passed through.
+    """
     if lr <= 0:
         raise ConfigError(f"learning rate must be positive, got lr={lr}")
     require_at_least(0, f"optimizer {optimizer}", momentum=momentum, weight_decay=weight_decay)
@@ -51,6 +57,17 @@ def make_optimizer(
         return torch.optim.Adam(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
     if optimizer == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    if optimizer == "adafactor":
+        if momentum:
+            raise ConfigError(f"optimizer adafactor takes no momentum (it keeps no first moment here), "
+                              f"got momentum={momentum}; leave it at 0 or use sgd/adam")
+        try:
+            from transformers.optimization import Adafactor
+        except ImportError as err:
+            raise ConfigError("optimizer adafactor needs transformers: pip install -e '.[lm]'") from err
+
+        return Adafactor(params, lr=lr, weight_decay=weight_decay, scale_parameter=False,
+                         relative_step=False, warmup_init=False)
     raise ConfigError(f"unknown optimizer {optimizer!r}; choose one of {list(OPTIMIZERS)}")
 
 

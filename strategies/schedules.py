@@ -32,6 +32,12 @@ of the steps):
   x in [0, 1], is a *branch*: ``anneal_lr(i, n)``; the run loop trains a copy with it
   when a deployable checkpoint is wanted and resumes the stream from the pre-anneal
   weights.
+- ``OneCycleSchedule``: the one-cycle policy (Smith and Topin, "Super-Convergence",
+  arXiv 1708.07120) as the official CKL code (Jang et al., ICLR 2022) runs it through torch's
+  ``OneCycleLR(pct_start=0.1, anneal_strategy='linear', cycle_momentum=False)``: linear from
+  eta_max / div_factor up to eta_max by ``pct_start`` of the stream's steps, then linear down
+  to eta_max / (div_factor * final_div_factor) at the last step; the same values as torch's,
+  step for step.
 
 Departures: warm-up and cool-down lengths are given as fractions of the first task's
 steps (the papers give them in tokens/steps of their pre-training stage); alpha for
@@ -293,6 +299,47 @@ class InfiniteSchedule(Schedule):
         return self.eta_const * (self.eta_min / self.eta_const) ** ((i + 1) / n)
 
 
+class OneCycleSchedule(Schedule):
+    """One cycle over the whole stream, the values of torch's ``OneCycleLR`` with
+    ``anneal_strategy='linear'``, ``three_phase=False`` (see the module docstring).
+
+    With N the stream's steps, a = pct_start * N - 1 (the peak step, possibly fractional),
+    eta_0 = eta_max / div_factor and eta_end = eta_0 / final_div_factor:
+
+    - step t <= a: eta_0 + (eta_max - eta_0) * t / a
+    - a < t: eta_max + (eta_end - eta_max) * (t - a) / (N - 1 - a)
+
+    Departures from the official code: it sized the cycle as epochs * (batches // n_gpu + 1)
+    steps, one more step per epoch than it trains, so its lr stops just short of eta_end;
+    here the cycle spans exactly the stream's steps. Steps past the end keep eta_end (torch
+    raises). Momentum is not cycled (the official ``cycle_momentum=False``).
+    """
+
+    def __init__(self, eta_max: float = 1.0, pct_start: float = 0.1, div_factor: float = 25.0,
+                 final_div_factor: float = 1e4,
+                 task_steps: Sequence[int] | int | None = None) -> None:
+        if not 0.0 <= pct_start < 1.0:
+            raise ConfigError(f"OneCycleSchedule: pct_start must be in [0, 1), got {pct_start}")
+        if eta_max <= 0 or div_factor <= 0 or final_div_factor <= 0:
+            raise ConfigError(
+                f"OneCycleSchedule: eta_max, div_factor and final_div_factor must be positive, got "
+                f"{eta_max}, {div_factor}, {final_div_factor}")
+        self.eta_max, self.pct_start = eta_max, pct_start
+        self.div_factor, self.final_div_factor = div_factor, final_div_factor
+        self.task_steps = _task_steps(task_steps, "OneCycleSchedule")
+
+    def lr(self, step: int) -> float:
+        total = sum(self.task_steps)
+        t = min(step, total - 1)
+        start = self.eta_max / self.div_factor
+        end = start / self.final_div_factor
+        peak = float(self.pct_start * total) - 1  # torch's end of the first phase
+        if t <= peak:  # peak == 0 (pct_start * N == 1): torch divides by zero; the peak is meant
+            return start + (self.eta_max - start) * (t / peak if peak > 0 else 1.0)
+        span = (total - 1) - peak
+        return self.eta_max + (end - self.eta_max) * (t - peak) / span if span > 0 else end
+
+
 class ScheduledLR(torch.optim.lr_scheduler.LRScheduler):
     """Set every parameter group's lr from a ``Schedule`` at each ``step()``.
 
@@ -392,11 +439,13 @@ SCHEDULES = {
     "repeated_cosine": RepeatedCosineSchedule,
     "wsd": WSDSchedule,
     "infinite": InfiniteSchedule,
+    "one_cycle": OneCycleSchedule,
 }
 
 
 def build_schedule(name: str, task_steps: Sequence[int] | int, **kwargs) -> Schedule:
-    """A schedule by name (``constant``, ``cosine``, ``repeated_cosine``, ``wsd``, ``infinite``)."""
+    """A schedule by name (``constant``, ``cosine``, ``repeated_cosine``, ``wsd``, ``infinite``,
+    ``one_cycle``)."""
     if name not in SCHEDULES:
         raise ConfigError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)}")
     return SCHEDULES[name](task_steps=task_steps, **kwargs)

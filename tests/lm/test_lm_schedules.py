@@ -125,3 +125,61 @@ def test_bad_configurations_raise_config_error():
         InfiniteSchedule(eta_const=1.0, task_steps=[10])
     with pytest.raises(ConfigError, match="unknown schedule"):
         build_schedule("step", task_steps=[10])
+
+
+@pytest.mark.parametrize("n_steps", [1, 7, 11, 37, 250])  # 10 (pct_start * N == 1): torch divides by 0
+def test_one_cycle_matches_torch_one_cycle_lr_step_by_step(n_steps):
+    """The official CKL code's OneCycleLR(pct_start=0.1, linear, no momentum cycling)."""
+    from continual.strategies.schedules import OneCycleSchedule
+
+    max_lr = 1e-3
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=n_steps, pct_start=0.1,
+                                              anneal_strategy="linear", cycle_momentum=False)
+    torch_lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(n_steps - 1):
+        opt.step()
+        ref.step()
+        torch_lrs.append(opt.param_groups[0]["lr"])
+    tasks = [n_steps // 2, n_steps - n_steps // 2] if n_steps > 1 else [1]  # spans every task
+    ours = OneCycleSchedule(eta_max=max_lr, task_steps=tasks)
+    assert ours.curve(n_steps) == pytest.approx(torch_lrs, rel=1e-12, abs=1e-18)
+
+
+def test_one_cycle_peaks_at_step_zero_where_torch_divides_by_zero():
+    s = build_schedule("one_cycle", task_steps=[10])
+    assert s.lr(0) == pytest.approx(1.0) and s.lr(9) == pytest.approx(1 / 25 / 1e4)
+
+
+def test_one_cycle_starts_at_a_25th_peaks_after_a_tenth_and_ends_at_a_250000th():
+    s = build_schedule("one_cycle", task_steps=[60, 40])
+    assert s.lr(0) == pytest.approx(1 / 25)
+    assert s.lr(9) == pytest.approx(1.0)
+    assert max(s.curve(100)) == s.lr(9)
+    assert s.lr(99) == pytest.approx(1 / 25 / 1e4)
+    assert s.lr(500) == s.lr(99)  # past the end it stays at the floor (torch raises)
+    assert not s.needs_boundaries
+
+
+def test_one_cycle_refuses_a_full_warm_up():
+    from continual.strategies.schedules import OneCycleSchedule
+
+    with pytest.raises(ConfigError, match="pct_start"):
+        OneCycleSchedule(pct_start=1.0, task_steps=[10])
+
+
+def test_adafactor_is_built_as_the_official_ckl_code_builds_it():
+    from transformers.optimization import Adafactor
+
+    from continual.strategies.base import make_optimizer
+
+    params = [torch.nn.Parameter(torch.ones(4, 3))]
+    opt = make_optimizer(params, "adafactor", lr=1e-3, weight_decay=0.01)
+    group = opt.param_groups[0]
+    assert isinstance(opt, Adafactor) and group["lr"] == 1e-3 and group["weight_decay"] == 0.01
+    assert (group["scale_parameter"], group["relative_step"], group["warmup_init"]) == (False, False, False)
+    params[0].grad = torch.ones(4, 3)
+    opt.step()
+    assert torch.all(params[0] < 1)  # a fixed-lr step the schedule can drive
+    with pytest.raises(ConfigError, match="momentum"):
+        make_optimizer(params, "adafactor", lr=1e-3, momentum=0.9)
