@@ -5,8 +5,10 @@ After Jang et al., "Towards Continual Knowledge Learning of Language Models", IC
 ("The capital of France is") and stated in corpora D1, D2, ... that a model is trained on.
 ``KnowledgeStream.build(answer_fn)`` probes the base model through ``answer_fn`` and splits:
 
-- Invariant (InvariantLAMA-like): real facts the base model answers correctly; no corpus
-  restates them, so a drop in their exact match is forgetting.
+- Invariant (InvariantLAMA-like): real facts the base model answers correctly
+  (``invariant="known"``, the default) or the first real facts drawn whatever it answers
+  (``invariant="all"``); no corpus restates them, so a drop in their exact match is
+  forgetting.
 - Updated (UpdatedLAMA-like): real facts whose object the corpus changes to another
   object of the same relation (a counterfactual update; the old object is kept in
   ``Fact.old_object`` for logging). Facts the base model knows are used first.
@@ -19,7 +21,11 @@ country of the most populous cities) and gensim's analogy file ``questions-words
 ``mentions`` times in different templates, mixed with real Wikipedia sentences (gensim's
 sample) as filler, grouped into short documents.
 
-Departures from the paper: facts are templated sentences rather than news articles, the
+Departures from the paper: InvariantLAMA is not filtered by the evaluated model (it holds
+T-REx facts whatever the model answers), while our default Invariant set holds only facts
+the base model answers, so that FUAR's numerator counts only the forgetting of knowledge the
+model had (a fact it never knew cannot be forgotten, it only adds noise to IL);
+``invariant="all"`` is the paper's unfiltered set. Facts are templated sentences rather than news articles, the
 updates are counterfactual rather than real 2019-2021 changes, and by default the
 corpus includes the probe's own wording once per fact (``probe_wording_in_corpus``) so a
 135M model can learn the facts in a few hundred CPU steps; set it False for the harder,
@@ -223,6 +229,13 @@ class KnowledgeData:
     heldout_texts: list[str]
     stats: dict = field(default_factory=dict)
 
+    def unprobed_real_facts(self) -> list[Fact]:
+        """Every real fact whose (relation, subject) is in no probe set (not Invariant, not
+        Updated, not New), in ``real_facts()`` order: facts no score reads, for tuning the
+        evaluated model's answer format (light tuning)."""
+        probed = {(f.relation, f.subject) for facts in self.probe_sets().values() for f in facts}
+        return [f for f in real_facts() if (f.relation, f.subject) not in probed]
+
     def probe_sets(self) -> dict[str, list[Fact]]:
         """Probe sets by name: ``IL``, then ``UL<i>`` and ``NL<i>`` for each phase i (1-based)."""
         sets = {"IL": self.invariant}
@@ -233,6 +246,7 @@ class KnowledgeData:
 
 
 AnswerFn = Callable[[list[str]], list[str]]
+INVARIANT_MODES = ("known", "all")
 
 
 @dataclass
@@ -244,6 +258,9 @@ class KnowledgeStream:
     corpus. filler_share: share of a corpus's sentences that are Wikipedia filler.
     sentences_per_doc: sentences per training document. probe_limit: at most this many
     real candidate facts are probed (cost: about 25 s per 500 probes for SmolLM2 on 2 cores).
+    invariant: ``known`` (real facts the base model answers) or ``all`` (the first n_per_set
+    drawn real facts, answered or not; the paper's unfiltered InvariantLAMA); Updated and
+    New are chosen the same way from the probed facts left over.
     filler_texts: sentences to use instead of the Wikipedia sample (tests).
     """
 
@@ -258,6 +275,7 @@ class KnowledgeStream:
     n_review: int = 2000
     n_heldout: int = 200
     seed: int = 0
+    invariant: str = "known"
     filler_texts: Sequence[str] | None = None
 
     def _check(self) -> None:
@@ -268,6 +286,8 @@ class KnowledgeStream:
             raise ConfigError("filler_share must be in [0, 1) and new_fictional_share in [0, 1]")
         if self.mentions < 1:
             raise ConfigError(f"mentions must be >= 1, got {self.mentions}")
+        if self.invariant not in INVARIANT_MODES:
+            raise ConfigError(f"invariant must be one of {list(INVARIANT_MODES)}, got {self.invariant!r}")
 
     def build(self, answer_fn: AnswerFn) -> KnowledgeData:
         """Probe the base model with ``answer_fn`` (prompts -> generated continuations) and
@@ -286,12 +306,15 @@ class KnowledgeStream:
         known_set = set(known)
         unknown = [f for f in cands if f not in known_set]
         n = self.n_per_set
-        if len(known) < n:
+        if self.invariant == "known" and len(known) < n:
             raise ConfigError(
                 f"the base model answers {len(known)} of {len(cands)} probed facts, fewer than "
-                f"n_per_set={n} invariant facts; lower n_per_set or raise probe_limit")
-        invariant = known[:n]
-        rest = known[n:] + unknown
+                f"n_per_set={n} invariant facts; lower n_per_set, raise probe_limit or use "
+                "invariant=all")
+        invariant = known[:n] if self.invariant == "known" else cands[:n]
+        inv_set = set(invariant)
+        unknown = [f for f in unknown if f not in inv_set]
+        rest = [f for f in known if f not in inv_set] + unknown
         n_fict = round(self.new_fictional_share * n)
         n_real_new = n - n_fict
         # New facts: real ones it gets wrong (taken from the end of ``rest``, so they do
@@ -331,7 +354,8 @@ class KnowledgeStream:
             ph_upd, ph_new = updated[i::self.n_phases], new[i::self.n_phases]
             corpus = self._corpus(ph_upd + ph_new, filler_pool, rng)
             phases.append(KnowledgePhase(ph_upd, ph_new, corpus))
-        stats = {"probed_real": len(cands), "known_real": len(known),
+        stats = {"probed_real": len(cands), "known_real": len(known), "invariant": self.invariant,
+                 "invariant_known": sum(f in known_set for f in invariant),
                  "fictional_probed": len(fict_preds), "new_real": len(real_new),
                  "new_fictional": len(fict_new),
                  "known_by_relation": _count_by_relation(known),

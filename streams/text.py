@@ -16,6 +16,27 @@ sweeps treat them like any stream:
   optional replay share; every eval point scores the held-out loss (nats per token) of every
   corpus, lower is better.
 
+Scoring options of the knowledge stream, for the official CKL protocol (Jang et al.'s code,
+github.com/joeljang/continual-knowledge-learning); each default keeps our earlier protocol:
+
+- ``num_beams`` (default 1, greedy; official 2): beams of ``strategy.answer``.
+- ``match`` (default ``prefix``; official GPT-2 rule ``strict``): how a continuation is
+  matched to the gold answer (``continual.lm.evaluation``, module docstring).
+- ``light_tune`` (default off, ``n_facts: 0``; official GPT-2 evaluation: 5,000 facts):
+  before the probes are answered at every eval point, the model is fine-tuned on
+  ``n_facts`` real facts of no probe set, then restored exactly
+  (``continual.lm.light_tuning``). The held-out loss is scored on the model as trained,
+  outside the light tuning: it measures the continual run, not the probe protocol.
+- ``invariant`` (default ``known``; the paper's InvariantLAMA is ``all``): see
+  ``continual.streams.knowledge``.
+
+Which base-model facts count as known (the Invariant/Updated/New split) is decided by
+greedy decoding and the ``prefix`` rule whatever ``num_beams`` and ``match`` say: the split
+is cached per base model and should not move with the scoring options. Under ``strict``
+the base model's IL at the init row can therefore be below 100 (strict implies prefix, so
+New facts stay unknown under both rules). The options used are recorded in summary.json
+(``probe_protocol``).
+
 Departures from the earlier LM loops (``continual.lm.loops``, removed): knowledge batches are
 consecutive slices of the epochs' permutations, so a batch may straddle two epochs (as in
 ``Stream`` with ``passes``); each task draws its permutations from its own generator (seed,
@@ -154,16 +175,26 @@ class KnowledgeTextStream(TextStream):
         probe_cache: keep the base model's probe answers on disk (``$CONTINUAL_CACHE``,
             default ``~/.cache/continual``), keyed by its config and weights.
         answer_batch_size: prompts per generation batch when probing.
+        num_beams: beams when the strategy answers the probes (1: greedy).
+        match: ``prefix`` or ``strict`` (``continual.lm.evaluation.answer_matches``).
+        light_tune: ``{n_facts, lr, batch_size, optimizer, epochs}``; ``n_facts > 0`` light-tunes
+            the model on that many unprobed real facts before each eval point's probes
+            (``continual.lm.light_tuning``).
+        invariant: ``known`` or ``all`` (``continual.streams.knowledge.KnowledgeStream``).
     """
 
     kind = "knowledge"
+    LIGHT_TUNE_DEFAULTS = {"n_facts": 0, "lr": 1e-3, "batch_size": 32, "optimizer": "adafactor", "epochs": 1}
 
     def __init__(self, n_per_set: int = 100, n_phases: int = 1, mentions: int = 4, filler_share: float = 0.3,
                  sentences_per_doc: int = 6, probe_wording_in_corpus: bool = True,
                  new_fictional_share: float = 0.5, probe_limit: int = 1200, n_review: int = 2000,
                  n_heldout: int = 200, epochs: int = 4, batch_size: int = 8, seq_len: int = 128,
                  filler: str = "wikipedia", probe_with: str = "model", probe_cache: bool = True,
-                 answer_batch_size: int = 32, seed: int = 0, name: str = "knowledge") -> None:
+                 answer_batch_size: int = 32, num_beams: int = 1, match: str = "prefix",
+                 light_tune: dict[str, Any] | None = None, invariant: str = "known",
+                 seed: int = 0, name: str = "knowledge") -> None:
+        from continual.lm.evaluation import MATCH_RULES
         from continual.streams.knowledge import KnowledgeStream
 
         super().__init__(name, batch_size, seed)
@@ -176,13 +207,34 @@ class KnowledgeTextStream(TextStream):
         self.epochs, self.seq_len = int(epochs), int(seq_len)
         self.filler, self.probe_with, self.probe_cache = filler, probe_with, probe_cache
         self.answer_batch_size = int(answer_batch_size)
+        if int(num_beams) < 1:
+            raise ConfigError(f"num_beams must be >= 1 (1: greedy), got {num_beams}")
+        if match not in MATCH_RULES:
+            raise ConfigError(f"match must be one of {list(MATCH_RULES)}, got {match!r}")
+        self.num_beams, self.match = int(num_beams), match
+        self.light_tune = self._light_tune_options(light_tune)
         self.spec = KnowledgeStream(
             n_per_set=n_per_set, n_phases=n_phases, mentions=mentions, filler_share=filler_share,
             sentences_per_doc=sentences_per_doc, probe_wording_in_corpus=probe_wording_in_corpus,
             new_fictional_share=new_fictional_share, probe_limit=probe_limit, n_review=n_review,
-            n_heldout=n_heldout, seed=seed, filler_texts=_synthetic_filler() if filler == "synthetic" else None)
+            n_heldout=n_heldout, seed=seed, invariant=invariant,
+            filler_texts=_synthetic_filler() if filler == "synthetic" else None)
         self.spec._check()
         self.data: Any = None
+        self.light_tune_texts: list[str] = []
+
+    @classmethod
+    def _light_tune_options(cls, options: Any) -> dict[str, Any]:
+        given = dict(options or {})
+        unknown = sorted(set(given) - set(cls.LIGHT_TUNE_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"light_tune has no option(s) {unknown}; it takes {sorted(cls.LIGHT_TUNE_DEFAULTS)}")
+        out = {**cls.LIGHT_TUNE_DEFAULTS, **given}
+        if int(out["n_facts"]) < 0 or int(out["batch_size"]) < 1 or int(out["epochs"]) < 1 or float(out["lr"]) <= 0:
+            raise ConfigError(f"light_tune needs n_facts >= 0 (0: off), batch_size >= 1, epochs >= 1 and lr > 0, "
+                              f"got {out}")
+        return {"n_facts": int(out["n_facts"]), "lr": float(out["lr"]), "batch_size": int(out["batch_size"]),
+                "optimizer": str(out["optimizer"]), "epochs": int(out["epochs"])}
 
     # ------------------------------------------------------------------ building
     def _answer_fn(self, model: Any, tokenizer: Any):
@@ -215,6 +267,7 @@ class KnowledgeTextStream(TextStream):
 
         self.tokenizer = tokenizer
         self.data = self.spec.build(self._answer_fn(model, tokenizer))
+        self.light_tune_texts = self._light_tune_texts()
         golds = [f.object for facts in self.data.probe_sets().values() for f in facts]
         golds += [f.old_object for ph in self.data.phases for f in ph.updated]
         self.budget = answer_token_budget(tokenizer, golds)
@@ -226,6 +279,22 @@ class KnowledgeTextStream(TextStream):
             self.segments.append(Segment(pos, pos + n, i))
             pos += n
         self._orders: dict[int, torch.Tensor] = {}
+
+    def _light_tune_texts(self) -> list[str]:
+        """``light_tune.n_facts`` real facts of no probe set, drawn by the seed, as "<probe> <object>."."""
+        import random
+
+        from continual.streams.knowledge import probe_prompt
+
+        n = self.light_tune["n_facts"]
+        if n == 0:
+            return []
+        pool = self.data.unprobed_real_facts()
+        if n > len(pool):
+            raise ConfigError(f"light_tune.n_facts={n} but only {len(pool)} real facts are in no probe set; "
+                              "lower light_tune.n_facts or n_per_set")
+        facts = random.Random(self.seed).sample(pool, n)
+        return [f"{probe_prompt(f)} {f.object}." for f in facts]
 
     # ------------------------------------------------------------------ batches
     def _order(self, task: int) -> torch.Tensor:
@@ -266,24 +335,34 @@ class KnowledgeTextStream(TextStream):
         self._check_prepared()
         return self.data.phases
 
+    def answer_probes(self, strategy: Any, prompts: list[str]) -> list[str]:
+        """``strategy.answer`` on the probes with this stream's beams, inside light tuning when on."""
+        from continual.lm.light_tuning import light_tuned
+
+        beams = {"num_beams": self.num_beams} if self.num_beams != 1 else {}  # plugins may take no beams
+        options = {k: v for k, v in self.light_tune.items() if k != "n_facts"}
+        with light_tuned(strategy.model, self.tokenizer, self.light_tune_texts, seed=self.seed, **options):
+            return strategy.answer(prompts, max_new_tokens=self.budget, **beams)
+
     def score_eval_sets(self, strategy: Any) -> tuple[list[float], list[dict[str, Any]]]:
-        """Exact match of ``strategy.answer`` on every probe set, of the updated sets against
-        their old objects, and the held-out text loss; plus one record per probe."""
+        """Exact match (rule ``match``) of the strategy's answers on every probe set, of the
+        updated sets against their old objects, and the held-out text loss; plus one record
+        per probe."""
         from continual.lm.evaluation import exact_match, text_loss
         from continual.streams.knowledge import probe_prompt
 
         sets = self.data.probe_sets()
         prompts = [probe_prompt(f) for facts in sets.values() for f in facts]
-        preds = strategy.answer(prompts, max_new_tokens=self.budget)
+        preds = self.answer_probes(strategy, prompts)
         scores: dict[str, float] = {}
         details: list[dict[str, Any]] = []
         pos = 0
         for name, facts in sets.items():
             p = preds[pos:pos + len(facts)]
             pos += len(facts)
-            scores[name] = exact_match(p, [f.object for f in facts])
+            scores[name] = exact_match(p, [f.object for f in facts], self.match)
             if name.startswith("UL"):
-                scores[name + "_old"] = exact_match(p, [f.old_object for f in facts])
+                scores[name + "_old"] = exact_match(p, [f.old_object for f in facts], self.match)
             details += [{"set": name, "subject": f.subject, "relation": f.relation, "object": f.object,
                          "old_object": f.old_object, "prediction": a} for f, a in zip(facts, p)]
         scores["heldout_loss"] = text_loss(strategy.model, self.tokenizer, self.data.heldout_texts)
@@ -325,10 +404,13 @@ class KnowledgeTextStream(TextStream):
         return out
 
     def summary_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
-        """Final IL/UL/NL, FUAR over M_0..M_n, the initial ones, probe-set sizes, stream facts."""
+        """Final IL/UL/NL, FUAR over M_0..M_n, the initial ones, probe-set sizes, the scoring
+        options (``probe_protocol``), stream facts."""
         return {**self._headline(rows[-1]), "FUAR": self._fuar([rows[0]] + [rows[e] for e in task_end_rows]),
                 "initial": self._headline(rows[0]),
                 "probe_sizes": {k: len(v) for k, v in self.data.probe_sets().items()},
+                "probe_protocol": {"num_beams": self.num_beams, "match": self.match,
+                                   "invariant": self.spec.invariant, "light_tune": dict(self.light_tune)},
                 "stream_stats": self.data.stats}
 
 

@@ -2,9 +2,17 @@
 
 Exact match follows Jang et al. (ICLR 2022) and SQuAD: answers are lower-cased, stripped
 of punctuation, articles (a, an, the) and extra spaces before comparison; the score is a
-percentage. Departure: the paper's T5 generates only the masked span, while a decoder LM
-continues the sentence ("Paris. It is ..."), so a prediction counts as right when its
-first k normalised words equal the k normalised words of the gold answer.
+percentage. A decoder LM continues the sentence ("Paris. It is ..."), so the continuation
+must be matched to the gold answer by a rule (``MATCH_RULES``):
+
+- ``prefix`` (our default): right when the first k normalised words of the continuation
+  equal the k normalised words of the gold answer. Departure from the paper: its T5
+  generates only the masked span; for a decoder LM this credits "Paris, the city of light"
+  as well as "Paris.", so the score does not depend on how the model ends its sentence.
+- ``strict``: the official GPT-2 evaluation (``models/GPT2_Model.py``, ``_generative_step``
+  and ``exact_match_score``): the continuation is cut after its first "." (if it has one),
+  then its normalised text must EQUAL the normalised gold. "Paris, France." is wrong; a
+  gold with a "." inside ("St. Louis") can never match, as in the official code.
 """
 
 from __future__ import annotations
@@ -28,21 +36,32 @@ def normalize_answer(text: str) -> str:
     return " ".join(_ARTICLES.sub(" ", text).split())
 
 
-def answer_matches(prediction: str, gold: str) -> bool:
-    """True when the prediction starts with the gold answer, word for word, once normalised."""
-    gold_words = normalize_answer(gold).split()
-    if not gold_words:
+MATCH_RULES = ("prefix", "strict")
+
+
+def answer_matches(prediction: str, gold: str, rule: str = "prefix") -> bool:
+    """True when a generated continuation answers ``gold`` under ``rule`` (see the module
+    docstring): ``prefix``, it starts with the gold answer word for word once normalised;
+    ``strict``, cut after its first ".", it equals the gold answer once normalised."""
+    gold_norm = normalize_answer(gold)
+    if not gold_norm:
         return False
-    return normalize_answer(prediction).split()[: len(gold_words)] == gold_words
+    if rule == "prefix":
+        gold_words = gold_norm.split()
+        return normalize_answer(prediction).split()[: len(gold_words)] == gold_words
+    if rule == "strict":
+        cut = prediction.find(".")
+        return normalize_answer(prediction if cut < 0 else prediction[: cut + 1]) == gold_norm
+    raise ValueError(f"unknown match rule {rule!r}; choose one of {list(MATCH_RULES)}")
 
 
-def exact_match(predictions: Sequence[str], golds: Sequence[str]) -> float:
-    """Percentage of predictions that match their gold answers (0-100); 0 for no probes."""
+def exact_match(predictions: Sequence[str], golds: Sequence[str], rule: str = "prefix") -> float:
+    """Percentage of predictions that match their gold answers under ``rule`` (0-100); 0 for no probes."""
     if len(predictions) != len(golds):
         raise ValueError(f"{len(predictions)} predictions for {len(golds)} gold answers")
     if not golds:
         return 0.0
-    return 100.0 * sum(answer_matches(p, g) for p, g in zip(predictions, golds)) / len(golds)
+    return 100.0 * sum(answer_matches(p, g, rule) for p, g in zip(predictions, golds)) / len(golds)
 
 
 def answer_token_budget(tokenizer, golds: Sequence[str], margin: int = 2) -> int:
