@@ -3,7 +3,7 @@
 The studies are Hydra multiruns of the main CLI (docs/language_models.md)::
 
     continual -m +experiment=ckl_smollm2 strategy=ckl_vanilla,ckl_recadam,ckl_mixreview,ckl_lora,\
-ckl_kadapter,ckl_ltm_retrieval seed=0,1,2 hydra.sweep.dir=runs/lm/ckl_smollm2
+ckl_kadapter,ckl_modular,ckl_ltm_retrieval seed=0,1,2 hydra.sweep.dir=runs/lm/ckl_smollm2
     continual -m +experiment=infinite_lr schedule=infinite,repeated_cosine,constant,wsd seed=0,1,2 \
 hydra.sweep.dir=runs/lm/infinite_lr
 
@@ -12,7 +12,7 @@ Their run folders are large and not committed; this reads every ``summary.json``
 file in the repository:
 
 - ``benchmarks/results/lm_ckl_runs.csv``: CKL runs (method, seed, IL / UL / NL before and after,
-  FUAR, held-out loss, steps, trainable parameters, train seconds);
+  FUAR, held-out loss, steps, parameters and trainable parameters, train and eval seconds);
 - ``benchmarks/results/lm_cpt_runs.csv``: continual pre-training runs (schedule, seed, final
   loss per corpus, forgetting, adaptation);
 
@@ -30,7 +30,8 @@ import statistics
 from pathlib import Path
 
 OUT = Path(__file__).resolve().parent / "results"
-METHOD_ORDER = ("ckl_vanilla", "ckl_recadam", "ckl_mixreview", "ckl_lora", "ckl_kadapter", "ckl_ltm_retrieval")
+METHOD_ORDER = ("ckl_vanilla", "ckl_recadam", "ckl_mixreview", "ckl_lora", "ckl_kadapter", "ckl_modular",
+                "ckl_ltm_retrieval")
 SCHEDULE_ORDER = ("infinite", "repeated_cosine", "constant", "wsd")
 
 
@@ -56,7 +57,8 @@ def ckl_rows(summaries: list[dict]) -> list[dict]:
         row.update({f"M0_{k}": v for k, v in s["initial_scores"].items()})
         row.update({f"M1_{k}": v for k, v in s["final_scores"].items()})
         row.update({"FUAR": s.get("FUAR"), "steps": s["steps"], "params": s["params"],
-                    "train_s": s["train_seconds"]})
+                    "trainable_params": s.get("trainable_params"), "train_s": s["train_seconds"],
+                    "eval_s": s.get("eval_seconds")})
         rows.append(row)
     return rows
 

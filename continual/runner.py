@@ -106,6 +106,15 @@ def parameter_count(strategy: Strategy) -> int:
     return sum(p.numel() for p in model.parameters()) if model is not None else 0
 
 
+def trainable_parameter_count(strategy: Strategy) -> int | None:
+    """Parameters of the strategy's ``model`` that train (requires_grad), each tied matrix
+    once; None for a strategy without a ``model`` (not measured)."""
+    model = getattr(strategy, "model", None)
+    if not isinstance(model, torch.nn.Module):
+        return None
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 class Runner:
     """Runs ``strategy`` over ``stream`` and writes the run folder ``out_dir``."""
 
@@ -664,6 +673,7 @@ class Runner:
             "samples_per_second": st.samples / st.train_seconds if st.train_seconds else 0.0,
             **_peak_rss(self._rss_reset),
             "params": parameter_count(self.strategy),
+            "trainable_params": trainable_parameter_count(self.strategy),
             "stream": stream.name,
             "skipped_nonfinite_batches": st.skipped_nonfinite,
             **self.resume_info,

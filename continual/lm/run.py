@@ -9,7 +9,7 @@ import sys
 
 NEW_COMMANDS = {
     "ckl_smollm2": "continual -m +experiment=ckl_smollm2 strategy=ckl_vanilla,ckl_recadam,ckl_mixreview,"
-                   "ckl_lora,ckl_kadapter,ckl_ltm_retrieval seed=0,1,2",
+                   "ckl_lora,ckl_kadapter,ckl_modular,ckl_ltm_retrieval seed=0,1,2",
     "infinite_lr": "continual -m +experiment=infinite_lr schedule=infinite,repeated_cosine,constant,wsd seed=0,1,2",
 }
 

@@ -9,5 +9,6 @@ CKL_METHODS = {
     "mixreview": "continual.strategies.ckl.mixreview.MixReview",
     "lora": "continual.strategies.ckl.lora.LoRA",
     "kadapter": "continual.strategies.ckl.kadapter.KAdapter",
+    "modular": "continual.strategies.ckl.modular.Modular",
     "ltm_retrieval": "continual.strategies.ckl.ltm_retrieval.LTMRetrieval",
 }

@@ -1,19 +1,32 @@
-"""K-Adapter-style parameter expansion: a chain of adapters beside chosen layers, base frozen.
+"""K-Adapter: knowledge adapters (small transformer stacks) beside a frozen LM.
 
-Wang et al., "K-Adapter: Infusing Knowledge into Pre-Trained Models with Adapters",
-Findings of ACL 2021, Sec. 3: knowledge adapters sit outside the frozen model; adapter i
-reads the hidden state of model layer l_i concatenated with adapter i-1's output, and
-the final representation combines the model's last hidden state with the last
-adapter's output. CKL (Jang et al. 2022) uses it as parameter expansion for knowledge.
+Wang et al., "K-Adapter: Infusing Knowledge into Pre-Trained Models with Adapters", Findings
+of ACL 2021, Sec. 3: adapters sit outside the frozen model and read some of its layers. CKL
+(Jang et al., ICLR 2022) uses it as parameter expansion; we follow the CKL official code
+(joeljang/continual-knowledge-learning, ``models/Kadapter_T5.py``, class ``AdapterModel``):
 
-Ours, for a decoder LM: with h_l (B, T, d) the output of layer l and a_0 = 0,
-    a_i = a_{i-1} + Up_i(GELU(Down_i([h_{l_i}; a_{i-1}])))     Down_i: 2d -> r, Up_i: r -> d
-and the LM head reads norm(h_L) + a_last. Up_i starts at zero, so training starts at the
-base model. Departure: each adapter is a position-wise bottleneck (no self-attention
-inside), so it works with cached incremental generation and stays cheap on a CPU; the
-paper's adapters hold two transformer layers each. Works on Llama-style
-(``model.model.layers`` / ``model.model.norm``) and GPT-2-style (``transformer.h`` /
-``transformer.ln_f``) models.
+    a_0 = 0,   a_i = Block_i(h_{l_i} + a_{i-1})   for the k = 2 adapter layers l = [1, 11]
+    output = norm(h_L) + 0.1 * LN(a_k)
+
+where h_l is the model's ``hidden_states[l]`` (0 = embeddings, l = output of block l), each
+Block_i is one freshly initialised transformer block of the model's own architecture and
+width, LN a fresh RMS norm (T5's LayerNorm), and the sum feeds the LM head. As in the
+official code the adapters start random, so the model starts slightly off the base model
+(by at most 0.1 of a unit-RMS vector per position).
+
+Trainable set: the adapters plus the LM head (``train_lm_head``), as the official GPT-2 path
+(see ``continual.strategies.ckl.lora``).
+
+Departures:
+- The official runs put the adapters on T5's encoder, whose output the trainable T5 decoder
+  reads; a decoder-only model has neither, so the adapters' sum feeds the LM head directly.
+- ``layer_ids`` default [1, 11] (of T5-large's 24 encoder blocks); a model with fewer than 11
+  blocks uses [1, n].
+- The adapter blocks keep no KV cache, so generation recomputes the sequence at every new
+  token (``generation_cache = False``): the answers are the same, generation is slower.
+- ``variant: bottleneck`` keeps this project's earlier design (position-wise MLP bottlenecks
+  of width ``adapter_dim`` reading [h_l; a_{i-1}], output added unscaled, zero-initialised,
+  adapters only) for comparison.
 """
 
 from __future__ import annotations
@@ -26,22 +39,68 @@ from torch import nn
 from torch.nn import functional as F
 
 from continual.strategies.ckl.base import LMStrategy, freeze
+from continual.strategies.ckl.side_modules import (
+    InputCapture,
+    decoder_parts,
+    output_head_weights,
+    small_stack,
+)
 from continual.types import ConfigError
 
-
-def decoder_layers_and_norm(model: nn.Module) -> tuple[nn.ModuleList, nn.Module]:
-    """(decoder layers, final norm) of a Llama- or GPT-2-style causal LM."""
-    core = getattr(model, "model", None) or getattr(model, "transformer", None)
-    layers = getattr(core, "layers", None) or getattr(core, "h", None)
-    norm = getattr(core, "norm", None) or getattr(core, "ln_f", None)
-    if layers is None or norm is None:
-        raise ConfigError(f"K-Adapter cannot find decoder layers and final norm in "
-                          f"{type(model).__name__}; it supports Llama- and GPT-2-style models")
-    return layers, norm
+OFFICIAL_LAYER_IDS = (1, 11)
 
 
-class KnowledgeAdapters(nn.Module):
-    """The adapter chain; ``forward`` is driven by hooks on the frozen model."""
+def default_layer_ids(n_layers: int) -> list[int]:
+    """The official [1, 11], clamped to the model's block count."""
+    return [min(i, n_layers) for i in OFFICIAL_LAYER_IDS]
+
+
+class TransformerAdapters(nn.Module):
+    """K-Adapter as the CKL code: k transformer blocks fed h_{l_i} + a_{i-1}, fused by sum,
+    output ``scale * LN(a_k)`` added to the model's final hidden state."""
+
+    def __init__(self, config: Any, layer_ids: Sequence[int], scale: float = 0.1) -> None:
+        super().__init__()
+        d = config.hidden_size
+        self.layer_ids, self.scale = list(layer_ids), float(scale)
+        self.blocks = nn.ModuleList(
+            small_stack(config, d, 1, config.num_attention_heads, config.intermediate_size
+                        if getattr(config, "intermediate_size", None) else 4 * d,
+                        final_norm=False)
+            for _ in self.layer_ids)
+        eps = getattr(config, "rms_norm_eps", None) or getattr(config, "layer_norm_epsilon", 1e-6)
+        self.norm = nn.RMSNorm(d, eps=eps)
+        self.hidden: dict[int, torch.Tensor] = {}
+        self.capture: InputCapture | None = None
+
+    def attach(self, model: nn.Module) -> None:
+        parts = decoder_parts(model)
+        self.capture = InputCapture(parts.core)
+        wanted = set(self.layer_ids)
+        if 0 in wanted:
+            parts.embed.register_forward_hook(self._store(0))
+        for lid in wanted - {0}:
+            parts.layers[lid - 1].register_forward_hook(self._store(lid))
+        parts.norm.register_forward_hook(lambda mod, inp, out: self.fuse(out))
+
+    def _store(self, lid: int):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            self.hidden[lid] = output[0] if isinstance(output, tuple) else output
+        return hook
+
+    def fuse(self, final_hidden: torch.Tensor) -> torch.Tensor:
+        inputs = self.capture.inputs if self.capture is not None else {}
+        a = torch.zeros_like(final_hidden)
+        for lid, block in zip(self.layer_ids, self.blocks):
+            a = block(inputs_embeds=self.hidden[lid] + a, attention_mask=inputs.get("attention_mask"),
+                      position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
+        self.hidden.clear()
+        return final_hidden + self.scale * self.norm(a)
+
+
+class BottleneckAdapters(nn.Module):
+    """This project's earlier K-Adapter (``variant: bottleneck``): a_i = a_{i-1} +
+    Up_i(GELU(Down_i([h_{l_i}; a_{i-1}]))), Up zero-initialised, output norm(h_L) + a_k."""
 
     def __init__(self, d_model: int, layer_ids: Sequence[int], adapter_dim: int) -> None:
         super().__init__()
@@ -53,50 +112,68 @@ class KnowledgeAdapters(nn.Module):
             nn.init.zeros_(up.bias)
         self.state: torch.Tensor | None = None
 
-    def read(self, i: int, hidden: torch.Tensor) -> None:
-        """Adapter i reads layer l_i's output hidden (B, T, d) and updates the chain state."""
-        prev = self.state if self.state is not None else torch.zeros_like(hidden)
-        z = F.gelu(self.down[i](torch.cat([hidden, prev], dim=-1)))
-        self.state = prev + self.up[i](z)
+    def attach(self, model: nn.Module) -> None:
+        parts = decoder_parts(model)
+        for i, lid in enumerate(self.layer_ids):
+            parts.layers[lid].register_forward_hook(self._read(i))
+        parts.norm.register_forward_hook(lambda mod, inp, out: self.fuse(out))
 
-    def emit(self, final_hidden: torch.Tensor) -> torch.Tensor:
-        """Add the chain's output to the normalised last hidden state; reset the chain."""
+    def _read(self, i: int):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            hidden = output[0] if isinstance(output, tuple) else output
+            prev = self.state if self.state is not None else torch.zeros_like(hidden)
+            z = F.gelu(self.down[i](torch.cat([hidden, prev], dim=-1)))
+            self.state = prev + self.up[i](z)
+        return hook
+
+    def fuse(self, final_hidden: torch.Tensor) -> torch.Tensor:
         out = final_hidden if self.state is None else final_hidden + self.state
         self.state = None
         return out
 
 
 class KAdapter(LMStrategy):
-    """Train only the knowledge adapters beside layers ``layer_ids`` (default: first,
-    middle, last, as K-Adapter's 0 / 11 / 23 of 24) of a frozen LM."""
+    """Train knowledge adapters beside a frozen LM (and its head when ``train_lm_head``).
+
+    Args:
+        layer_ids: which ``hidden_states`` the adapters read (official: [1, 11]); for the
+            bottleneck variant, block indices (default first, middle, last).
+        variant: ``transformer`` (the CKL code) or ``bottleneck`` (our earlier design).
+        output_scale: the factor on the adapters' normalised output (official 0.1).
+        train_lm_head: also train the LM head / tied embeddings (official GPT-2 path).
+        adapter_dim: bottleneck width (``variant: bottleneck`` only).
+    """
 
     def __init__(self, model: nn.Module, tokenizer: Any, layer_ids: Sequence[int] | None = None,
-                 adapter_dim: int = 64, lr: float = 1e-3, **kwargs: Any) -> None:
-        self.layer_ids_arg, self.adapter_dim = layer_ids, adapter_dim
+                 variant: str = "transformer", output_scale: float = 0.1,
+                 train_lm_head: bool = True, adapter_dim: int = 64, lr: float = 1e-3,
+                 **kwargs: Any) -> None:
+        if variant not in ("transformer", "bottleneck"):
+            raise ConfigError(f"K-Adapter variant must be 'transformer' or 'bottleneck', got {variant!r}")
+        self.layer_ids_arg, self.variant = layer_ids, variant
+        self.output_scale, self.train_lm_head, self.adapter_dim = output_scale, train_lm_head, adapter_dim
+        self.generation_cache = variant == "bottleneck"
         super().__init__(model, tokenizer, lr=lr, **kwargs)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:
         freeze(model)
-        layers, norm = decoder_layers_and_norm(model)
-        n = len(layers)
-        ids = list(self.layer_ids_arg) if self.layer_ids_arg is not None else \
-            sorted({0, n // 2, n - 1})
-        if any(not 0 <= i < n for i in ids):
-            raise ConfigError(f"layer_ids {ids} out of range for a model with {n} layers")
-        d = model.config.hidden_size
-        self.adapters = KnowledgeAdapters(d, ids, self.adapter_dim).to(
-            next(model.parameters()).device)
+        n = len(decoder_parts(model).layers)
+        if self.variant == "transformer":
+            ids = list(self.layer_ids_arg) if self.layer_ids_arg is not None else default_layer_ids(n)
+            if any(not 0 <= i <= n for i in ids):
+                raise ConfigError(f"layer_ids {ids} out of range: hidden_states of a {n}-block "
+                                  f"model are 0 (embeddings) to {n}")
+            self.adapters = TransformerAdapters(model.config, ids, self.output_scale)
+        else:
+            ids = list(self.layer_ids_arg) if self.layer_ids_arg is not None else sorted({0, n // 2, n - 1})
+            if any(not 0 <= i < n for i in ids):
+                raise ConfigError(f"layer_ids {ids} out of range for a model with {n} blocks")
+            self.adapters = BottleneckAdapters(model.config.hidden_size, ids, self.adapter_dim)
+        param = next(model.parameters())
+        self.adapters.to(device=param.device, dtype=param.dtype)
         model.add_module("knowledge_adapters", self.adapters)  # saved with the model
-        for i, lid in enumerate(ids):
-            layers[lid].register_forward_hook(self._layer_hook(i))
-        norm.register_forward_hook(lambda mod, inp, out: self.adapters.emit(out))
+        self.adapters.attach(model)
+        if self.train_lm_head and self.variant == "transformer":
+            for p in output_head_weights(model):
+                p.requires_grad_(True)
         return model
-
-    def _layer_hook(self, i: int):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
-            hidden = output[0] if isinstance(output, tuple) else output
-            self.adapters.read(i, hidden)
-        return hook
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return list(self.adapters.parameters())

@@ -10,7 +10,20 @@ rows packed from the review pool (pre-training-like text the loop hands over in
 ``TaskInfo.extra['review_texts']``, plus the text of every earlier corpus this strategy
 trained on). Departure: the paper adds review *examples* to the epoch (more steps);
 we add review *rows* to each step (same number of steps, larger batches), so the step
-count stays comparable across methods; ``max_review_rows`` caps the per-step cost.
+count stays comparable across methods (the compute is the paper's: at ratio 4 the first
+epoch handles 5x the rows of a vanilla epoch).
+
+``max_review_rows`` bounds the per-step cost without cancelling the decay: it caps the first
+epoch's count and every later epoch keeps the paper's ratio to it, n_e = round(min(B * mix_ratio,
+cap) * decay^e) (at batch 8, ratio 4: uncapped 32, 22, 16, 11 review rows in epochs 1-4; cap 8:
+8, 6, 4, 3). An earlier version capped each epoch's count on its own, which at cap 8 made the
+mix a constant 1:1 in all four epochs.
+
+Note on the official CKL code (joeljang/continual-knowledge-learning, ``models/T5_Model.py``
+``train_dataloader``): it computes the epoch's mix from ``self.epoch``, but PyTorch Lightning
+1.3 builds the training dataloader once (no ``reload_dataloaders_every_epoch`` in ``run.py``),
+so its runs mixed a constant 4x review data into every epoch; we follow the paper's decay
+(He et al. Sec. 4) and say so here.
 """
 
 from __future__ import annotations
@@ -57,8 +70,12 @@ class MixReview(LMStrategy):
         return self.task_step // self.steps_per_epoch if self.steps_per_epoch else 0
 
     def review_rows(self, batch_rows: int) -> int:
-        n = round(batch_rows * self.mix_ratio * self.mix_decay ** self.epoch())
-        return min(n, self.max_review_rows) if self.max_review_rows is not None else n
+        """Review rows joining a batch of ``batch_rows`` in the current epoch (see the module
+        docstring: the cap scales the whole decaying schedule)."""
+        first = batch_rows * self.mix_ratio
+        if self.max_review_rows is not None:
+            first = min(first, self.max_review_rows)
+        return round(first * self.mix_decay ** self.epoch())
 
     def _review_batch(self, n: int, seq_len: int) -> tuple[torch.Tensor, torch.Tensor]:
         from continual.streams.corpora import pack_documents

@@ -10,6 +10,14 @@ decoupled decay): at step t,
     theta <- theta - eta_t * (1 - lambda(t)) * gamma * (theta - theta*)
 CKL setting (Jang et al. 2022): k = 0.5, t0 = 250, gamma (pretrain coefficient) = 5000.
 
+Continual phases: at the start of every corpus after the first, the strategy re-anchors
+(``reanchor: true``): theta* becomes the weights it has reached and the annealing counter t
+restarts at 0, so each phase recalls the model it started from; Adam's moments and its bias
+correction carry on. ``reanchor: false`` keeps the pre-trained anchor and one counter for the
+whole stream (the pull then vanishes after the first phase). The official code runs each
+phase as a new process anchored at ``model_name_or_path``; the paper defines one
+fine-tuning run, so re-anchoring is our reading of it for a stream of corpora.
+
 Note: eta * (1 - lambda) * gamma must stay below 2 or the pull overshoots (with gamma
 5000 that is eta < 4e-4); and with t0 = 250, nothing is learned from the corpus before
 about step 240, so t0 must be well inside the run (set it for short runs).
@@ -24,7 +32,7 @@ import torch
 from torch import nn
 
 from continual.strategies.ckl.base import LMStrategy
-from continual.types import ConfigError
+from continual.types import ConfigError, TaskInfo
 
 
 def sigmoid_anneal(step: int, k: float, t0: float) -> float:
@@ -63,12 +71,13 @@ class RecAdam(torch.optim.Optimizer):
                     st["exp_avg"] = torch.zeros_like(p)
                     st["exp_avg_sq"] = torch.zeros_like(p)
                 st["step"] += 1
+                st["anneal_step"] = st.get("anneal_step", st["step"] - 1) + 1
                 t = st["step"]
                 st["exp_avg"].mul_(b1).add_(p.grad, alpha=1 - b1)
                 st["exp_avg_sq"].mul_(b2).addcmul_(p.grad, p.grad, value=1 - b2)
                 denom = st["exp_avg_sq"].sqrt().add_(group["eps"])
                 step_size = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
-                lam = sigmoid_anneal(t, group["anneal_k"], group["anneal_t0"])
+                lam = sigmoid_anneal(st["anneal_step"], group["anneal_k"], group["anneal_t0"])
                 p.addcdiv_(st["exp_avg"], denom, value=-step_size * lam)
                 pull = group["lr"] * (1.0 - lam) * group["pretrain_coef"]
                 p.add_(p - st["anchor"], alpha=-pull)
@@ -76,14 +85,29 @@ class RecAdam(torch.optim.Optimizer):
                     p.add_(p, alpha=-group["lr"] * group["weight_decay"])
         return None
 
+    @torch.no_grad()
+    def reanchor(self) -> None:
+        """Anchor every parameter at its current value and restart the annealing counter."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p]["anchor"] = p.detach().clone()
+                self.state[p]["anneal_step"] = 0
+
 
 class RecAdamStrategy(LMStrategy):
     """Full fine-tuning with the RecAdam optimiser anchored at the weights it starts from."""
 
     def __init__(self, model: nn.Module, tokenizer: Any, anneal_k: float = 0.5,
-                 anneal_t0: float = 250, pretrain_coef: float = 5000.0, **kwargs: Any) -> None:
+                 anneal_t0: float = 250, pretrain_coef: float = 5000.0, reanchor: bool = True,
+                 **kwargs: Any) -> None:
         self.anneal_k, self.anneal_t0, self.pretrain_coef = anneal_k, anneal_t0, pretrain_coef
+        self.reanchor = reanchor
         super().__init__(model, tokenizer, **kwargs)
+
+    def on_task_start(self, info: TaskInfo) -> None:
+        super().on_task_start(info)
+        if self.reanchor and self.steps > 0:  # every corpus after the first
+            self.optimizer.reanchor()
 
     def make_optimizer(self, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
         if name not in ("adam", "adamw", "recadam"):

@@ -5,13 +5,15 @@ import copy
 import pytest
 import torch
 
+from continual.models.lm import tiny_causal_lm
 from continual.strategies.ckl.kadapter import KAdapter
 from continual.strategies.ckl.lora import LoRA
 from continual.strategies.ckl.ltm_retrieval import HashingEmbedder, LTMRetrieval
 from continual.strategies.ckl.mixreview import MixReview
+from continual.strategies.ckl.modular import Modular
 from continual.strategies.ckl.recadam import RecAdam, RecAdamStrategy, sigmoid_anneal
 from continual.strategies.ckl.vanilla import Vanilla
-from continual.types import Batch, TaskInfo
+from continual.types import Batch, ConfigError, TaskInfo
 
 
 def _base_weights(model):
@@ -34,51 +36,140 @@ def test_vanilla_step_changes_the_base_weights_and_lowers_the_loss(tiny, lm_batc
     assert _changed(before, model) and last < first
 
 
-def test_lora_trains_adapters_and_leaves_the_base_frozen(tiny, lm_batch):
+def _trainable(s):
+    return {n: p.numel() for n, p in s.model.named_parameters() if p.requires_grad}
+
+
+# The tiny model: hidden 32, 2 blocks, 4 heads (head size 8), MLP 128, byte vocabulary V.
+D, L, MLP = 32, 2, 128
+LLAMA_BLOCK = 4 * D * D + 3 * D * MLP + 2 * D  # q k v o, gate up down, two RMS norms
+
+
+def test_lora_official_defaults_train_adapters_and_the_tied_head(tiny, lm_batch):
     model, tok = tiny
+    vocab = model.config.vocab_size
     base_q = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
     s = LoRA(model, tok, lr=1e-2)
-    names = {n for n, p in s.model.named_parameters() if p.requires_grad}
-    assert names and all("lora_" in n for n in names)
+    names = _trainable(s)
+    assert sum(names.values()) == L * 2 * (4 * D + D * 4) + vocab * D  # {q, v} x (A + B) + head
+    assert all("lora_" in n or "embed_tokens" in n for n in names)
+    assert s.scale == 4 / 16  # official r / alpha, not peft's alpha / r
+    lora_a = [p for n, p in s.model.named_parameters() if "lora_A" in n]
+    assert abs(float(torch.cat([p.flatten() for p in lora_a]).std()) - 0.02) < 0.005
     before = {n: p.detach().clone() for n, p in s.model.named_parameters()}
     s.observe(lm_batch)
     s.observe(lm_batch)  # lora_B starts at zero: lora_A moves from the second step
     changed = _changed(before, s.model)
-    assert changed and all("lora_" in n for n in changed)
-    assert torch.equal(model.model.layers[0].self_attn.q_proj.base_layer.weight,
-                       base_q)
+    assert any("lora_A" in n for n in changed) and any("embed_tokens" in n for n in changed)
+    assert torch.equal(model.model.layers[0].self_attn.q_proj.base_layer.weight, base_q)
+
+
+def test_lora_scale_rules_give_the_documented_factors(tiny, lm_batch):
+    model, tok = tiny
+    peft_like = LoRA(copy.deepcopy(model), tok, scale_rule="peft", train_lm_head=False, init_a_std=None)
+    official = LoRA(model, tok)
+    assert peft_like.scale == 4.0 and official.scale == 0.25
+    layer = official.model.base_model.model.model.layers[0].self_attn.q_proj
+    assert layer.scaling["default"] == 0.25
+    assert sum(_trainable(peft_like).values()) == L * 2 * (4 * D + D * 4)
+    with pytest.raises(ConfigError, match="scale_rule"):
+        LoRA(copy.deepcopy(model), tok, scale_rule="other")
 
 
 def test_lora_targets_q_and_v_with_rank_4():
     from continual.models.lm import tiny_causal_lm
 
     model, tok = tiny_causal_lm(hidden_size=32, n_layers=2)
-    s = LoRA(model, tok)
+    s = LoRA(model, tok, train_lm_head=False)
     n = sum(p.numel() for p in s.trainable_parameters())
     assert n == 2 * 2 * (4 * 32 + 32 * 4)  # layers x {q, v} x (A + B)
 
 
-def test_kadapter_starts_at_the_base_model_and_trains_only_adapters(tiny, lm_batch):
+def test_kadapter_official_blocks_fusion_and_scale(tiny, lm_batch):
+    model, tok = tiny
+    vocab = model.config.vocab_size
+    base = copy.deepcopy(model)
+    before = _base_weights(model)
+    s = KAdapter(model, tok, lr=1e-2)
+    assert s.adapters.layer_ids == [1, 2]  # official [1, 11], clamped to the 2 blocks
+    # two full blocks of the model's own shape, the output norm, the tied head
+    assert sum(_trainable(s).values()) == 2 * LLAMA_BLOCK + D + vocab * D
+    # output = norm(h_L) + 0.1 * RMSNorm(a_2): recompute it by hand from the base model
+    with torch.no_grad():
+        out = base(input_ids=lm_batch.x, output_hidden_states=True)
+        hs = out.hidden_states  # hidden_states[-1] is already the final norm's output
+        a = torch.zeros_like(hs[-1])
+        for lid, block in zip([1, 2], s.adapters.blocks):
+            h = hs[lid] if lid < 2 else base.model.layers[1](hs[1], position_embeddings=
+                base.model.rotary_emb(hs[1], torch.arange(hs[1].shape[1])[None]))
+            h = h[0] if isinstance(h, tuple) else h
+            a = block(inputs_embeds=h + a, use_cache=False).last_hidden_state
+        want = base.lm_head(hs[-1] + 0.1 * s.adapters.norm(a))
+        assert torch.allclose(s.predict(lm_batch.x), want, atol=1e-4)
+        gap = (s.predict(lm_batch.x) - out.logits).abs().max()
+        assert 0 < gap  # random blocks: the start is off the base model, by 0.1 of a unit vector
+    s.observe(lm_batch)
+    s.observe(lm_batch)
+    changed = _changed(before, model, names=set(before))
+    assert changed == {"model.embed_tokens.weight"}  # the tied head trains; the base does not
+
+
+def test_kadapter_bottleneck_variant_keeps_the_earlier_design(tiny, lm_batch):
     model, tok = tiny
     base = copy.deepcopy(model)
     before = _base_weights(model)
-    s = KAdapter(model, tok, adapter_dim=8, lr=1e-2)
+    s = KAdapter(model, tok, variant="bottleneck", adapter_dim=8, lr=1e-2)
+    assert sum(_trainable(s).values()) == 3 * 0 + 2 * ((2 * D) * 8 + 8 + 8 * D + D)  # blocks {0, 1}
     with torch.no_grad():
         assert torch.allclose(s.predict(lm_batch.x), base(input_ids=lm_batch.x).logits, atol=1e-5)
     s.observe(lm_batch)
     s.observe(lm_batch)
     assert not _changed(before, model, names=set(before))  # base weights untouched
-    assert any(p.abs().sum() > 0 for p in s.adapters.up.parameters())
     assert not torch.allclose(s.predict(lm_batch.x), base(input_ids=lm_batch.x).logits)
 
 
-def test_kadapter_output_survives_cached_generation(tiny, lm_batch):
+def test_kadapter_and_modular_generate_the_same_with_and_without_batching(tiny, lm_batch):
+    """No KV cache in the side modules: generation recomputes the sequence, so a prompt's
+    answer does not depend on the left padding its batch needed."""
+    for cls in (KAdapter, Modular):
+        model, tok = tiny_causal_lm(hidden_size=32, n_layers=2, n_heads=4, seed=0)
+        s = cls(model, tok, lr=5e-2)
+        for _ in range(3):
+            s.observe(lm_batch)
+        assert not s.generation_cache
+        alone = s.answer(["The capital of"], max_new_tokens=4)
+        batched = s.answer(["The capital of", "A much longer prompt about rivers and"], max_new_tokens=4)
+        assert alone[0] == batched[0]
+
+
+def test_modular_shape_rule_parameters_and_scale(tiny, lm_batch):
     model, tok = tiny
-    s = KAdapter(model, tok, adapter_dim=8, lr=5e-2)
-    for _ in range(3):
-        s.observe(lm_batch)
-    assert len(s.answer(["The capital of"], max_new_tokens=4)) == 1
-    assert s.adapters.state is None  # the chain is reset after every forward
+    vocab = model.config.vocab_size
+    base = copy.deepcopy(model)
+    before = _base_weights(model)
+    s = Modular(model, tok, lr=1e-2)
+    # rule: width half the model's in whole heads of 8 -> 16 (2 heads), blocks max(1, 2/4) = 1
+    assert s.module_config == {"width": 16, "n_blocks": 1, "n_heads": 2, "intermediate_size": 48}
+    w, m = 16, 48
+    module = vocab * w + (4 * w * w + 3 * w * m + 2 * w) + w + w * D  # embed, block, norm, W_up
+    assert sum(_trainable(s).values()) == module + vocab * D
+    with torch.no_grad():
+        out = base(input_ids=lm_batch.x, output_hidden_states=True)
+        small = s.modular.stack(input_ids=lm_batch.x).last_hidden_state
+        want = base.lm_head(out.hidden_states[-1] + 0.05 * s.modular.projection(small))
+        assert torch.allclose(s.predict(lm_batch.x), want, atol=1e-4)
+    s.observe(lm_batch)
+    assert _changed(before, model, names=set(before)) == {"model.embed_tokens.weight"}
+
+
+def test_modular_smollm2_shape_follows_the_rule():
+    from transformers import LlamaConfig
+
+    from continual.strategies.ckl.modular import module_shape
+
+    smollm2 = LlamaConfig(hidden_size=576, num_attention_heads=9, num_key_value_heads=3,
+                          num_hidden_layers=30, intermediate_size=1536, vocab_size=49152)
+    assert module_shape(smollm2, 30) == (256, 8, 4)
 
 
 def test_recadam_sigmoid_anneal_is_half_at_t0():
@@ -115,6 +206,33 @@ def test_recadam_strategy_step_changes_weights_once_lambda_rises(tiny, lm_batch)
     assert _changed(before, model)
 
 
+@pytest.mark.parametrize("reanchor", [True, False])
+def test_recadam_reanchors_at_each_corpus_phase(tiny, lm_batch, reanchor):
+    """Two corpus phases: with ``reanchor`` phase 2's anchor is the weights phase 1 reached and
+    its annealing counter restarts (first step: lambda ~ 0, a pull to itself, no move); without,
+    the counter runs on (lambda ~ 1), the old anchor no longer pulls and Adam moves on."""
+    model, tok = tiny
+    s = RecAdamStrategy(model, tok, lr=1e-3, anneal_t0=3, anneal_k=5.0, pretrain_coef=100.0,
+                        reanchor=reanchor)
+    s.on_task_start(TaskInfo(0, [], 0, 0))
+    for _ in range(8):  # lambda -> 1: Adam moves away from the anchor
+        s.observe(lm_batch)
+    s.on_task_end(TaskInfo(0, [], 0, 8))
+    after_phase1 = _base_weights(model)
+    s.on_task_start(TaskInfo(1, [], 0, 8))
+    s.observe(lm_batch)  # t = 1 of phase 2 when re-anchored: lambda ~ 0, pure pull to the anchor
+    now = _base_weights(model)
+    name = "model.layers.0.self_attn.q_proj.weight"
+    counters = {st["anneal_step"] for st in s.optimizer.state.values()}
+    if reanchor:
+        assert counters == {1}
+        for n in (name, "model.embed_tokens.weight"):
+            assert torch.allclose(now[n], after_phase1[n], atol=1e-6)  # pulled to itself
+    else:
+        assert counters == {9}
+        assert not torch.allclose(now[name], after_phase1[name], atol=1e-6)
+
+
 def test_mixreview_adds_decaying_review_rows(tiny, lm_batch):
     model, tok = tiny
     s = MixReview(model, tok, lr=1e-3, review_texts=["An older text about rivers."] * 50)
@@ -122,6 +240,20 @@ def test_mixreview_adds_decaying_review_rows(tiny, lm_batch):
     first = s.observe(lm_batch)["review_rows"]
     second = s.observe(lm_batch)["review_rows"]
     assert first == 16 and second == round(4 * 4 * 0.7)  # B=4, ratio 4, decay 0.7 per epoch
+
+
+@pytest.mark.parametrize("cap, expected", [(None, [32, 22, 16, 11]), (8, [8, 6, 4, 3])])
+def test_mixreview_share_falls_every_epoch_even_with_a_cap(tiny, cap, expected):
+    """Batch 8, ratio 4, decay 0.7, 4 epochs of 2 steps: the cap scales the schedule and the
+    review share of each batch falls epoch by epoch (it was a constant 8 of 16 with cap 8)."""
+    model, tok = tiny
+    s = MixReview(model, tok, lr=1e-3, max_review_rows=cap, review_texts=["Older text."] * 50)
+    s.on_task_start(TaskInfo(0, [], 0, 0, extra={"steps_per_epoch": 2, "texts": ["new"]}))
+    batch = Batch(x=torch.randint(3, 100, (8, 12)), y=torch.randint(3, 100, (8, 12)), step=0)
+    rows = [s.observe(batch)["review_rows"] for _ in range(8)]
+    assert rows[::2] == expected and rows[1::2] == expected
+    shares = [r / (r + 8) for r in expected]
+    assert all(a > b for a, b in zip(shares, shares[1:]))
 
 
 def test_mixreview_reviews_earlier_corpora_in_later_tasks(tiny):

@@ -216,3 +216,30 @@ def test_lm_runs_on_the_joblib_launcher_with_the_loggers(tmp_path):
     runs = sorted((tmp_path / "sweep").glob("corpora_*"))
     assert len(runs) == 2 and all((run / "summary.json").is_file() for run in runs)
     assert all(list((run / "tensorboard").rglob("events.out.tfevents.*")) for run in runs)
+
+
+def test_recadam_reanchors_at_the_second_corpus_of_a_two_phase_knowledge_run(tmp_path):
+    """Through the Runner on the knowledge stream with n_phases=2: at corpus D2's start the
+    anchor is the weights D1 ended with, and the annealing counter counts D2's steps only."""
+    from continual.models.lm import tiny_causal_lm
+    from continual.strategies.ckl.recadam import RecAdamStrategy
+    from continual.streams.text import KnowledgeTextStream
+
+    class Watched(RecAdamStrategy):
+        def on_task_start(self, info):
+            self.weights_at_start = {id(p): p.detach().clone() for p in self.trainable_parameters()}
+            self.steps_at_start = self.steps
+            super().on_task_start(info)
+
+    model, tok = tiny_causal_lm(hidden_size=32, n_layers=2, seed=0)
+    stream = KnowledgeTextStream(n_per_set=12, n_phases=2, n_review=60, n_heldout=10, epochs=1,
+                                 seq_len=96, filler="synthetic", probe_with="capital_oracle")
+    stream.prepare(model, tok)
+    s = Watched(model, tok, lr=1e-3, anneal_t0=2)
+    Runner(stream, s, out_dir=str(tmp_path), checkpoints=False).run()
+    phase2_steps = s.steps - s.steps_at_start
+    assert s.steps_at_start > 0 and phase2_steps > 0
+    for p in s.trainable_parameters():
+        st = s.optimizer.state[p]
+        assert torch.equal(st["anchor"], s.weights_at_start[id(p)])
+        assert st["anneal_step"] == phase2_steps and st["step"] == s.steps
