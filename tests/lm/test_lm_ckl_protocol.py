@@ -204,3 +204,18 @@ def test_the_summary_records_the_probe_protocol(tiny):
 def test_bad_scoring_options_are_config_errors(options, message):
     with pytest.raises(ConfigError, match=message):
         KnowledgeTextStream(**{**SMALL, **options})
+
+
+def test_the_official_preset_extends_ckl_smollm2_and_switches_every_option_on():
+    from hydra import compose, initialize_config_module
+
+    from continual.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=ckl_smollm2_official", "strategy=ckl_lora"])
+    assert cfg.model._target_.endswith("load_smollm2") and cfg.stream.n_per_set == 100  # from ckl_smollm2
+    assert cfg.strategy._target_.endswith("lora.LoRA") and cfg.strategy.optimizer == "adafactor"
+    assert cfg.schedule._target_.endswith("OneCycleSchedule")
+    assert (cfg.stream.num_beams, cfg.stream.match, cfg.stream.invariant) == (2, "strict", "all")
+    assert cfg.stream.light_tune.n_facts == 200 and cfg.stream.light_tune.optimizer == "adafactor"
