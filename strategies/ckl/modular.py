@@ -16,7 +16,7 @@ Size: the official pairs are GPT-2 small beside GPT-2 large and T5-small's encod
 T5-large's (about half the width, a quarter to a third of the blocks). Our default rule: width
 = half the model's, rounded down to whole attention heads of the model's head size; blocks =
 a quarter of the model's (at least 1); MLP width 3x. SmolLM2-135M (576 wide, 30 blocks) gets a
-256-wide, 8-block module with a 49,152 x 256 embedding: 19.4M parameters (14% of the model,
+256-wide, 8-block module with a 49,152 x 256 embedding: 19.6M parameters (15% of the model,
 as GPT-2 small is 16% of GPT-2 large).
 
 Departures: the T5 runs feed the sum to a trainable T5 decoder, which a decoder-only model does
