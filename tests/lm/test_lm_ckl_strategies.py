@@ -45,6 +45,19 @@ D, L, MLP = 32, 2, 128
 LLAMA_BLOCK = 4 * D * D + 3 * D * MLP + 2 * D  # q k v o, gate up down, two RMS norms
 
 
+@pytest.mark.parametrize("cls", [Vanilla, RecAdamStrategy, MixReview])
+def test_full_fine_tuning_methods_train_every_parameter(tiny, cls):
+    model, tok = tiny
+    vocab = model.config.vocab_size
+    s = cls(model, tok)
+    assert sum(_trainable(s).values()) == vocab * D + L * LLAMA_BLOCK + D  # tied embedding, blocks, norm
+
+
+def test_ltm_retrieval_trains_nothing(tiny):
+    model, tok = tiny
+    assert sum(_trainable(LTMRetrieval(model, tok)).values()) == 0
+
+
 def test_lora_official_defaults_train_adapters_and_the_tied_head(tiny, lm_batch):
     model, tok = tiny
     vocab = model.config.vocab_size
