@@ -591,7 +591,9 @@ class TAME(GradientStrategy):
             or ``eval`` (``prepare_eval()`` before every evaluation).
         prune: whether to prune; expert_prune / selector_prune: shares of weights removed;
             prune_epochs, expert_finetune_lr, selector_finetune_lr: fine-tuning after pruning.
-        max_experts: a safety cap; past it, the best-fitting expert is reused instead.
+        max_experts: a safety cap; past it, the best-fitting expert other than the one that
+            fired is reused instead (with ``max_experts=1`` a detection is recorded in
+            ``detected_switches`` but changes nothing: no switch event).
     """
 
     def __init__(
@@ -685,8 +687,12 @@ class TAME(GradientStrategy):
             # the candidate update on this batch.
             return match[0], "reuse"
         if len(self.pool) >= self.max_experts:
-            losses = [self.pool.loss(i, x, y) for i in range(len(self.pool))]
-            return min(range(len(losses)), key=losses.__getitem__), "reuse"
+            # the cap: the best-fitting *other* expert (the one that just fired is not a choice);
+            # with a single expert there is none, and the active one keeps training
+            others = [i for i in range(len(self.pool)) if i != self.active]
+            if not others:
+                return self.active, "stay"
+            return min(others, key=lambda i: self.pool.loss(i, x, y)), "reuse"
         new = self.pool.spawn()
         self.selector.grow(len(self.pool))
         return new, "spawn"
@@ -708,11 +714,12 @@ class TAME(GradientStrategy):
             switched = 1.0
             self.detected_switches.append(self.samples_seen)
             self.active, action = self._switch(x, y)
-            self.switch_events.append((self.samples_seen, action, self.active))
-            expert = self.pool[self.active]
-            expert.model.train()
-            loss = expert_loss(expert.model(x), y, self.sigmoid)
-            value = finite_loss_value(loss)
+            if action != "stay":
+                self.switch_events.append((self.samples_seen, action, self.active))
+                expert = self.pool[self.active]
+                expert.model.train()
+                loss = expert_loss(expert.model(x), y, self.sigmoid)
+                value = finite_loss_value(loss)
         guarded_step(expert.optimizer, loss, check=False)  # checked above
         expert.tracker.record(value)
         expert.steps += 1

@@ -355,3 +355,25 @@ def test_a_resized_deployed_head_is_built_on_the_models_device_not_the_checkpoin
         model = _pruned_like(Net(2).to("meta"), Net(5).state_dict())
     assert {p.device.type for p in model.parameters()} == {"meta"}
     assert model.head.weight.shape == (5, 3)
+
+
+# --------------------------------------------------------------------------- max_experts
+def test_max_experts_one_keeps_the_single_expert_and_records_no_reuse():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream, max_experts=1)
+    run(tame, stream)
+    assert len(tame.pool) == 1
+    assert tame.detected_switches == stream.true_boundaries  # the detector still fires
+    assert tame.switch_events == []  # but "reuse the expert that fired" is no switch
+
+
+def test_max_experts_cap_reuses_another_expert_never_the_one_that_fired():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream, max_experts=2)
+    run(tame, stream)
+    assert len(tame.pool) == 2
+    assert [e[1] for e in tame.switch_events] == ["spawn", "reuse", "reuse", "reuse"]
+    previous = 0
+    for _, _, expert in tame.switch_events:
+        assert expert != previous
+        previous = expert
