@@ -24,17 +24,78 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def resolve_device(name: str) -> str:
+def resolve_device(name: Any, job_num: int | None = None) -> str:
+    """The torch device of a run's ``device`` setting: ``cpu`` or ``cuda:N``.
+
+    ``auto``: a GPU when torch sees one, else the CPU. ``cuda:N``: GPU N of those torch sees
+    (``CUDA_VISIBLE_DEVICES`` decides which they are). ``cuda`` (and ``auto`` on a GPU machine):
+    GPU 0 for a single run; for a job of a multirun (``job_num``, Hydra's job number) that sees
+    several GPUs, GPU ``job_num % device_count``, so the jobs of a local sweep spread over the
+    GPUs instead of all landing on GPU 0 (docs/configuration.md).
+    """
+    import re
+
     import torch
 
     from continual.types import ConfigError
 
-    name = getattr(name, "value", name)
+    name = str(getattr(name, "value", name)).strip().lower()
     if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device=cuda was asked for but torch sees no GPU; use device=auto or device=cpu")
-    return name
+        if not torch.cuda.is_available():
+            return "cpu"
+        name = "cuda"
+    if name == "cpu":
+        return "cpu"
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if match is None:
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N (N the index of a GPU torch sees), "
+                          f"got {name!r}")
+    if not torch.cuda.is_available():
+        raise ConfigError(f"device={name} was asked for but torch sees no GPU; use device=auto or device=cpu")
+    count = torch.cuda.device_count()
+    if match.group(1) is not None:
+        index = int(match.group(1))
+        if index >= count:
+            raise ConfigError(
+                f"device={name} but torch sees {count} GPU(s) (indexes 0..{count - 1}, after "
+                f"CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')}); "
+                f"use one of {', '.join(f'cuda:{i}' for i in range(count))}, or device=cuda"
+            )
+    else:
+        index = int(job_num) % count if job_num is not None and count > 1 else 0
+    return f"cuda:{index}"
+
+
+def use_device(device: str) -> None:
+    """Make ``device`` torch's current GPU (a no-op on the CPU), so that everything that uses
+    "the current device" (the CUDA generator a checkpoint saves, FAISS, ``.cuda()``) agrees."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+
+
+#: cuBLAS needs a fixed workspace for reproducible results (CUDA docs, "Results reproducibility");
+#: it must be in the environment before the first cuBLAS call
+CUBLAS_WORKSPACE = ":4096:8"
+
+
+def set_determinism(enabled: bool) -> None:
+    """``deterministic=true``: deterministic kernels only (an op without one raises, naming
+    itself), cuDNN deterministic with autotuning off, and ``CUBLAS_WORKSPACE_CONFIG`` set (kept
+    if the user set it). ``false`` restores torch's defaults, so a job of a sweep run in the same
+    process does not inherit an earlier job's setting. Call before any CUDA work."""
+    import torch
+
+    from continual.types import ConfigError
+
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"deterministic must be true or false, got {enabled!r}")
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False
 
 
 #: below this many parameters a model trains as fast on one thread as on two (FINDINGS: the
@@ -163,9 +224,11 @@ def build_schedule_from_config(cfg: Any, stream: Any):
 
 def run_experiment(
     cfg: Any, out_dir: str | None = None, choices: dict[str, str] | None = None, sweep_dir: str | None = None,
-    report: bool = True,
+    report: bool = True, job_num: int | None = None,
 ) -> dict[str, Any]:
-    """Build stream, model and strategy from ``cfg`` and run them; returns the summary."""
+    """Build stream, model and strategy from ``cfg`` and run them; returns the summary.
+
+    job_num: Hydra's job number in a multirun (it picks the GPU under ``device=cuda``)."""
     from omegaconf import OmegaConf
 
     from continual.config import accepted_options, instantiate_checked, resume_mode
@@ -183,8 +246,10 @@ def run_experiment(
     check_run_options(eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
                       eval_batch_size=cfg.eval.batch_size, log_every=cfg.log.every, seed=cfg.seed,
                       checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep)
+    set_determinism(cfg.get("deterministic", False))  # before any CUDA work (cuBLAS reads its env once)
     seed_everything(int(cfg.seed))
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, job_num)
+    use_device(device)
     stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))
     provided: dict[str, Any] = {}
     if getattr(stream, "needs_model", False):  # language models: the stream needs the tokenizer
@@ -229,6 +294,7 @@ def run_experiment(
             "model": choices.get("model", ""),
             "schedule": choices.get("schedule", type(schedule).__name__ if schedule is not None else None),
             "threads": _torch_threads(),
+            "deterministic": bool(cfg.get("deterministic", False)),
         },
         checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
         checkpoints=cfg.checkpoint.enabled, checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
@@ -354,7 +420,8 @@ def _hydra_main() -> None:
         out_dir = hc.runtime.output_dir
         try:
             sweep_dir = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
-            summary = run_experiment(cfg, out_dir=out_dir, choices=dict(hc.runtime.choices), sweep_dir=sweep_dir)
+            summary = run_experiment(cfg, out_dir=out_dir, choices=dict(hc.runtime.choices), sweep_dir=sweep_dir,
+                                     job_num=hc.job.num if sweep_dir is not None else None)
         except (ConfigError, RunStopped, Exception) as e:
             _write_error(out_dir, e)
             kind = "configuration error" if isinstance(e, ConfigError) else "run failed"

@@ -10,16 +10,9 @@ from __future__ import annotations
 import inspect
 import typing
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any
 
 from continual.errors import ConfigError
-
-
-class Device(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
 
 
 @dataclass
@@ -77,7 +70,8 @@ class RunConfig:
     model: Any = None
     schedule: Any = None  # the lr schedule of every gradient strategy (conf/schedule/; default constant)
     seed: int = 0
-    device: Device = Device.auto
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (see continual.cli.resolve_device)
+    deterministic: bool = False  # deterministic kernels (see continual.cli.set_determinism)
     threads: Any = "auto"  # torch threads: auto (see continual.cli.choose_threads) or a number >= 1
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
