@@ -19,13 +19,16 @@ replayed). ``search`` finds nearest neighbours with FAISS:
   ``IDSelectorBitmap``) and the graph is rebuilt from the live vectors once
   masked nodes outnumber live ones.
 
-On a GPU (``device="cuda"``, or ``"auto"`` when ``faiss.get_num_gpus() > 0``)
+On a GPU (``device="cuda"`` or ``"cuda:N"``, or ``"auto"`` when ``faiss.get_num_gpus() > 0``)
 ``flat`` keeps a copy of the vectors in a CUDA tensor searched by FAISS's GPU
-brute-force kNN (``bfKnn``, what ``GpuIndexFlat`` runs), and ``ivf`` searches
-a GPU copy of its index, refreshed before a search when the index changed (an
-O(n) upload after each change: cheap when writes come in large batches).
-FAISS has no GPU HNSW, so ``hnsw`` stays on the CPU. The CPU copy (host
-arrays) is always the store's reference: ``get``, ``sample`` and ``save`` read it.
+brute-force kNN (``bfKnn``, what ``GpuIndexFlat`` runs); a search with CUDA queries stays on
+the GPU and copies back only the hits (one synchronisation). ``ivf`` searches a GPU copy of
+its index: new vectors are added to both copies, and the GPU copy is rebuilt from the CPU one
+(an O(n) upload) only after a removal or an overwrite, which a GPU IVF cannot do in place.
+FAISS's GPU search returns at most ``GPU_MAX_K`` neighbours, so a larger k is refused there.
+All GPU stores of a process share one ``StandardGpuResources`` (its scratch memory lives
+outside torch's allocator). FAISS has no GPU HNSW, so ``hnsw`` stays on the CPU. The CPU copy
+(host arrays) is always the store's reference: ``get``, ``sample`` and ``save`` read it.
 
 Every memory lives in a slot 0..len-1 (slots stay dense: ``remove`` moves the
 last memories into the holes); ids map to slots through a sorted id array, so
@@ -70,7 +73,9 @@ __all__ = [
 
 METRICS = ("l2", "ip", "cosine")
 KINDS = ("flat", "ivf", "hnsw")
-DEVICES = ("auto", "cpu", "cuda")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")
+#: the most neighbours FAISS's GPU k-selection returns (faiss/gpu/utils/DeviceDefs.cuh)
+GPU_MAX_K = 2048
 FORMAT_VERSION = 1
 _MAGIC = b"CVSTORE\x00"
 _HEADER = struct.Struct("<8sIQ32s")  # magic, format version, payload length, sha256(payload)
@@ -138,10 +143,20 @@ class SearchResult(NamedTuple):
     payload: Payload
 
 
-def resolve_device(device: str, num_gpus: int, kind: str = "flat") -> str:
-    """'cpu' or 'cuda' for a requested ``device`` given how many GPUs FAISS sees."""
-    if device not in DEVICES:
+def parse_device(device: str) -> tuple[str, int | None]:
+    """('auto' | 'cpu' | 'cuda', GPU index or None) of a device name; 'cuda:N' gives N."""
+    name, _, index = str(device).partition(":")
+    if name == "cuda" and index.isdigit():
+        return "cuda", int(index)
+    if index or name not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"unknown device {device!r}; use one of {DEVICES}")
+    return name, None
+
+
+def resolve_device(device: str, num_gpus: int, kind: str = "flat") -> str:
+    """'cpu' or 'cuda' for a requested ``device`` given how many GPUs FAISS sees
+    (the GPU index of 'cuda:N' is read by ``parse_device``)."""
+    device, _ = parse_device(device)
     if device == "cpu":
         return "cpu"
     if kind == "hnsw":
@@ -192,18 +207,29 @@ class TorchMirror:
 
     def write(self, slots: np.ndarray, vectors: np.ndarray) -> None:
         """rows[slots] = vectors (vectors: (len(slots), d) float32 on the host)."""
-        index = torch.from_numpy(slots).to(self.device)
-        self.rows[index] = torch.from_numpy(vectors).to(self.device)
+        index = torch.from_numpy(slots).to(self.device, non_blocking=True)
+        self.rows[index] = torch.from_numpy(vectors).to(self.device, non_blocking=True)
 
-    def knn(self, queries: np.ndarray, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest of the first n rows for queries (Q, d); returns host arrays."""
-        q = torch.from_numpy(queries).to(self.device)
-        dist, pos = self.knn_fn(q, self.rows[:n], k)
-        return dist.cpu().numpy(), pos.cpu().numpy().astype(np.int64, copy=False)
+    def knn(self, queries: np.ndarray | torch.Tensor, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """k nearest of the first n rows for queries (Q, d), host arrays or tensors on the
+        mirror's device; returns host arrays, copied back with one synchronisation."""
+        q = queries if isinstance(queries, torch.Tensor) else torch.from_numpy(queries)
+        dist, pos = self.knn_fn(q.to(self.device, non_blocking=True), self.rows[:n], k)
+        return to_host(dist, pos.to(torch.int64))
 
 
-def _make_gpu_mirror(dim: int, metric: int) -> TorchMirror:
-    """A CUDA mirror searched by faiss.knn_gpu (bfKnn), on torch's current stream."""
+def to_host(*tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
+    """NumPy copies of tensors: from a GPU, all copied without blocking, then one wait."""
+    if not any(t.is_cuda for t in tensors):
+        return tuple(t.numpy() for t in tensors)
+    host = [t.to("cpu", non_blocking=True) for t in tensors]
+    torch.cuda.current_stream(tensors[0].device).synchronize()
+    return tuple(h.numpy() for h in host)
+
+
+def _make_gpu_mirror(dim: int, metric: int, device_index: int) -> TorchMirror:
+    """A mirror on GPU ``device_index`` searched by faiss.knn_gpu (bfKnn), on torch's
+    current stream."""
     import faiss.contrib.torch_utils  # noqa: F401  (lets faiss.knn_gpu take torch tensors)
 
     if not torch.cuda.is_available():
@@ -211,24 +237,50 @@ def _make_gpu_mirror(dim: int, metric: int) -> TorchMirror:
             "FAISS sees a GPU but torch does not (torch.cuda.is_available() is False); "
             "install a CUDA build of torch or use device='cpu'"
         )
-    resources = faiss.StandardGpuResources()
+    resources = shared_gpu_resources()
 
     def knn(q: torch.Tensor, base: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return faiss.knn_gpu(resources, q, base, k, metric=metric)
+        return faiss.knn_gpu(resources, q, base, k, metric=metric, device=device_index)
 
-    return TorchMirror(dim, torch.device("cuda"), knn)
+    return TorchMirror(dim, torch.device("cuda", device_index), knn)
 
 
-def _make_gpu_index(index: Any, resources: Any) -> Any:
-    """A GPU copy of a CPU IVF index with the same nprobe; ``resources`` from
-    ``_new_gpu_resources`` (made once per store: they reserve GPU scratch memory)."""
-    gpu = faiss.index_cpu_to_gpu(resources, 0, index)
+def _make_gpu_index(index: Any, resources: Any, device_index: int) -> Any:
+    """A copy of a CPU IVF index on GPU ``device_index`` with the same nprobe."""
+    gpu = faiss.index_cpu_to_gpu(resources, device_index, index)
     gpu.nprobe = index.nprobe
     return gpu
 
 
 def _new_gpu_resources() -> Any:
     return faiss.StandardGpuResources()
+
+
+_GPU_RESOURCES: Any = None
+
+
+def shared_gpu_resources() -> Any:
+    """The process's one FAISS ``StandardGpuResources`` (each reserves up to ~1.5 GiB of
+    scratch memory outside torch's allocator, so every GPU store of the process shares it;
+    it serves any GPU)."""
+    global _GPU_RESOURCES
+    if _GPU_RESOURCES is None:
+        _GPU_RESOURCES = _new_gpu_resources()
+    return _GPU_RESOURCES
+
+
+def _on(index: np.ndarray, device: torch.device) -> torch.Tensor:
+    """A host index array as a tensor on ``device``, copied without blocking."""
+    return torch.from_numpy(index).to(device, non_blocking=True)
+
+
+def _saved_device(name: str) -> torch.device:
+    """The device a saved tensor was on, when this process has it; else the CPU (a store
+    saved on GPU 3 loads on a machine with fewer GPUs, or none)."""
+    device = torch.device(name)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return device if (device.index or 0) < torch.cuda.device_count() else torch.device("cpu")
 
 
 class _IdIndex:
@@ -284,7 +336,7 @@ class VectorStore:
             exceed it, ``eviction`` chooses what goes.
         eviction: 'fifo', 'lru', 'retention', 'reservoir', 'class_balanced' (see
             ``continual.memory.eviction``) or an ``EvictionPolicy``.
-        device: 'auto' (GPU when FAISS sees one), 'cpu' or 'cuda'.
+        device: 'auto' (GPU 0 when FAISS sees one), 'cpu', 'cuda' (GPU 0) or 'cuda:N'.
         nlist, nprobe: IVF lists and lists probed per query.
         train_size: vectors needed before the IVF is trained (default 39 * nlist,
             FAISS's minimum for k-means without a warning); exact search until then.
@@ -339,6 +391,7 @@ class VectorStore:
         self.capacity = None if capacity is None else int(capacity)
         self.policy = make_eviction(eviction)
         self.device = resolve_device(device, _faiss_gpu_count(), kind)
+        self.gpu_index = (parse_device(device)[1] or 0) if self.device == "cuda" else None
         self.nlist = nlist
         self.train_size = 39 * nlist if train_size is None else train_size
         self.hnsw_m = hnsw_m
@@ -361,7 +414,6 @@ class VectorStore:
         self._ann: Any = None  # the ivf (once trained) or hnsw FAISS index
         self._ann_version = 0  # bumped at every change of _ann (GPU copies compare it)
         self._gpu_ann: Any = None
-        self._gpu_resources: Any = None
         self._gpu_ann_version = -1
         self._mirror: TorchMirror | None = None
         # hnsw: graph node -> slot (-1 masked; one sentinel at the end) and slot -> node
@@ -380,8 +432,13 @@ class VectorStore:
         return (
             f"VectorStore(dim={self.dim}, metric={self.metric!r}, kind={self.kind!r}, "
             f"len={self._n}, capacity={self.capacity}, eviction={self.policy.name!r}, "
-            f"device={self.device!r})"
+            f"device={self.device_name!r})"
         )
+
+    @property
+    def device_name(self) -> str:
+        """'cpu' or 'cuda:N', the GPU the store searches on."""
+        return "cpu" if self.gpu_index is None else f"cuda:{self.gpu_index}"
 
     @property
     def now(self) -> int:
@@ -410,7 +467,8 @@ class VectorStore:
         self._nprobe = int(value)
         if self.kind == "ivf" and self._ann is not None:
             self._ann.nprobe = self._nprobe
-            self._ann_version += 1
+            if self._gpu_ann is not None:
+                self._gpu_ann.nprobe = self._nprobe
 
     @property
     def ef_search(self) -> int:
@@ -458,6 +516,17 @@ class VectorStore:
                 )
             x = x / norms
         return x
+
+    def _gpu_queries(self, queries: torch.Tensor) -> torch.Tensor:
+        """Queries (Q, dim) already on the store's GPU: checked for shape only (finiteness is
+        read from the distances, after the search), normalised under cosine."""
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise ConfigError(
+                f"queries must have shape (m, {self.dim}) for this store of dim={self.dim}, "
+                f"got {tuple(queries.shape)}; reshape a single vector with v.reshape(1, -1)"
+            )
+        q = queries.detach().float().contiguous()
+        return q / q.norm(dim=1, keepdim=True) if self.metric == "cosine" else q
 
     @staticmethod
     def _as_column(values: Any, m: int, what: str) -> np.ndarray:
@@ -604,7 +673,7 @@ class VectorStore:
         self._seen += m
         if admit is not None:
             x, labels, tasks = x[admit], labels[admit], tasks[admit]
-            raw = None if raw is None else raw[torch.from_numpy(admit).to(raw.device)]
+            raw = None if raw is None else raw[_on(np.flatnonzero(admit), raw.device)]
         k = x.shape[0]
         reuse, extra = evict[:k], evict[k:]
         fresh = k - reuse.shape[0]
@@ -627,7 +696,7 @@ class VectorStore:
         cols["recalls"][slots] = 0
         cols["strength"][slots] = 1.0
         if raw is not None:
-            self._inputs[torch.from_numpy(slots).to(raw.device)] = raw
+            self._inputs[_on(slots, raw.device)] = raw
         self._ids.append(ids, slots)
         self._write_vectors(slots, x, reused=reuse.shape[0])
         if extra.size:
@@ -676,7 +745,7 @@ class VectorStore:
         """Write vectors (len(slots), dim) into slots; the first ``reused`` held old ones."""
         self._vectors[slots] = x
         if self._mirror is None and self.device == "cuda" and self.kind == "flat":
-            self._mirror = _make_gpu_mirror(self.dim, self._faiss_metric)
+            self._mirror = _make_gpu_mirror(self.dim, self._faiss_metric, self.gpu_index)
             self._mirror.reserve(self._alloc, 0)
             self._mirror.write(np.arange(self._n), self._vectors[: self._n])
         elif self._mirror is not None:
@@ -686,10 +755,14 @@ class VectorStore:
                 if self._n >= self.train_size:
                     self._train_ivf()
                 return
-            if reused:
+            if reused:  # a GPU IVF cannot remove: its copy is rebuilt before the next search
                 self._ann.remove_ids(faiss.IDSelectorArray(slots[:reused]))
+                self._ann_version += 1
             self._ann.add_with_ids(x, slots)
-            self._ann_version += 1
+            if self._gpu_ann is not None and self._gpu_ann_version == self._ann_version:
+                self._gpu_ann.add_with_ids(x, slots)  # appends keep the GPU copy current
+            else:
+                self._ann_version += 1
         elif self.kind == "hnsw":
             if reused:
                 self._mask_nodes(self._slot_node[slots[:reused]])
@@ -712,9 +785,7 @@ class VectorStore:
         self._vectors[holes] = self._vectors[movers]
         if self._inputs is not None:
             dev = self._inputs.device
-            self._inputs[torch.from_numpy(holes).to(dev)] = self._inputs[
-                torch.from_numpy(movers).to(dev)
-            ]
+            self._inputs[_on(holes, dev)] = self._inputs[_on(movers, dev)]
         if self._mirror is not None:
             self._mirror.write(holes, self._vectors[holes])
         self._ids.set_slots(self._cols["id"][holes], holes)
@@ -799,10 +870,8 @@ class VectorStore:
         if self.kind == "ivf" and self._ann is not None:
             if self.device == "cuda":
                 if self._gpu_ann_version != self._ann_version:
-                    if self._gpu_resources is None:
-                        self._gpu_resources = _new_gpu_resources()
                     self._gpu_ann = None  # free the stale copy first
-                    self._gpu_ann = _make_gpu_index(self._ann, self._gpu_resources)
+                    self._gpu_ann = _make_gpu_index(self._ann, shared_gpu_resources(), self.gpu_index)
                     self._gpu_ann_version = self._ann_version
                 return self._gpu_ann.search(q, k)
             return self._ann.search(q, k)
@@ -815,7 +884,7 @@ class VectorStore:
         cols = self._cols
         inputs = None
         if with_inputs and self._inputs is not None:
-            flat = torch.from_numpy(slots.reshape(-1)).to(self._inputs.device)
+            flat = _on(slots.reshape(-1), self._inputs.device)
             inputs = self._inputs[flat].reshape(*slots.shape, *self._inputs.shape[1:])
         return Payload(*(cols[name][slots] for name in _PAYLOAD), inputs=inputs)
 
@@ -837,13 +906,25 @@ class VectorStore:
         Returns ``SearchResult(ids, distances, payload)``; the payload is read
         after the recall was counted.
         """
-        q = self._as_matrix(queries, "queries")
+        on_gpu = isinstance(queries, torch.Tensor) and self._mirror is not None \
+            and queries.device == self._mirror.device
+        q = self._gpu_queries(queries) if on_gpu else self._as_matrix(queries, "queries")
         if not isinstance(k, int | np.integer) or not 1 <= k <= self._n:
             raise ConfigError(
                 f"k must be between 1 and the number of stored memories ({self._n}), got {k!r}"
             )
+        if self.device == "cuda" and k > GPU_MAX_K:
+            raise ConfigError(
+                f"k={k} but FAISS's GPU search returns at most {GPU_MAX_K} neighbours; use "
+                f"k <= {GPU_MAX_K}, or a store with device='cpu'"
+            )
         now = self._advance(time, 0)
         dist, slots = self._knn(q, int(k))
+        if on_gpu and not np.isfinite(dist).all():  # checked here to spare a synchronisation
+            raise ConfigError(
+                "queries contain NaN or Inf (or, under metric='cosine', an all-zero row): their "
+                "distances are not finite; clean or drop them before searching"
+            )
         cols = self._cols
         if recall:
             # fancy-index updates touch a memory once however often it appears
@@ -980,21 +1061,27 @@ class VectorStore:
                 os.close(dir_fd)
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, device: str = "auto") -> VectorStore:
+    def load(cls, path: str | os.PathLike[str], *, device: str = "auto",
+             inputs_device: str | torch.device | None = None) -> VectorStore:
         """Read a store written by ``save``; StoreFileError if the file is damaged.
 
         The file is checked whole (length and sha256) before anything is built,
         so a truncated or altered file never yields a half-loaded store.
+        inputs_device: where the raw inputs go (default: where they were, when this process
+        has that device, else the CPU).
         """
-        return cls.from_bytes(Path(path).read_bytes(), device=device, source=str(path))
+        return cls.from_bytes(Path(path).read_bytes(), device=device, source=str(path),
+                              inputs_device=inputs_device)
 
     @classmethod
     def from_bytes(
-        cls, data: bytes, *, device: str = "auto", source: str = "VectorStore bytes"
+        cls, data: bytes, *, device: str = "auto", source: str = "VectorStore bytes",
+        inputs_device: str | torch.device | None = None,
     ) -> VectorStore:
         """Rebuild a store from ``to_bytes`` output; StoreFileError if damaged.
 
         source: names the data in error messages (``load`` passes the path).
+        inputs_device: as for ``load``.
         """
         if len(data) < _HEADER.size:
             raise StoreFileError(
@@ -1021,7 +1108,7 @@ class VectorStore:
             with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
                 arrays = {name: npz[name] for name in npz.files}
             state = json.loads(arrays.pop("meta").tobytes())
-            return cls._from_state(state, arrays, device)
+            return cls._from_state(state, arrays, device, inputs_device)
         except StoreFileError:
             raise
         except (KeyError, ValueError, TypeError, RuntimeError, OSError, zipfile.BadZipFile) as err:
@@ -1029,7 +1116,8 @@ class VectorStore:
 
     @classmethod
     def _from_state(
-        cls, state: dict[str, Any], arrays: dict[str, np.ndarray], device: str
+        cls, state: dict[str, Any], arrays: dict[str, np.ndarray], device: str,
+        inputs_device: str | torch.device | None = None,
     ) -> VectorStore:
         store = cls(**state["config"], device=device)
         n = int(state["n"])
@@ -1055,7 +1143,7 @@ class VectorStore:
         if spec is not None:
             dtype = getattr(torch, spec["dtype"])
             raw = torch.from_numpy(arrays["inputs"].copy()).view(dtype).reshape(spec["shape"])
-            target = spec["device"] if torch.cuda.is_available() else "cpu"
+            target = inputs_device if inputs_device is not None else _saved_device(spec["device"])
             store._inputs = raw.new_zeros((store._alloc + 1, *raw.shape[1:])).to(target)
             store._inputs[:n] = raw.to(target)
         if "index" in arrays:
@@ -1071,7 +1159,7 @@ class VectorStore:
         if store._ann is not None and store.kind == "ivf" and store._ann.ntotal != n:
             raise StoreFileError(f"the IVF index holds {store._ann.ntotal} vectors, expected {n}")
         if store.device == "cuda" and store.kind == "flat" and n:
-            store._mirror = _make_gpu_mirror(store.dim, store._faiss_metric)
+            store._mirror = _make_gpu_mirror(store.dim, store._faiss_metric, store.gpu_index)
             store._mirror.reserve(store._alloc, 0)
             store._mirror.write(np.arange(n), store._vectors[:n])
         return store

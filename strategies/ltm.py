@@ -151,8 +151,10 @@ class LongTermMemory(SupervisedStrategy):
         embed_dim: project embeddings to this many dimensions with a fixed Gaussian matrix
             (required for 'random_projection'; None keeps the encoder's own dimension).
         metric, store_kind, store_device, store_options: the store's metric ('l2', 'ip',
-            'cosine'), index kind ('flat', 'ivf', 'hnsw'), device ('auto', 'cpu', 'cuda') and
-            further ``VectorStore`` options (nlist, nprobe, hnsw_m, ...).
+            'cosine'), index kind ('flat', 'ivf', 'hnsw'), device and further ``VectorStore``
+            options (nlist, nprobe, hnsw_m, ...). store_device 'auto' follows the model: the
+            model's GPU when the model is on one and FAISS sees a GPU (not hnsw), else the CPU;
+            'cuda' is the model's GPU (GPU 0 for a CPU model); 'cpu' or 'cuda:N' as given.
         capacity, eviction: most memories kept (None: all) and the eviction policy.
         k_choices, k_window: candidate ks and the window (samples) that picks among them.
         head_weight: weight of the parametric head's softmax in predictions (0: kNN only,
@@ -293,10 +295,10 @@ class LongTermMemory(SupervisedStrategy):
                               inputs=x.detach() if self.keep_inputs else None, time=self.step_count)
 
     def read(self, emb: torch.Tensor, k: int) -> tuple[torch.Tensor, np.ndarray]:
-        """Labels (Q, k') on the model's device and ids (Q, k') of the k' = min(k, len)
-        nearest memories of embeddings emb: (Q, dim); nothing is marked as recalled."""
+        """Labels (Q, k') on the host and ids (Q, k') of the k' = min(k, len) nearest
+        memories of embeddings emb: (Q, dim); nothing is marked as recalled."""
         hits = self.store.search(emb, min(k, len(self.store)), recall=False)
-        return torch.from_numpy(hits.payload.label).to(emb.device), hits.ids
+        return torch.from_numpy(hits.payload.label), hits.ids
 
     def consolidate(self, emb: torch.Tensor, y: torch.Tensor, x: torch.Tensor | None = None
                     ) -> tuple[dict[str, Any], np.ndarray]:
@@ -313,8 +315,8 @@ class LongTermMemory(SupervisedStrategy):
                 extra = self.store.sample(min(n, len(self.store)), with_inputs=False).ids
                 ids = np.concatenate([ids, extra[~np.isin(extra, ids)]])[:n]
             mem = self.store.get(ids, with_inputs=True)
-            bx = mem.payload.inputs.to(self.device)
-            by = torch.from_numpy(mem.payload.label).to(self.device)
+            bx = mem.payload.inputs.to(self.device, non_blocking=True)
+            by = torch.from_numpy(mem.payload.label).to(self.device, non_blocking=True)
             if i == 0 and x is not None:
                 bx, by = torch.cat([x, bx]), torch.cat([y, by])
             out = self.fit_batch(bx, by)
@@ -332,16 +334,21 @@ class LongTermMemory(SupervisedStrategy):
         x, y = batch.x, batch.y
         self._check_batch(x, y)
         emb = self.encode(x)
+        # the host's copies of the batch's embeddings, labels and tasks, in one transfer (on a
+        # GPU, the step's one synchronisation besides a GPU store's search)
+        emb_h, y_h, task_h = self._checked_host_copy(x, y, batch.task, emb)
+        queries = emb if self._store_on_gpu() else emb_h
         recalled: list[np.ndarray] = []
         # read: score the batch before anything about it is learnt (test-then-train)
         knn_p = None
         if self.store is not None and len(self.store) and self.head_weight < 1:
-            labels, ids = self.read(emb, self.adaptive.choices[-1])
+            labels, ids = self.read(queries, self.adaptive.choices[-1])
             recalled.append(ids.reshape(-1))
-            correct = torch.stack(
-                [vote_scores(labels[:, :k], self.n_classes).argmax(1) == y
+            correct = torch.stack(  # on the host, where adaptive k keeps its window
+                [vote_scores(labels[:, :k], self.n_classes).argmax(1) == y_h
                  for k in self.adaptive.choices], dim=1)
-            knn_p = knn_distribution(labels[:, : self.adaptive.k], self.n_classes)
+            knn_p = knn_distribution(labels[:, : self.adaptive.k].to(self.device, non_blocking=True),
+                                     self.n_classes)
         pred = self._blend(knn_p, x).argmax(1)
         out: dict[str, Any] = {"online_correct": (pred == y).sum(), "knn_k": float(self.adaptive.k)}
         # consolidate (gradient steps); if a step raises NonFiniteLoss nothing is written
@@ -349,7 +356,7 @@ class LongTermMemory(SupervisedStrategy):
         due = (self.consolidate_every > 0 and now % self.consolidate_every == 0
                and self.store is not None and len(self.store) > 0)
         if due:
-            fit, replayed = self.consolidate(emb, y, x if self.train_on_stream else None)
+            fit, replayed = self.consolidate(queries, y_h, x if self.train_on_stream else None)
             out.update(fit)
             recalled.append(replayed)
         elif self.train_on_stream:
@@ -363,7 +370,7 @@ class LongTermMemory(SupervisedStrategy):
         if self.encoder == "backbone" and due:
             self._reembed()
         # write (with the current weights when the backbone is the encoder)
-        self.write(x, y, batch.task, emb=None if self.encoder == "backbone" else emb)
+        self.write(x, y_h, task_h, emb=None if self.encoder == "backbone" else emb_h)
         return out
 
     @torch.inference_mode()
@@ -372,7 +379,7 @@ class LongTermMemory(SupervisedStrategy):
         knn_p = None
         if self.store is not None and len(self.store) and self.head_weight < 1:
             labels, _ = self.read(self.encode(x), self.adaptive.k)
-            knn_p = knn_distribution(labels, self.n_classes)
+            knn_p = knn_distribution(labels.to(x.device, non_blocking=True), self.n_classes)
         return torch.log(self._blend(knn_p, x).clamp_min(1e-12))
 
     # ------------------------------------------------------------------ helpers
@@ -394,16 +401,33 @@ class LongTermMemory(SupervisedStrategy):
         labels, ids = self.read(emb, self.retrieve_k)
         keep = ids >= 0
         if self.replay == "confusable":
-            keep &= (labels != y[:, None]).cpu().numpy()
+            keep &= (labels != y.cpu()[:, None]).numpy()
         ranked = ids.T[keep.T]  # nearest of every query first, then the second nearest...
         _, first = np.unique(ranked, return_index=True)
         return ranked[np.sort(first)]
+
+    def _store_device_name(self) -> str:
+        """The store's device (see ``store_device`` in the class docstring)."""
+        from continual.memory import vector_store
+
+        if self.store_device not in ("auto", "cuda"):
+            return self.store_device
+        on_gpu = self.device.type == "cuda"
+        gpu = f"cuda:{self.device.index if on_gpu and self.device.index is not None else 0}"
+        if self.store_device == "cuda":
+            return gpu
+        if on_gpu and self.store_kind != "hnsw" and vector_store._faiss_gpu_count() > 0:
+            return gpu
+        return "cpu"
+
+    def _store_on_gpu(self) -> bool:
+        return self.store is not None and self.store.device == "cuda"
 
     def _new_store(self, dim: int) -> Any:
         from continual.memory.vector_store import VectorStore
 
         return VectorStore(dim, metric=self.metric, kind=self.store_kind, capacity=self.capacity,
-                           eviction=self.eviction, device=self.store_device, seed=self.seed,
+                           eviction=self.eviction, device=self._store_device_name(), seed=self.seed,
                            **self.store_options)
 
     def _reembed(self) -> None:
@@ -425,6 +449,7 @@ class LongTermMemory(SupervisedStrategy):
         self.store = fresh
 
     def _check_batch(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Shapes: x (B, ...) of the memory's one input shape, y (B,)."""
         if x.ndim < 2 or y.ndim != 1 or x.shape[0] != y.shape[0]:
             raise ConfigError(
                 f"a batch needs x: (B, ...) and y: (B,), got x {tuple(x.shape)} and y {tuple(y.shape)}"
@@ -437,10 +462,23 @@ class LongTermMemory(SupervisedStrategy):
                 f"inputs of shape {tuple(x.shape[1:])} after {self._input_shape}: a memory "
                 "holds one input shape"
             )
-        if y.numel() and (int(y.min()) < 0 or int(y.max()) >= self.n_classes):
-            raise ConfigError(f"labels must lie in [0, {self.n_classes}), got {y.min()}..{y.max()}")
-        if not torch.isfinite(x).all():
+
+    def _checked_host_copy(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor | None,
+                           emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The host's (emb (B, dim) float32, y (B,), task (B,) or None), copied from the device
+        in one transfer (exact: float64 holds them all); refuses labels out of range and
+        non-finite inputs."""
+        columns = [emb.double(), y.double()[:, None], torch.isfinite(x).flatten(1).all(1).double()[:, None]]
+        if task is not None:
+            columns.append(task.double()[:, None])
+        packed = torch.cat(columns, 1).cpu()
+        d = emb.shape[1]
+        emb_h, y_h, finite = packed[:, :d].float(), packed[:, d].long(), packed[:, d + 1].bool()
+        if y_h.numel() and (int(y_h.min()) < 0 or int(y_h.max()) >= self.n_classes):
+            raise ConfigError(f"labels must lie in [0, {self.n_classes}), got {y_h.min()}..{y_h.max()}")
+        if not finite.all():
             raise ConfigError("batch.x holds NaN or Inf; clean the stream before it reaches the memory")
+        return emb_h, y_h, None if task is None else packed[:, d + 2].long()
 
     # ------------------------------------------------------------------ bookkeeping
     def bytes_per_memory(self) -> int:
@@ -486,7 +524,8 @@ class LongTermMemory(SupervisedStrategy):
         self.projection = None if proj is None else proj.to(self.device)
         blob = state["store"]
         self.store = None if blob is None else VectorStore.from_bytes(
-            blob.numpy().tobytes(), device=self.store_device, source="LTM checkpoint")
+            blob.numpy().tobytes(), device=self._store_device_name(), source="LTM checkpoint",
+            inputs_device=self.device)
         self.adaptive.load_state_dict(state["adaptive"])
         self.step_count = int(state["step_count"])
         self.seed = int(state["seed"])  # the projection and rebuilt stores derive from it

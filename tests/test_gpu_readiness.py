@@ -148,3 +148,160 @@ def test_summary_records_the_deterministic_setting(tmp_path, restore_determinism
     assert summary["deterministic"] is True
     assert json.loads((tmp_path / "summary.json").read_text())["deterministic"] is True
     assert summary["config"]["device"] == "cpu"
+
+
+# ---------------------------------------------------------------- the memory store's device
+def _fake_faiss_gpu(monkeypatch, made: list | None = None):
+    """FAISS "sees" a GPU; the GPU pieces are CPU stand-ins (a torch mirror searched by
+    topk, a CPU clone of the IVF index), so the store's GPU bookkeeping runs here."""
+    import faiss
+
+    from continual.memory import vector_store as vs
+
+    def mirror(dim, metric, device_index):
+        if made is not None:
+            made.append(("mirror", device_index))
+
+        def knn(q, base, k):
+            d = torch.cdist(q.double(), base.double()) ** 2
+            dist, pos = torch.topk(d, k, largest=False)
+            return dist.float(), pos
+
+        return vs.TorchMirror(dim, torch.device("cpu"), knn)
+
+    def gpu_index(index, resources, device_index):
+        if made is not None:
+            made.append(("ivf", index.ntotal, device_index, id(resources)))
+        return faiss.clone_index(index)
+
+    monkeypatch.setattr(vs, "_faiss_gpu_count", lambda: 1)
+    monkeypatch.setattr(vs, "_make_gpu_mirror", mirror)
+    monkeypatch.setattr(vs, "_make_gpu_index", gpu_index)
+    monkeypatch.setattr(vs, "_new_gpu_resources", lambda: object())
+    monkeypatch.setattr(vs, "_GPU_RESOURCES", None)
+    return vs
+
+
+def _vectors(n: int, seed: int = 0, dim: int = 8):
+    import numpy as np
+
+    return np.random.default_rng(seed).standard_normal((n, dim)).astype("float32")
+
+
+def test_a_gpu_store_refuses_k_above_faiss_gpu_limit(monkeypatch):
+    vs = _fake_faiss_gpu(monkeypatch)
+    store = vs.VectorStore(8, device="cuda")
+    store.add(_vectors(vs.GPU_MAX_K + 10))
+    assert store.search(_vectors(2, seed=1), vs.GPU_MAX_K).ids.shape == (2, vs.GPU_MAX_K)
+    with pytest.raises(ConfigError, match=r"k=2049 but FAISS's GPU search returns at most 2048"):
+        store.search(_vectors(2, seed=1), vs.GPU_MAX_K + 1)
+
+
+def test_a_cpu_store_has_no_k_limit_beyond_its_size():
+    from continual.memory.vector_store import GPU_MAX_K, VectorStore
+
+    store = VectorStore(8, device="cpu")
+    store.add(_vectors(GPU_MAX_K + 10))
+    assert store.search(_vectors(1, seed=1), GPU_MAX_K + 1).ids.shape == (1, GPU_MAX_K + 1)
+
+
+def test_a_store_on_cuda_n_searches_on_gpu_n_not_gpu_0(monkeypatch):
+    made = []
+    vs = _fake_faiss_gpu(monkeypatch, made)
+    flat = vs.VectorStore(8, device="cuda:1")
+    flat.add(_vectors(20))
+    ivf = vs.VectorStore(8, kind="ivf", device="cuda:1", nlist=2, train_size=10)
+    ivf.add(_vectors(20))
+    ivf.search(_vectors(1), 2)
+    assert flat.device == "cuda" and flat.gpu_index == 1 and flat.device_name == "cuda:1"
+    assert [m[-2] if m[0] == "ivf" else m[1] for m in made] == [1, 1]
+
+
+def test_gpu_stores_of_a_process_share_one_faiss_resources_object(monkeypatch):
+    made = []
+    vs = _fake_faiss_gpu(monkeypatch, made)
+    for seed in range(3):  # LTM rebuilds its store at every re-embed and resume
+        s = vs.VectorStore(8, kind="ivf", device="cuda", nlist=2, train_size=10)
+        s.add(_vectors(20, seed=seed))
+        s.search(_vectors(1), 2)
+    assert len({m[-1] for m in made}) == 1
+
+
+def test_appends_to_a_gpu_ivf_do_not_reclone_it_and_match_the_cpu_store(monkeypatch):
+    made = []
+    vs = _fake_faiss_gpu(monkeypatch, made)
+    gpu = vs.VectorStore(8, kind="ivf", device="cuda", nlist=2, train_size=10)
+    cpu = vs.VectorStore(8, kind="ivf", device="cpu", nlist=2, train_size=10)
+    q = _vectors(5, seed=9)
+    for step in range(6):
+        batch = _vectors(15, seed=step)
+        gpu.add(batch)
+        cpu.add(batch)
+        assert (gpu.search(q, 4).ids == cpu.search(q, 4).ids).all()
+    gpu.nprobe = 1
+    cpu.nprobe = 1
+    assert (gpu.search(q, 4).ids == cpu.search(q, 4).ids).all()
+    assert len(made) == 1  # one upload: appends and nprobe changes reach the GPU copy in place
+    gpu.remove(gpu.ids()[:3])
+    cpu.remove(cpu.ids()[:3])
+    assert (gpu.search(q, 4).ids == cpu.search(q, 4).ids).all()
+    assert len(made) == 2  # a removal (which a GPU IVF cannot do) re-uploads once
+
+
+def test_a_gpu_store_takes_queries_on_its_device_and_refuses_non_finite_ones(monkeypatch):
+    vs = _fake_faiss_gpu(monkeypatch)
+    gpu, cpu = vs.VectorStore(8, device="cuda"), vs.VectorStore(8, device="cpu")
+    base = _vectors(50)
+    gpu.add(base)
+    cpu.add(base)
+    q = torch.from_numpy(_vectors(4, seed=3))  # on the (stand-in) mirror's device
+    assert (gpu.search(q, 5).ids == cpu.search(q, 5).ids).all()
+    q[1, 2] = float("nan")
+    with pytest.raises(ConfigError, match="queries contain NaN or Inf"):
+        gpu.search(q, 5)
+
+
+def test_ltm_store_follows_a_cpu_model_even_when_faiss_sees_a_gpu(monkeypatch):
+    from continual.strategies.ltm import LongTermMemory
+    from continual.types import Batch
+
+    _fake_faiss_gpu(monkeypatch)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    model.n_classes = 3
+    s = LongTermMemory(model, embed_dim=2)
+    s.observe(Batch(torch.randn(6, 4), torch.tensor([0, 1, 2, 0, 1, 2])))
+    assert s.store.device == "cpu"
+
+
+def test_ltm_store_device_auto_and_cuda_name_the_models_gpu(monkeypatch):
+    from continual.strategies.ltm import LongTermMemory
+
+    _fake_faiss_gpu(monkeypatch)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    model.n_classes = 3
+    s = LongTermMemory(model, embed_dim=2)
+    s.device = torch.device("cuda", 2)  # as if the model were on GPU 2
+    assert s._store_device_name() == "cuda:2"
+    s.store_device = "cuda"
+    assert s._store_device_name() == "cuda:2"
+    s.store_kind, s.store_device = "hnsw", "auto"  # FAISS has no GPU HNSW
+    assert s._store_device_name() == "cpu"
+    s.store_device = "cpu"
+    assert s._store_device_name() == "cpu"
+
+
+def test_a_saved_store_loads_its_inputs_where_asked(tmp_path):
+    from continual.memory.vector_store import VectorStore
+
+    s = VectorStore(8, device="cpu")
+    s.add(_vectors(5), inputs=torch.randn(5, 3))
+    loaded = VectorStore.from_bytes(s.to_bytes(), device="cpu", inputs_device="cpu")
+    assert torch.equal(loaded.get(loaded.ids()).payload.inputs, s.get(s.ids()).payload.inputs)
+
+
+@pytest.mark.parametrize("saved", ["cuda:3", "cuda", "cpu"])
+def test_inputs_saved_on_a_gpu_this_process_lacks_load_on_the_cpu(monkeypatch, saved):
+    from continual.memory.vector_store import _saved_device
+
+    _gpus(monkeypatch, 1 if saved == "cuda:3" else 0)
+    assert _saved_device(saved) == torch.device("cpu")

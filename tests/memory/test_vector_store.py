@@ -403,7 +403,7 @@ def test_gpu_path_keeps_its_vector_copy_in_sync_through_evictions_and_removals(m
     monkeypatch.setattr(
         vs,
         "_make_gpu_mirror",
-        lambda dim, metric: TorchMirror(dim, torch.device("cpu"), _torch_knn),
+        lambda dim, metric, device_index: TorchMirror(dim, torch.device("cpu"), _torch_knn),
     )
     mirrored = VectorStore(DIM, capacity=50, eviction="reservoir", device="auto")
     plain = VectorStore(DIM, capacity=50, eviction="reservoir", device="cpu")
@@ -423,13 +423,14 @@ def test_gpu_ivf_copy_is_refreshed_after_the_index_changes(monkeypatch):
 
     copies = []
 
-    def fake_gpu_copy(index, resources):  # a CPU clone stands in for the GPU copy
+    def fake_gpu_copy(index, resources, device_index):  # a CPU clone stands in for the GPU copy
         copies.append(index.ntotal)
         return faiss.clone_index(index)
 
     monkeypatch.setattr(vs, "_faiss_gpu_count", lambda: 1)
     monkeypatch.setattr(vs, "_make_gpu_index", fake_gpu_copy)
     monkeypatch.setattr(vs, "_new_gpu_resources", lambda: object())
+    monkeypatch.setattr(vs, "_GPU_RESOURCES", None)  # the shared resources: a fresh fake
     s = VectorStore(DIM, kind="ivf", device="cuda", **SMALL_IVF)
     base = vectors(60)
     s.add(base)
