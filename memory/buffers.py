@@ -1,7 +1,11 @@
 """Replay buffers: fixed-capacity tensor stores with reservoir or class-balanced insertion.
 
 Items live as preallocated tensors on the buffer's device; insertion and
-sampling are vectorised (no Python loop over items).
+sampling are vectorised (no Python loop over items). Which slots to write and which
+items to draw is decided on the host (a CPU generator: the same draws on every device)
+and the index is copied to the device without blocking, so a step on a GPU does not wait
+for the host. ``host_labels=True`` also keeps a host copy of the labels, for strategies
+whose bookkeeping needs them without reading the GPU.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from continual.types import ConfigError
 class ReplayBuffer:
     """Shared storage and sampling; subclasses decide which slots new items take."""
 
-    def __init__(self, capacity: int, device: str | torch.device = "cpu", seed: int = 0) -> None:
+    def __init__(self, capacity: int, device: str | torch.device = "cpu", seed: int = 0,
+                 host_labels: bool = False) -> None:
         if int(capacity) < 1:
             raise ConfigError(
                 f"buffer capacity must be at least 1, got {capacity}; "
@@ -30,6 +35,8 @@ class ReplayBuffer:
         self.size = 0
         self.seen = 0
         self.generator = torch.Generator().manual_seed(seed)
+        self.labels_host: torch.Tensor | None = None  # (capacity,) on the CPU, with host_labels
+        self.host_labels = host_labels
 
     def __len__(self) -> int:
         return self.size
@@ -42,29 +49,45 @@ class ReplayBuffer:
         """Return (positions in the incoming batch, buffer slots they overwrite)."""
         raise NotImplementedError
 
-    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """Offer a batch x: (B, ...), y: (B,) to the buffer."""
+    def add(self, x: torch.Tensor, y: torch.Tensor, y_host: torch.Tensor | None = None) -> None:
+        """Offer a batch x: (B, ...), y: (B,) to the buffer; y_host: y on the CPU, when the
+        caller has it (with ``host_labels``, else it is copied from y)."""
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"x has {x.shape[0]} items but y has {y.shape[0]}")
         if self.x is None:
             self._allocate(x, y)
+            if self.host_labels:
+                self.labels_host = torch.empty((self.capacity,), dtype=y.dtype)
         elif x.shape[1:] != self.x.shape[1:]:
             raise ValueError(
                 f"buffer holds items of shape {tuple(self.x.shape[1:])}, got {tuple(x.shape[1:])}"
             )
-        src, dst = self._slots(y)
+        if self.host_labels and y_host is None:
+            y_host = y.detach().cpu()
+        src, dst = self._slots(y if y_host is None else y_host)
         self.seen += int(y.shape[0])
         if src.numel():
-            src = src.to(x.device)
-            dst = dst.to(self.device)
-            self.x[dst] = x[src].detach().to(self.device)
-            self.y[dst] = y[src].detach().to(self.device)
+            if self.labels_host is not None:
+                self.labels_host[dst] = y_host[src]
+            src_dev = src.to(x.device, non_blocking=True)
+            dst = dst.to(self.device, non_blocking=True)
+            self.x[dst] = x[src_dev].detach().to(self.device, non_blocking=True)
+            self.y[dst] = y[src_dev].detach().to(self.device, non_blocking=True)
+
+    def draw(self, n: int) -> torch.Tensor:
+        """Host indices of n items drawn uniformly without replacement (fewer if the buffer is
+        smaller); ``take`` gathers them."""
+        n = min(int(n), self.size)
+        return torch.randperm(self.size, generator=self.generator)[:n]
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The items at host indices idx: (n,) -> x (n, ...), y (n,) on the buffer's device."""
+        idx = idx.to(self.device, non_blocking=True)
+        return self.x[idx], self.y[idx]
 
     def sample(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Return n items drawn uniformly without replacement (fewer if the buffer is smaller)."""
-        n = min(int(n), self.size)
-        idx = torch.randperm(self.size, generator=self.generator)[:n].to(self.device)
-        return self.x[idx], self.y[idx]
+        return self.take(self.draw(n))
 
     def items(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All stored items (views, not copies)."""
@@ -88,6 +111,9 @@ class ReplayBuffer:
             self._allocate(state["x"], state["y"])
             self.x[: self.size] = state["x"].to(self.device)
             self.y[: self.size] = state["y"].to(self.device)
+            if self.host_labels:
+                self.labels_host = torch.empty((self.capacity,), dtype=state["y"].dtype)
+                self.labels_host[: self.size] = state["y"]
 
 
 def _keep_last(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,12 +150,16 @@ class ClassBalancedBuffer(ReplayBuffer):
     an item of a largest class is not stored.
     """
 
+    def __init__(self, capacity: int, device: str | torch.device = "cpu", seed: int = 0,
+                 host_labels: bool = True) -> None:
+        super().__init__(capacity, device, seed, host_labels=True)  # its choices read the labels
+
     def _slots(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # Class balancing depends on every previous insertion, so items go one by one;
         # only the per-item work is vectorised. Batches are small in online learning.
         src, dst = [], []
         labels = y.detach().cpu()
-        stored = self.y[: self.size].cpu().clone() if self.size else torch.empty(0, dtype=y.dtype)
+        stored = self.labels_host[: self.size].clone() if self.size else torch.empty(0, dtype=y.dtype)
         for i, label in enumerate(labels.tolist()):
             if self.size < self.capacity:
                 slot = self.size
@@ -154,8 +184,9 @@ class ClassBalancedBuffer(ReplayBuffer):
 BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer}
 
 
-def make_buffer(kind: str, capacity: int, device: str | torch.device = "cpu", seed: int = 0) -> ReplayBuffer:
+def make_buffer(kind: str, capacity: int, device: str | torch.device = "cpu", seed: int = 0,
+                host_labels: bool = False) -> ReplayBuffer:
     """Build a replay buffer by name (``reservoir`` or ``class_balanced``)."""
     if kind not in BUFFERS:
         raise ConfigError(f"unknown buffer kind {kind!r}; choose one of {sorted(BUFFERS)}")
-    return BUFFERS[kind](capacity, device=device, seed=seed)
+    return BUFFERS[kind](capacity, device=device, seed=seed, host_labels=host_labels)

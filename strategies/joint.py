@@ -84,7 +84,8 @@ class Joint(SupervisedStrategy):
             self.model.eval()
             online = (self.model(batch.x).argmax(1) == batch.y).sum()
         x, y = self._union()
-        idx = torch.randint(self.n, (b,), generator=self.generator).to(x.device)
+        # drawn on the host (the same draws on every device), copied without blocking
+        idx = torch.randint(self.n, (b,), generator=self.generator).to(x.device, non_blocking=True)
         try:
             out = self.fit_batch(x[idx], y[idx])
         except NonFiniteLoss:
