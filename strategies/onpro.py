@@ -40,6 +40,10 @@ Where this departs from the paper or its code (each on purpose):
   paper's ablation). If fewer than two classes have prototypes, APF's pair share
   is random mixup too (the official code would fail there).
 - No mixed precision (the official code uses CUDA autocast).
+- Host-device traffic: the step copies the incoming labels to the host once and APF's pair
+  probabilities once (on a GPU, its two synchronisations); class sets, pair counts, the
+  buffer's labels and the draws that depend on them live on the host, drawn by the CPU
+  generator (on the CPU the draws are the same as drawing on the device).
 
 Inputs must be image batches (B, C, H, W), square when ``rotations`` is 4 or 16: the rotation
 pseudo-labels and the augmented views (flip, resized crop, grayscale) are defined on images,
@@ -207,6 +211,7 @@ def apf_pair_counts(probs: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _sample_of_class(labels: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
+    # (called with host tensors by apf_mixup: bincount and max would each wait for a GPU)
     """For each class id in wanted: (n,), the index of a uniformly drawn item of labels with it."""
     order = torch.argsort(labels)
     counts = torch.bincount(labels, minlength=int(wanted.max()) + 1)
@@ -219,7 +224,8 @@ def _sample_of_class(labels: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor
 def apf_mixup(mem_x: torch.Tensor, mem_y: torch.Tensor,
               buffer_x: torch.Tensor, buffer_y: torch.Tensor, class_means: torch.Tensor,
               base_rate: float = 0.75, mixup_p: float = 0.6,
-              lam_range: tuple[float, float] = (0.0, 0.6), alpha: float = 0.4
+              lam_range: tuple[float, float] = (0.0, 0.6), alpha: float = 0.4,
+              buffer_y_host: torch.Tensor | None = None, has_prototype: torch.Tensor | None = None,
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """Adaptive prototypical feedback (Sec. 3.3, official ``AdaptivePrototypicalFeedback``).
 
@@ -229,6 +235,10 @@ def apf_mixup(mem_x: torch.Tensor, mem_y: torch.Tensor,
     mem get random mixup; the rest are pairs (a, b) drawn by Eq. 7, an a-item and a b-item
     of the buffer mixed with lam ~ Beta(alpha, alpha) (one coin of probability mixup_p per
     pair decides whether that pair is mixed at all; unmixed items are plain a-items).
+
+    buffer_y_host, has_prototype: buffer_y on the CPU and the (n_classes,) CPU mask of the
+    classes with a prototype, when the caller keeps them (else copied from the device). The
+    pair bookkeeping runs on the host; only the pair probabilities are copied back.
     """
     m = mem_x.shape[0]
     dev = mem_x.device
@@ -238,25 +248,29 @@ def apf_mixup(mem_x: torch.Tensor, mem_y: torch.Tensor,
     n_pair = m - n_base
     if n_pair == 0:
         return x_base, y_base
-    stored = torch.zeros(class_means.shape[0], dtype=torch.bool, device=dev)
-    stored[buffer_y] = True
-    classes = ((class_means.abs().sum(1) > 0) & stored).nonzero().squeeze(1)
+    labels = buffer_y.cpu() if buffer_y_host is None else buffer_y_host
+    if has_prototype is None:
+        has_prototype = (class_means.abs().sum(1) > 0).cpu()
+    stored = torch.zeros(class_means.shape[0], dtype=torch.bool)
+    stored[labels] = True
+    classes = (has_prototype & stored).nonzero().squeeze(1)
     if classes.numel() < 2:
         rest = order[n_base:]
         x_rest, y_rest = random_mixup(mem_x[rest], mem_y[rest], mixup_p, lam_range)
         return torch.cat([x_base, x_rest]), torch.cat([y_base, y_rest])
-    pairs, probs = apf_pair_probabilities(class_means[classes])
-    counts = apf_pair_counts(probs, n_pair)
-    pair_of_item = torch.repeat_interleave(torch.arange(pairs.shape[0], device=dev), counts)
+    _, probs = apf_pair_probabilities(class_means[classes.to(dev, non_blocking=True)])
+    counts = apf_pair_counts(probs.cpu(), n_pair)
+    pairs = torch.triu_indices(classes.numel(), classes.numel(), 1).t()
+    pair_of_item = torch.repeat_interleave(torch.arange(pairs.shape[0]), counts, output_size=n_pair)
     a = classes[pairs[pair_of_item, 0]]
     b = classes[pairs[pair_of_item, 1]]
-    xa = buffer_x[_sample_of_class(buffer_y, a)]
-    xb = buffer_x[_sample_of_class(buffer_y, b)]
-    coin = (torch.rand(pairs.shape[0], device=dev) <= mixup_p).float()
-    lam = torch.distributions.Beta(alpha, alpha).sample((n_pair,)).to(dev) * coin[pair_of_item]
-    lam_x = lam.view(-1, *([1] * (xa.dim() - 1))).to(xa.dtype)
+    xa = buffer_x[_sample_of_class(labels, a).to(dev, non_blocking=True)]
+    xb = buffer_x[_sample_of_class(labels, b).to(dev, non_blocking=True)]
+    coin = (torch.rand(pairs.shape[0]) <= mixup_p).float()
+    lam = torch.distributions.Beta(alpha, alpha).sample((n_pair,)) * coin[pair_of_item]
+    y_pair = torch.stack([a.float(), b.float(), lam], 1).to(dev, non_blocking=True)
+    lam_x = y_pair[:, 2].view(-1, *([1] * (xa.dim() - 1))).to(xa.dtype)
     x_pair = (1 - lam_x) * xa + lam_x * xb
-    y_pair = torch.stack([a.float(), b.float(), lam], 1)
     return torch.cat([x_base, x_pair]), torch.cat([y_base, y_pair])
 
 
@@ -323,7 +337,8 @@ def class_prototypes(z: torch.Tensor, y: torch.Tensor, classes: torch.Tensor) ->
     return onehot @ z / onehot.sum(1, keepdim=True).clamp_min(1)
 
 
-def ope_loss(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, temperature: float = 0.5
+def ope_loss(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, temperature: float = 0.5,
+             classes: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Online prototype equilibrium, Eq. 4-6 (official ``OPELoss``).
 
@@ -332,8 +347,10 @@ def ope_loss(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, temperature: f
     u = [p^1; p^2] (2K, D), loss = mean_i -log( exp(u_i.u_i' / T) / sum_{j != i} exp(u_i.u_j / T) ),
     i' the same class in the other view. Returns (loss, classes (K,), means of z1 (K, D),
     means of z2 (K, D)); the means are not renormalised (APF uses their average).
+    classes: ``torch.unique(y)`` when the caller has it on the host (on a GPU, unique waits
+    for the device); returned on y's device.
     """
-    classes = torch.unique(y)
+    classes = torch.unique(y) if classes is None else classes.to(y.device, non_blocking=True)
     k = classes.numel()
     m1, m2 = class_prototypes(z1, y, classes), class_prototypes(z2, y, classes)
     if k == 0:
@@ -342,7 +359,7 @@ def ope_loss(z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, temperature: f
     logits = u @ u.t() / temperature
     eye = torch.eye(2 * k, dtype=torch.bool, device=u.device)
     denom = torch.logsumexp(logits.masked_fill(eye, float("-inf")), dim=1)
-    pos = torch.cat([torch.arange(k, 2 * k), torch.arange(k)]).to(u.device)
+    pos = torch.cat([torch.arange(k, 2 * k, device=u.device), torch.arange(k, device=u.device)])
     loss = (denom - logits[torch.arange(2 * k, device=u.device), pos]).mean()
     return loss, classes, m1, m2
 
@@ -409,7 +426,7 @@ class OnPro(GradientStrategy):
         params = list(model.parameters()) + list(self.projector.parameters())
         self.optimizer = make_optimizer(params, "adam", lr, weight_decay=weight_decay,
                                         betas=tuple(betas))
-        self.buffer = ReservoirBuffer(buffer_size, device=self.device, seed=seed)
+        self.buffer = ReservoirBuffer(buffer_size, device=self.device, seed=seed, host_labels=True)
         self.buffer_batch_size = buffer_batch_size
         self.per_class_batch = per_class_batch
         self.rotations = rotations
@@ -424,7 +441,9 @@ class OnPro(GradientStrategy):
         self.crop_scale = tuple(crop_scale)
         self.gray_p = gray_p
         self.class_means = torch.zeros(self.n_classes, proj_dim, device=self.device)
-        self.seen = torch.zeros(self.n_classes, dtype=torch.bool, device=self.device)
+        # on the host: which classes were seen, which have a prototype (rows of class_means)
+        self.seen = torch.zeros(self.n_classes, dtype=torch.bool)
+        self.has_prototype = torch.zeros(self.n_classes, dtype=torch.bool)
         self.task_index = -1
         self.batch_in_task = 0
         self.boundaries_visible = False
@@ -467,17 +486,26 @@ class OnPro(GradientStrategy):
             sim = instance_similarity(z, f, scale)
             return instance_loss(sim, labels, self.ins_temperature, pair_views)
 
-    def _ope(self, z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _ope(self, z1: torch.Tensor, z2: torch.Tensor, y: torch.Tensor, y_host: torch.Tensor
+             ) -> tuple[torch.Tensor, ...]:
         with record_function("onpro.loss.ope"):
-            return ope_loss(z1, z2, y, self.proto_temperature)
+            return ope_loss(z1, z2, y, self.proto_temperature, classes=torch.unique(y_host))
 
-    def _seen_prototypes(self, bx: torch.Tensor, by: torch.Tensor) -> torch.Tensor:
+    def _sample_buffer(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n buffer items: x, y on the device and y on the host."""
+        idx = self.buffer.draw(n)
+        bx, by = self.buffer.take(idx)
+        return bx, by, self.buffer.labels_host[idx]
+
+    def _seen_prototypes(self, bx: torch.Tensor, by: torch.Tensor, by_host: torch.Tensor) -> torch.Tensor:
         """L_seen on an un-mixed buffer sample; stores its class means for APF's next step."""
         with torch.set_grad_enabled(self.ope and torch.is_grad_enabled()):
             _, z = self._embed(torch.cat([bx, self._view(bx)]))
-            loss, classes, m1, m2 = self._ope(z[: bx.shape[0]], z[bx.shape[0]:], by)
+            loss, classes, m1, m2 = self._ope(z[: bx.shape[0]], z[bx.shape[0]:], by, by_host)
         self.class_means = torch.zeros_like(self.class_means)
         self.class_means[classes] = ((m1 + m2) / 2).detach()
+        self.has_prototype = torch.zeros_like(self.has_prototype)
+        self.has_prototype[torch.unique(by_host)] = True
         return loss if self.ope else loss.detach() * 0.0
 
     # ----------------------------------------------------------------- the step
@@ -501,27 +529,30 @@ class OnPro(GradientStrategy):
         x, y = batch.x, batch.y
         self._check_images(x)
         # a batch refused for a non-finite loss leaves the strategy as it found it
-        before = (self.seen.clone(), self.class_means, self.task_index, self.batch_in_task)
-        if not self.boundaries_visible and (self.task_index < 0 or not bool(self.seen[y].all())):
+        before = (self.seen.clone(), self.class_means, self.has_prototype, self.task_index,
+                  self.batch_in_task)
+        y_host = y.cpu()  # the labels' one trip to the host: class sets are host bookkeeping
+        if not self.boundaries_visible and (self.task_index < 0 or not bool(self.seen[y_host].all())):
             self._begin_task()
-        self.seen[y] = True
+        self.seen[y_host] = True
         self.model.train()
         self.projector.train()
         if self.task_index == 0:
-            parts = self._first_task_losses(x, y)
+            parts = self._first_task_losses(x, y, y_host)
         else:
-            parts = self._later_task_losses(x, y)
+            parts = self._later_task_losses(x, y, y_host)
         loss = sum(parts.values())
         try:
             self.step(loss, label="onpro")
         except NonFiniteLoss:
-            self.seen, self.class_means, self.task_index, self.batch_in_task = before
+            self.seen, self.class_means, self.has_prototype, self.task_index, self.batch_in_task = before
             raise
-        self.buffer.add(x.detach(), y.detach())
+        self.buffer.add(x.detach(), y.detach(), y_host)
         self.batch_in_task += 1
         return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
 
-    def _first_task_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _first_task_losses(self, x: torch.Tensor, y: torch.Tensor, y_host: torch.Tensor
+                           ) -> dict[str, torch.Tensor]:
         """Official ``train_task0``: CE on the augmented batch, no APF, L_INS with lambda 1."""
         b = x.shape[0]
         pair, labels = self._rotated_pair(x, y)
@@ -530,25 +561,26 @@ class OnPro(GradientStrategy):
         zero = z.sum() * 0.0
         seen = zero
         if self.batch_in_task > 0 and len(self.buffer):
-            bx, by = self.buffer.sample(self.buffer_batch_size)
-            seen = self._seen_prototypes(bx, by)
-        new = self._ope(z[:b], z[len(labels):len(labels) + b], y)[0] if self.ope else zero
+            seen = self._seen_prototypes(*self._sample_buffer(self.buffer_batch_size))
+        new = self._ope(z[:b], z[len(labels):len(labels) + b], y, y_host)[0] if self.ope else zero
         logits = self._logits(self._view(x))
         with record_function("onpro.loss.ce"):
             ce = F.cross_entropy(logits, y)
         return {"ce": ce, "ins": ins, "ope_new": new, "ope_seen": seen}
 
-    def _later_task_losses(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _later_task_losses(self, x: torch.Tensor, y: torch.Tensor, y_host: torch.Tensor
+                           ) -> dict[str, torch.Tensor]:
         """Official ``train_other_tasks``: APF-mixed buffer batch for CE and L_INS."""
         b = x.shape[0]
         m = min(self.buffer_batch_size, self.per_class_batch * int(self.seen.sum()))
         with record_function("onpro.sample_apf"):
-            ori_x, ori_y = self.buffer.sample(m)
+            ori_x, ori_y, ori_y_host = self._sample_buffer(m)
             if self.batch_in_task > 0:
                 bx, by = self.buffer.items()
                 mem_x, mem_mix = apf_mixup(ori_x, ori_y, bx, by, self.class_means,
                                            self.mixup_base_rate, self.mixup_p, self.lam_range,
-                                           self.mixup_alpha)
+                                           self.mixup_alpha, self.buffer.labels_host[: len(self.buffer)],
+                                           self.has_prototype)
             else:
                 zeros = torch.zeros(ori_y.shape[0], device=self.device)
                 mem_x, mem_mix = ori_x, torch.stack([ori_y.float(), ori_y.float(), zeros], 1)
@@ -563,9 +595,9 @@ class OnPro(GradientStrategy):
         logits = self._logits(self._view(mem_x))
         with record_function("onpro.loss.ce"):
             ce = mixup_cross_entropy(logits, mem_mix)
-        seen = self._seen_prototypes(ori_x, ori_y)
+        seen = self._seen_prototypes(ori_x, ori_y, ori_y_host)
         r = len(labels_x)
-        new = self._ope(z[:b], z[r:r + b], y)[0] if self.ope else z.sum() * 0.0
+        new = self._ope(z[:b], z[r:r + b], y, y_host)[0] if self.ope else z.sum() * 0.0
         return {"ce": ce, "ins": ins, "ope_new": new, "ope_seen": seen}
 
     # ----------------------------------------------------------------- inference, state
@@ -594,7 +626,8 @@ class OnPro(GradientStrategy):
         self.optimizer.load_state_dict(snapshot(state["optimizer"]))
         self.buffer.load_state_dict(state["buffer"])
         self.class_means = state["class_means"].to(self.device).clone()
-        self.seen = state["seen"].to(self.device).clone()
+        self.has_prototype = state["class_means"].abs().sum(1) > 0
+        self.seen = state["seen"].cpu().clone()
         self.task_index = int(state["task_index"])
         self.batch_in_task = int(state["batch_in_task"])
         self.boundaries_visible = bool(state["boundaries_visible"])
