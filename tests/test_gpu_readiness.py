@@ -305,3 +305,39 @@ def test_inputs_saved_on_a_gpu_this_process_lacks_load_on_the_cpu(monkeypatch, s
 
     _gpus(monkeypatch, 1 if saved == "cuda:3" else 0)
     assert _saved_device(saved) == torch.device("cpu")
+
+
+# ---------------------------------------------------------------- the GPU smoke script
+def _smoke():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_smoke", ROOT / "benchmarks" / "gpu_smoke.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_smoke_without_a_gpu_says_so_and_runs_nothing(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "smoke.json"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no GPU, whatever this machine has
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_smoke.py"), "--out", str(out)],
+                       capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 2
+    assert "gpu_smoke: no GPU" in r.stderr and "nothing was run" in r.stderr
+    assert not out.exists()
+
+
+def test_gpu_smoke_runs_every_image_strategy_and_names_what_it_skips():
+    names, skipped = _smoke().image_strategies()
+    assert {"naive", "er", "joint", "onpro", "tame"} <= set(names)
+    assert not any(n.startswith(("ckl_", "lm_")) for n in names)
+    assert any(line.startswith("ckl_") and "language-model" in line for line in skipped)
+
+
+@pytest.mark.parametrize("name", ["er", "onpro"])
+def test_gpu_smoke_sync_counter_drives_a_strategy_over_split_digits(tmp_path, name):
+    r = _smoke().count_syncs(name, "cpu", tmp_path)  # on the CPU nothing synchronises
+    assert r["observes"] > 100 and r["max"] == 0 and r["ok"]
