@@ -38,6 +38,7 @@ from typing import Any  # noqa: E402
 
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -143,7 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="write the record as JSON here")
     args = p.parse_args(argv)
     out = Path(args.out) if args.out else None
-    if args.second_device == "cuda" and faiss.get_num_gpus() == 0:
+    if args.second_device == "cuda" and faiss.get_num_gpus() == 0 and torch.cuda.is_available():
+        print("gpu_memory_check: FAILED: torch sees a GPU but FAISS does not (a CPU-only faiss "
+              "build): install faiss-gpu to check the GPU store", file=sys.stderr)
+        record = {"status": "FAILED: torch sees a GPU but FAISS does not", **environment()}
+    elif args.second_device == "cuda" and faiss.get_num_gpus() == 0:
         print("gpu_memory_check: no GPU (faiss.get_num_gpus() == 0): nothing to check here; "
               "run it on a CUDA machine with faiss-gpu, or pass --second-device cpu to "
               "self-check the script")

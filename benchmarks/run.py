@@ -279,6 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=900, help="seconds allowed per benchmark")
     args = p.parse_args(argv)
     results_dir, markdown = output_paths(args.quick, args.results_dir, args.markdown)
+    cpu_only = sorted(set(args.only or ()) - set(GPU_BENCHMARKS)) if args.device != "cpu" else []
+    if cpu_only:  # they would run on the CPU and be filed under the GPU's folder
+        print(f"[run] {', '.join(cpu_only)} measure(s) the CPU only and cannot run with --device "
+              f"{args.device}; on a GPU run {', '.join(GPU_BENCHMARKS)}, or drop --device", file=sys.stderr)
+        return 2
     run_dir = results_dir if args.device == "cpu" else results_dir / args.device.split(":")[0]
     names = args.only or (BENCHMARKS if args.device == "cpu" else GPU_BENCHMARKS)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",

@@ -341,3 +341,32 @@ def test_gpu_smoke_runs_every_image_strategy_and_names_what_it_skips():
 def test_gpu_smoke_sync_counter_drives_a_strategy_over_split_digits(tmp_path, name):
     r = _smoke().count_syncs(name, "cpu", tmp_path)  # on the CPU nothing synchronises
     assert r["observes"] > 100 and r["max"] == 0 and r["ok"]
+
+
+# ---------------------------------------------------------------- benchmarks on a GPU
+def test_benchmarks_refuse_a_cpu_only_benchmark_under_device_cuda(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "benchmarks" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--only", "strategy_cost", "--device", "cuda"]) == 2
+    assert "strategy_cost measure(s) the CPU only" in capsys.readouterr().err
+
+
+def test_gpu_memory_check_fails_when_torch_sees_a_gpu_and_faiss_does_not(monkeypatch, tmp_path):
+    import importlib.util
+    import json
+    import sys
+
+    import faiss
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("gpu_memory_check", ROOT / "benchmarks" / "gpu_memory_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    _gpus(monkeypatch, 1)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0)
+    monkeypatch.setattr(module, "environment", lambda: {})
+    assert module.main(["--out", str(tmp_path / "r.json")]) == 1
+    assert json.loads((tmp_path / "r.json").read_text())["status"].startswith("FAILED")
