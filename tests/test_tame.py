@@ -252,7 +252,7 @@ def test_finalize_prunes_deployed_copies_not_the_training_experts(trained):
 def test_predict_routes_each_input_to_an_expert(trained):
     stream, tame = trained
     d = stream.dataset
-    logits = tame.predict(d.x_test)  # lazily trains the selector (train_at='end')
+    logits = tame.predict(d.x_test)  # refreshes the selector first (train_at='end')
     assert logits.shape == (d.x_test.shape[0], 10)
     assert (logits.argmax(1) == d.y_test).float().mean() > 0.6
 
@@ -278,12 +278,29 @@ def test_predict_under_inference_mode_trains_the_selector_lazily(trained):
     assert tame.deployed.selector is not None and logits.shape[1] == 10
 
 
-def test_prepare_eval_does_nothing_when_train_at_end():
+def test_prepare_eval_refreshes_without_pruning_when_train_at_end(trained):
+    _, tame = trained
+    tame.prepare_eval()
+    assert not tame.deployed.full and tame.refreshes == 1
+    assert len(tame.deployed.experts) == len(tame.pool) == 5
+    assert sparsity(tame.deployed.selector) < 0.01  # pruned only after the stream
+    assert sparsity(tame.deployed.experts[-1]) < 0.01  # the active expert, as it is now
+    tame.finalize()
+    assert tame.deployed.full
+
+
+def test_eval_rows_reflect_every_expert_spawned_so_far(tmp_path):
+    from continual.runner import Runner
+
     stream = recurring_stream(repeats=1)
     tame = small_tame(stream)
-    tame.observe(next(stream.batches(stream.segments[0])))
-    tame.prepare_eval()
-    assert tame.deployed.experts == []
+    runner = Runner(stream, tame, out_dir=str(tmp_path), seed=0)
+    runner.run()
+    task_end = [r for r in runner.state.rows if r.kind == "task_end"]
+    for t, row in enumerate(task_end):
+        # class-IL: task t's classes are reachable only through expert t, spawned in task t
+        assert row.scores_class_il[t] > 0.8, (t, row.scores_class_il)
+    assert tame.refreshes == 4  # task ends 0-3; after task 4 the finalized deployment scores
 
 
 # --------------------------------------------------------------------------- state
@@ -323,6 +340,7 @@ def test_tame_passes_the_strategy_conformance_kit():
 
 # --------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("bad", [{"detector": "cusum"}, {"train_at": "never"}, {"window": 1},
+                                 {"refresh_epochs": -1},
                                  {"expert_prune": 1.0}, {"detector": "adwin",
                                                          "detector_params": {"nope": 1}}])
 def test_bad_configuration_raises_config_error(bad):
@@ -377,3 +395,4 @@ def test_max_experts_cap_reuses_another_expert_never_the_one_that_fired():
     for _, _, expert in tame.switch_events:
         assert expert != previous
         previous = expert
+
