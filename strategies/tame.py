@@ -49,17 +49,31 @@ Where we depart from the paper or its code, and why:
 - Each expert keeps its own pruning buffer of C_p (x, y) seen while it was active (the
   code keeps one buffer and resets it when an expert is spawned); pruning then works
   for every expert whenever it happens, also after the stream.
+- Online pruning (``prune_at='switch'``, default; the paper's abstract; the code prepares a
+  pruning buffer per expert for it but prunes after the stream): an expert is pruned to
+  ``expert_prune`` and fine-tuned on its pruning buffer when it stops training (at the
+  switch away from it), its masks are folded into plain weights and its momentum buffers
+  dropped; a reused pruned expert trains under masks rebuilt from its zeros, so it stays
+  pruned, and is pruned and fine-tuned again when it stops. Training then holds pruned
+  experts plus one dense expert (``params_held_peak`` in the summary counts nonzero weights:
+  the figure a sparse storage would hold; the pruned experts are stored as dense tensors with
+  zeros, so RSS does not shrink by the pruned share). Its window and tau stay those of the
+  dense expert, as the paper's rule has them: moving them by the loss pruning added on the
+  pruning buffer made pruned experts accept new tasks (2 wrong reuses in 3 test streams),
+  while keeping them can turn a recurring task away (1 of 5 recurrences on the test
+  stream spawned a new expert). ``prune_at='end'`` is the previous behaviour: pruned copies
+  at deployment, training experts dense.
 - Every evaluation is scored by what TAME would predict at that moment (issue 17: with only
   the paper's after-stream training, every mid-stream row was scored by a one-expert
   deployment made at the first evaluation, so forgetting read -0.70). Before an evaluation
   (``prepare_eval``, and ``predict``), a deployment older than the last training step is
   remade: with ``train_at='end'`` (default) a *refresh*: the selector, warm-started from its
   last training, trains ``refresh_epochs`` on its buffer, and the experts are copied as the
-  pool holds them (dense); ``finalize()`` after the stream makes the paper's full
-  deployment (selector training for ``selector_epochs``, warm as well, then pruned and
-  fine-tuned copies of the selector and of every expert). ``train_at='eval'`` makes the
-  full deployment at every evaluation. Deployed networks are copies, so nothing done for an
-  evaluation disturbs detection.
+  pool holds them (pruned if retired, the active one dense); ``finalize()`` after the
+  stream makes the paper's full deployment (selector training for ``selector_epochs``, warm
+  as well, then pruned and fine-tuned copies of the selector and of every expert not already
+  pruned). ``train_at='eval'`` makes the full deployment at every evaluation. Deployed
+  networks are copies, so nothing done for an evaluation disturbs detection.
 - The selector buffer does not deduplicate repeated samples (the code does, by dataset
   index; ``Batch.index`` is bookkeeping a strategy must not use); a per-class reservoir
   over all passes keeps a uniform sample of what was seen.
@@ -97,6 +111,7 @@ from continual.types import Batch, ConfigError
 
 DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
 TRAIN_AT = ("end", "eval")
+PRUNE_AT = ("switch", "end")
 
 
 # --------------------------------------------------------------------------- detection
@@ -376,6 +391,21 @@ def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
     return total
 
 
+def fold_masks(model: nn.Module) -> None:
+    """Make pruning permanent: each masked weight becomes one plain tensor with its zeros
+    (drops ``weight_orig`` and ``weight_mask``, a third of the memory of the masked form)."""
+    for module, name in prunable(model):
+        if hasattr(module, name + "_mask"):
+            prune.remove(module, name)
+
+
+def mask_zeros(model: nn.Module) -> None:
+    """Put a pruning mask on every zero weight, so training keeps a pruned network pruned."""
+    for module, name in prunable(model):
+        if not hasattr(module, name + "_mask"):
+            prune.custom_from_mask(module, name, getattr(module, name) != 0)
+
+
 def _mask_like(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Give ``model`` an (identity) pruning mask wherever ``state`` has one, so it loads."""
     for module_name, module in model.named_modules():
@@ -419,6 +449,15 @@ class Expert:
     detector: ThresholdDetector | RiverDetector
     prune_buffer: ReservoirBuffer
     steps: int = 0
+    pruned_at: int = -1  # ``steps`` when last pruned and fine-tuned (-1: never; masks stay)
+
+    @property
+    def pruned(self) -> bool:
+        return self.pruned_at >= 0
+
+    def pruned_and_current(self) -> bool:
+        """Pruned and fine-tuned, and not trained since: its deployed copy is itself."""
+        return self.pruned_at == self.steps
 
 
 class ExpertPool:
@@ -485,23 +524,31 @@ class ExpertPool:
     def n_parameters(self) -> int:
         return sum(count_parameters(e.model) for e in self.experts)
 
+    def held_parameters(self) -> int:
+        """Parameters the pool holds while training: nonzero ones of the pruned experts,
+        all of the others (the count a sparse storage of the pruned experts would need)."""
+        return sum(count_parameters(e.model, nonzero=e.pruned) for e in self.experts)
+
     def state_dict(self) -> dict[str, Any]:
         return {"experts": [{
             "model": e.model.state_dict(), "optimizer": e.optimizer.state_dict(),
             "tracker": e.tracker.state_dict(), "detector": e.detector.state_dict(),
             "prune_buffer": e.prune_buffer.state_dict(), "steps": e.steps,
+            "pruned_at": e.pruned_at,
         } for e in self.experts]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.experts = []
         for s in state["experts"]:
             e = self._make(copy.deepcopy(self.template).to(self.device))
+            _mask_like(e.model, s["model"])  # a reused pruned expert trains under its masks
             e.model.load_state_dict(s["model"])
             e.optimizer.load_state_dict(s["optimizer"])
             e.tracker.load_state_dict(s["tracker"])
             e.detector.load_state_dict(s["detector"])
             e.prune_buffer.load_state_dict(s["prune_buffer"])
             e.steps = s["steps"]
+            e.pruned_at = int(s.get("pruned_at", -1))
             self.experts.append(e)
         self.optimizers[:] = [e.optimizer for e in self.experts]
 
@@ -611,8 +658,10 @@ class TAME(GradientStrategy):
         train_at: when the paper's full deployment (selector training, pruned and fine-tuned
             copies) is made: ``end`` (``finalize()``; an evaluation before it gets a refresh)
             or ``eval`` (before every evaluation).
-        prune: whether to prune; expert_prune / selector_prune: shares of weights removed;
-            prune_epochs, expert_finetune_lr, selector_finetune_lr: fine-tuning after pruning.
+        prune: whether to prune; prune_at: ``switch`` (each expert when it stops training)
+            or ``end`` (copies at deployment); expert_prune / selector_prune: shares of
+            weights removed; prune_epochs, expert_finetune_lr, selector_finetune_lr:
+            fine-tuning after pruning.
         max_experts: a safety cap; past it, the best-fitting expert other than the one that
             fired is reused instead (with ``max_experts=1`` a detection is recorded in
             ``detected_switches`` but changes nothing: no switch event).
@@ -641,6 +690,7 @@ class TAME(GradientStrategy):
         refresh_epochs: int | None = None,
         train_at: str = "end",
         prune: bool = True,
+        prune_at: str = "switch",
         expert_prune: float = 0.98,
         selector_prune: float = 0.5,
         prune_epochs: int = 200,
@@ -651,6 +701,8 @@ class TAME(GradientStrategy):
     ) -> None:
         if train_at not in TRAIN_AT:
             raise ConfigError(f"train_at must be one of {list(TRAIN_AT)}, got {train_at!r}")
+        if prune_at not in PRUNE_AT:
+            raise ConfigError(f"prune_at must be one of {list(PRUNE_AT)}, got {prune_at!r}")
         if detector not in DETECTORS:
             raise ConfigError(f"unknown detector {detector!r}; choose one of {list(DETECTORS)}")
         if max_experts < 1:
@@ -691,7 +743,7 @@ class TAME(GradientStrategy):
         # a quarter, warm-started: on Split-MNIST 5k the same end accuracy and forgetting as
         # the full 200 epochs at a quarter of the cost (benchmarks/results/tame.md)
         self.refresh_epochs = selector_epochs // 4 if refresh_epochs is None else int(refresh_epochs)
-        self.train_at, self.do_prune = train_at, bool(prune)
+        self.train_at, self.do_prune, self.prune_at = train_at, bool(prune), prune_at
         self.expert_prune, self.selector_prune = float(expert_prune), float(selector_prune)
         self.prune_epochs = int(prune_epochs)
         self.expert_finetune_lr = expert_finetune_lr
@@ -705,7 +757,9 @@ class TAME(GradientStrategy):
         self.version = 0  # bumps with every training step; deployed copies remember theirs
         self.deployed = _Deployed(selector=None)
         self.refreshes, self.refresh_seconds = 0, 0.0  # mid-stream deployments and their cost
-        self._params_cache = (-1, 0)
+        self.online_prunes = 0
+        self.held_params_peak = 0
+        self._params_cache: tuple[Any, int] = (None, 0)
 
     # ------------------------------------------------------------------ training
     def _switch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, str]:
@@ -721,13 +775,33 @@ class TAME(GradientStrategy):
             if not losses:
                 return self.active, "stay"
             match = min(losses.items(), key=lambda kv: kv[1])
+        self._retire(self.active)
         if match is not None:
             # Its smoothed loss continues from its own last value: record() applies the
             # candidate update on this batch.
+            if self.pool[match[0]].pruned:
+                mask_zeros(self.pool[match[0]].model)  # a pruned expert stays pruned
             return match[0], "reuse"
         new = self.pool.spawn()
         self.selector.grow(len(self.pool))
         return new, "spawn"
+
+    def _retire(self, i: int) -> None:
+        """Expert i stops training (a switch): with ``prune_at='switch'`` prune it now and
+        fine-tune it on its pruning buffer, fold the masks and drop its momentum buffers, so
+        the pool holds pruned experts plus the one being trained."""
+        e = self.pool[i]
+        if not (self.do_prune and self.prune_at == "switch") or e.pruned_and_current():
+            return
+        # Its window and tau stay those of the dense expert (the paper's rule, unchanged):
+        # moving them by the loss pruning added on the pruning buffer made pruned experts
+        # accept new tasks (2 wrong reuses in 3 test streams; benchmarks/results/tame.md).
+        with torch.inference_mode(False), torch.enable_grad():
+            self._prune_expert(e, e.model)
+        fold_masks(e.model)
+        e.optimizer.state.clear()
+        e.pruned_at = e.steps
+        self.online_prunes += 1
 
     def observe(self, batch: Batch) -> dict[str, Any]:
         """One step: detect a switch from the active expert's loss, then train the active expert."""
@@ -760,9 +834,11 @@ class TAME(GradientStrategy):
         self.selector.add(x, y, self.active)
         self.samples_seen += int(x.shape[0])
         self.version += 1
+        held = self._params()
+        self.held_params_peak = max(self.held_params_peak, held)
         return {
             "loss": value, "online_correct": online_correct, "n_experts": float(len(self.pool)),
-            "active_expert": float(self.active), "params": float(self._params()),
+            "active_expert": float(self.active), "params": float(held),
             "switch": switched,
         }
 
@@ -797,7 +873,8 @@ class TAME(GradientStrategy):
                 self._fit(selector, xs, ids, self.prune_epochs, self.selector_finetune_lr,
                           "TAME's selector fine-tuning after pruning")
             for e, model in zip(self.pool.experts, experts):
-                self._prune_expert(e, model)
+                if not e.pruned_and_current():
+                    self._prune_expert(e, model)
         for m in [selector, *experts]:
             if m is not None:
                 m.eval()
@@ -858,9 +935,12 @@ class TAME(GradientStrategy):
 
     # ------------------------------------------------------------------ bookkeeping
     def _params(self) -> int:
-        """n_parameters(), recounted only when the pool has grown."""
-        if self._params_cache[0] != len(self.pool):
-            self._params_cache = (len(self.pool), self.n_parameters())
+        """Parameters held while training (``held_parameters``), recounted only when the
+        pool grows or an expert is pruned."""
+        key = (len(self.pool), self.online_prunes)
+        if self._params_cache[0] != key:
+            self._params_cache = (key, self.pool.held_parameters()
+                                  + count_parameters(self.selector.model))
         return self._params_cache[1]
 
     def n_parameters(self, deployed: bool = False) -> int:
@@ -877,13 +957,16 @@ class TAME(GradientStrategy):
     def summary(self) -> dict[str, Any]:
         """TAME's figures for summary.json (switch_events: [samples, 'reuse'|'spawn', expert]).
 
-        refreshes / refresh_seconds: deployments made for mid-stream
+        params_held_peak: the most parameters held during training (pruned experts counted by
+        their nonzero weights); refreshes / refresh_seconds: deployments made for mid-stream
         evaluations and their cost.
         """
         return {
             "n_experts": len(self.pool),
             "n_reused_after_switch": sum(1 for e in self.switch_events if e[1] == "reuse"),
             "params_deployed_nonzero": self.n_parameters(deployed=True),
+            "params_held_peak": self.held_params_peak,
+            "online_prunes": self.online_prunes,
             "refreshes": self.refreshes,
             "refresh_seconds": round(self.refresh_seconds, 3),
             "switch_events": [list(e) for e in self.switch_events],
@@ -898,7 +981,8 @@ class TAME(GradientStrategy):
             "switch_events": list(self.switch_events), "version": self.version,
             "generator": self.generator.get_state(),
             "skipped_nonfinite_hook_steps": self.skipped_nonfinite_hook_steps,
-            "counters": [self.refreshes, self.refresh_seconds],
+            "counters": [self.refreshes, self.refresh_seconds, self.online_prunes,
+                         self.held_params_peak],
             "deployed": None if not self.deployed.experts else {
                 "selector": None if self.deployed.selector is None
                 else self.deployed.selector.state_dict(),
@@ -918,8 +1002,9 @@ class TAME(GradientStrategy):
         self.generator.set_state(state["generator"])
         self.skipped_nonfinite_hook_steps = int(state.get("skipped_nonfinite_hook_steps", 0))
         if "counters" in state:
-            refreshes, seconds = state["counters"][:2]
+            refreshes, seconds, prunes, peak = state["counters"]
             self.refreshes, self.refresh_seconds = int(refreshes), float(seconds)
+            self.online_prunes, self.held_params_peak = int(prunes), int(peak)
         dep = state["deployed"]
         if dep is None:
             self.deployed = _Deployed(selector=None)

@@ -16,6 +16,7 @@ from continual.strategies.tame import (
     ExpertSelector,
     LossTracker,
     ThresholdDetector,
+    count_parameters,
     detect_shifts,
     fit,
     prune_to_sparsity,
@@ -125,15 +126,18 @@ def test_task_free_stream_spawns_one_expert_per_task_and_records_switches(traine
     assert tame.detected_switches == stream.true_boundaries
 
 
-def test_recurring_tasks_reuse_their_expert():
+@pytest.mark.parametrize("prune_at", ["end", "switch"])
+def test_recurring_tasks_reuse_their_expert(prune_at):
     stream = recurring_stream(repeats=2)
-    tame = small_tame(stream)
+    tame = small_tame(stream, prune_at=prune_at)
     run(tame, stream)
     scores = recurrence_scores(tame.switch_events, stream.true_boundaries,
                                [s.task for s in stream.segments], tolerance=100)
     assert scores["recurrences"] == 5
     assert scores["reuse_rate"] >= 0.8
-    assert len(tame.pool) == 5
+    # pruned at its switch, an expert is judged by its dense tau: one of five recurrences
+    # (task 3, on this stream) is turned away and gets a new expert
+    assert len(tame.pool) == (5 if prune_at == "end" else 6)
 
 
 def test_observe_reports_tame_records():
@@ -239,13 +243,60 @@ def test_pruning_is_idempotent_and_survives_fine_tuning():
     assert sparsity(model) == pytest.approx(0.9, abs=1e-3)
 
 
-def test_finalize_prunes_deployed_copies_not_the_training_experts(trained):
+def test_finalize_prunes_every_deployed_copy(trained):
     _, tame = trained  # expert_prune=0.98, selector_prune=0.5 (the paper's)
     tame.finalize()
     assert all(sparsity(m) == pytest.approx(0.98, abs=1e-3) for m in tame.deployed.experts)
     assert sparsity(tame.deployed.selector) == pytest.approx(0.5, abs=1e-3)
-    assert sparsity(tame.pool[0].model) < 0.01
     assert tame.n_parameters(deployed=True) < 0.2 * tame.n_parameters()
+
+
+def test_prune_at_end_leaves_the_training_experts_dense():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream, prune_at="end")
+    run(tame, stream)
+    tame.finalize()
+    assert all(sparsity(e.model) < 0.01 for e in tame.pool.experts)
+    assert tame.online_prunes == 0
+    assert all(sparsity(m) == pytest.approx(0.98, abs=1e-3) for m in tame.deployed.experts)
+
+
+def test_online_pruning_prunes_each_expert_when_it_stops_training(trained):
+    _, tame = trained  # prune_at='switch' (default): 4 switches on 5 tasks
+    retired, active = tame.pool.experts[:-1], tame.pool[tame.active]
+    assert tame.active == 4 and tame.online_prunes == 4
+    assert all(sparsity(e.model) == pytest.approx(0.98, abs=1e-3) for e in retired)
+    assert all(not e.optimizer.state for e in retired)  # momentum buffers dropped
+    assert sparsity(active.model) < 0.01
+    dense, selector = count_parameters(active.model), count_parameters(tame.selector.model)
+    pruned = sum(count_parameters(e.model, nonzero=True) for e in retired)
+    # held while training: four pruned experts, one dense expert, the selector
+    assert tame.held_params_peak == pruned + dense + selector
+    assert tame.held_params_peak < 0.5 * (5 * dense + selector)  # all dense (prune_at='end')
+    assert tame.summary()["params_held_peak"] == tame.held_params_peak
+
+
+def test_a_pruned_expert_stays_pruned_when_reused_and_after_a_resume():
+    stream = recurring_stream(repeats=2)
+    tame = small_tame(stream)
+    segments = stream.segments
+    step = 0
+    for seg in segments[:6]:  # five tasks, then task 0 again: expert 0 is reused
+        for batch in stream.batches(seg, step):
+            tame.observe(batch)
+            step += 1
+    assert tame.active == 0 and tame.switch_events[-1][1] == "reuse"
+    assert sparsity(tame.pool[0].model) == pytest.approx(0.98, abs=1e-3)  # trained under its masks
+    buf = io.BytesIO()
+    torch.save(tame.state_dict(), buf)
+    buf.seek(0)
+    other = small_tame(stream)
+    other.load_state_dict(torch.load(buf, weights_only=True))
+    for batch in stream.batches(segments[6], step):  # task 1 again: expert 0 retires again
+        other.observe(batch)
+    assert other.active == 1
+    assert all(sparsity(e.model) == pytest.approx(0.98, abs=1e-3)
+               for i, e in enumerate(other.pool.experts) if i != other.active)
 
 
 # --------------------------------------------------------------------------- predict, eval hooks
@@ -340,7 +391,7 @@ def test_tame_passes_the_strategy_conformance_kit():
 
 # --------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("bad", [{"detector": "cusum"}, {"train_at": "never"}, {"window": 1},
-                                 {"refresh_epochs": -1},
+                                 {"prune_at": "never"}, {"refresh_epochs": -1},
                                  {"expert_prune": 1.0}, {"detector": "adwin",
                                                          "detector_params": {"nope": 1}}])
 def test_bad_configuration_raises_config_error(bad):
@@ -387,7 +438,7 @@ def test_max_experts_one_keeps_the_single_expert_and_records_no_reuse():
 
 def test_max_experts_cap_reuses_another_expert_never_the_one_that_fired():
     stream = recurring_stream(repeats=1)
-    tame = small_tame(stream, max_experts=2)
+    tame = small_tame(stream, max_experts=2, prune=False)  # a pruned expert learns a new task slowly
     run(tame, stream)
     assert len(tame.pool) == 2
     assert [e[1] for e in tame.switch_events] == ["spawn", "reuse", "reuse", "reuse"]
