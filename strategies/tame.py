@@ -16,7 +16,7 @@ task ids or boundaries. Four parts, each usable and tested on its own:
 
 Per batch (paper, Sec. 3): a NaN/Inf l_t raises NonFiniteLoss before the detector, the loss
 window or any weight sees it (the runner skips the batch or stops: ``on_nan``). The active
-expert's loss l_t updates its smoothed loss
+expert's loss l_t (eval mode, before the step: see below) updates its smoothed loss
 s_t = alpha * l_t + (1 - alpha) * s_{t-1}; with tau = mean(window) + 3 * max(std(window), 0.005)
 over the last W raw losses, s_t > tau is a switch. On a switch the experts are tried in
 order and the first whose candidate smoothed loss (from its own last s) is under its
@@ -43,9 +43,15 @@ Where we depart from the paper or its code, and why:
   inactive expert's smoothed loss every batch, so a reactivated expert carries the other
   task's high smoothed loss and fires again at once; each such re-fire would count as a
   detected switch). A reactivated expert's smoothed loss continues from its candidate.
-- Only the active expert's loss is computed each step (from the training forward pass);
-  the others' losses are computed only when a switch is checked (same decisions as
-  computing all of them every batch, at a fraction of the cost).
+- Every decision uses one loss scale, eval mode before the step, as the code's ``test()``:
+  the window and tau, the active expert's smoothed loss and the candidates of the other
+  experts. (Before issue 17 the window held training-mode losses while candidates were
+  scored in eval mode; with BatchNorm the two differ.) A model that behaves the same in both
+  modes (no normalisation with running statistics, no dropout) takes the value from its
+  training forward pass; others pay one extra eval forward pass per step.
+- Only the active expert's loss is computed each step; the others' losses are computed
+  only when a switch is checked (same decisions as computing all of them every batch, at a
+  fraction of the cost).
 - Each expert keeps its own pruning buffer of C_p (x, y) seen while it was active (the
   code keeps one buffer and resets it when an expert is spawned); pruning then works
   for every expert whenever it happens, also after the stream.
@@ -107,7 +113,7 @@ from continual.strategies.base import (
     snapshot,
     train_epochs,
 )
-from continual.types import Batch, ConfigError
+from continual.types import Batch, ConfigError, NonFiniteLoss
 
 DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
 TRAIN_AT = ("end", "eval")
@@ -406,6 +412,13 @@ def mask_zeros(model: nn.Module) -> None:
             prune.custom_from_mask(module, name, getattr(module, name) != 0)
 
 
+def mode_dependent(model: nn.Module) -> bool:
+    """Whether train and eval mode give different outputs (normalisation with running
+    statistics, dropout)."""
+    kinds = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
 def _mask_like(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
     """Give ``model`` an (identity) pruning mask wherever ``state`` has one, so it loads."""
     for module_name, module in model.named_modules():
@@ -474,6 +487,8 @@ class ExpertPool:
         self.make_tracker, self.make_detector = make_tracker, make_switch_detector
         self.optim_options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         self.prune_capacity, self.sigmoid, self.seed = int(prune_capacity), sigmoid, seed
+        # train and eval mode differ (BatchNorm, dropout): decisions need their own eval pass
+        self.mode_dependent = mode_dependent(template)
         self.experts: list[Expert] = []
         # the experts' optimisers, one list object for the pool's life (an LR schedule finds them)
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -503,10 +518,22 @@ class ExpertPool:
 
     @torch.no_grad()
     def loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Expert i's mean loss on (x: (B, ...), y: (B,)), eval mode, no gradient."""
+        """Expert i's mean loss on (x: (B, ...), y: (B,)), eval mode, no gradient: the one
+        loss scale of every switch decision (the window, tau and the candidates)."""
         model = self.experts[i].model
         model.eval()
         return float(expert_loss(model(x), y, self.sigmoid))
+
+    def decision_loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        """Expert i's eval-mode loss on the batch, taken before its step; None for a model
+        that behaves the same in both modes (its training loss is that value: no second
+        forward pass)."""
+        if not self.mode_dependent:
+            return None
+        value = self.loss(i, x, y)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"TAME's eval-mode decision loss of expert {i} is {value}")
+        return value
 
     def first_match(
         self, x: torch.Tensor, y: torch.Tensor, exclude: int | None = None
@@ -762,10 +789,10 @@ class TAME(GradientStrategy):
         self._params_cache: tuple[Any, int] = (None, 0)
 
     # ------------------------------------------------------------------ training
-    def _switch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, str]:
+    def _switch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, str, float | None]:
         """After a detected switch: reuse the first expert that fits, else spawn one.
 
-        Returns (expert, 'reuse' | 'spawn' | 'stay').
+        Returns (expert, 'reuse' | 'spawn' | 'stay', its eval-mode loss on the batch if known).
         """
         match = self.pool.first_match(x, y, exclude=self.active)
         if match is None and len(self.pool) >= self.max_experts:
@@ -773,7 +800,7 @@ class TAME(GradientStrategy):
             # choice); with a single expert there is none, and the active one keeps training
             losses = {i: self.pool.loss(i, x, y) for i in range(len(self.pool)) if i != self.active}
             if not losses:
-                return self.active, "stay"
+                return self.active, "stay", None
             match = min(losses.items(), key=lambda kv: kv[1])
         self._retire(self.active)
         if match is not None:
@@ -781,10 +808,10 @@ class TAME(GradientStrategy):
             # candidate update on this batch.
             if self.pool[match[0]].pruned:
                 mask_zeros(self.pool[match[0]].model)  # a pruned expert stays pruned
-            return match[0], "reuse"
+            return match[0], "reuse", match[1]
         new = self.pool.spawn()
         self.selector.grow(len(self.pool))
-        return new, "spawn"
+        return new, "spawn", None
 
     def _retire(self, i: int) -> None:
         """Expert i stops training (a switch): with ``prune_at='switch'`` prune it now and
@@ -810,25 +837,31 @@ class TAME(GradientStrategy):
         if not len(self.pool):
             self.pool.spawn()
         expert = self.pool[self.active]
+        # the decision loss: eval mode before the step, as every other decision (the code's)
+        decision = self.pool.decision_loss(self.active, x, y)
         expert.model.train()
         logits = expert.model(x)
         loss = expert_loss(logits, y, self.sigmoid)
         online_correct = (logits.detach().argmax(1) == y).sum()
         # checked before the detector, the window or any weight sees it (NonFiniteLoss)
         value = finite_loss_value(loss)
-        if expert.steps and expert.detector.fires(value, expert.tracker):
+        decision = value if decision is None else decision
+        if expert.steps and expert.detector.fires(decision, expert.tracker):
             switched = 1.0
             self.detected_switches.append(self.samples_seen)
-            new, action = self._switch(x, y)
+            new, action, new_decision = self._switch(x, y)
             if action != "stay":
                 self.active = new
                 self.switch_events.append((self.samples_seen, action, new))
                 expert = self.pool[new]
+                if new_decision is None:
+                    new_decision = self.pool.decision_loss(new, x, y)
                 expert.model.train()
                 loss = expert_loss(expert.model(x), y, self.sigmoid)
                 value = finite_loss_value(loss)
+                decision = value if new_decision is None else new_decision
         guarded_step(expert.optimizer, loss, check=False)  # checked above
-        expert.tracker.record(value)
+        expert.tracker.record(decision)
         expert.steps += 1
         expert.prune_buffer.add(x, y)
         self.selector.add(x, y, self.active)

@@ -447,3 +447,35 @@ def test_max_experts_cap_reuses_another_expert_never_the_one_that_fired():
         assert expert != previous
         previous = expert
 
+
+# --------------------------------------------------------------------------- one loss scale
+def _batchnorm_tame(stream) -> TAME:
+    from torch import nn
+
+    from continual.models.backbones import Classifier
+
+    torch.manual_seed(0)
+    body = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU())
+    return TAME(Classifier(body, 32, 10), window=20, lr=0.01, selector_epochs=2, prune_epochs=1,
+                selector_capacity=200, prune_capacity=50)
+
+
+def test_with_batchnorm_the_window_holds_eval_mode_losses_as_every_decision():
+    stream = recurring_stream(repeats=1)
+    tame = _batchnorm_tame(stream)
+    batches = list(stream.batches(stream.segments[0]))
+    for b in batches[:10]:
+        tame.observe(b)
+    b = batches[10]
+    eval_loss = tame.pool.loss(tame.active, b.x, b.y)  # how first_match scores an expert
+    training_loss = tame.observe(b)["loss"]
+    assert tame.pool[tame.active].tracker.window[-1] == pytest.approx(eval_loss)
+    assert abs(training_loss - eval_loss) > 1e-3  # the two scales differ with BatchNorm
+
+
+def test_with_batchnorm_switches_are_still_found():
+    stream = recurring_stream(repeats=1)
+    tame = _batchnorm_tame(stream)
+    run(tame, stream)
+    assert tame.detected_switches == stream.true_boundaries
+
