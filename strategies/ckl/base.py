@@ -83,16 +83,17 @@ class LMStrategy(GradientStrategy):
         self.model.eval()
         return self.model(input_ids=x).logits
 
-    #: False for methods whose added modules see the whole sequence (K-Adapter's blocks, the
-    #: Modular stack) and keep no KV cache of their own: generation then recomputes each step.
-    generation_cache: bool = True
+    #: True for methods whose added modules keep KV caches of their own beside the model's
+    #: (K-Adapter's blocks, the Modular stack): beam search, which reorders the model's cache
+    #: and not theirs, then runs without caches (recomputing each step).
+    side_caches: bool = False
 
     def answer(self, prompts: Sequence[str], max_new_tokens: int = 8, num_beams: int = 1) -> list[str]:
         """Continuations of cloze prompts (what exact match is computed on): greedy, or beam
         search with ``num_beams`` beams."""
         return greedy_answers(self.model, self.tokenizer, prompts, max_new_tokens,
                               self.answer_batch_size, num_beams=num_beams,
-                              use_cache=self.generation_cache)
+                              use_cache=not (self.side_caches and num_beams > 1))
 
     def loss_on(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None) -> float:
         """Mean next-token loss on held-out blocks (B, T) under the current model."""

@@ -22,8 +22,9 @@ Departures:
   reads; a decoder-only model has neither, so the adapters' sum feeds the LM head directly.
 - ``layer_ids`` default [1, 11] (of T5-large's 24 encoder blocks); a model with fewer than 11
   blocks uses [1, n].
-- The adapter blocks keep no KV cache, so generation recomputes the sequence at every new
-  token (``generation_cache = False``): the answers are the same, generation is slower.
+- In cached generation the adapter blocks keep KV caches of their own, in step with the
+  model's (``side_modules.SideCaches``); beam search, which reorders the model's cache, runs
+  without caches (recomputing the sequence each token: same answers, slower).
 - ``variant: bottleneck`` keeps this project's earlier design (position-wise MLP bottlenecks
   of width ``adapter_dim`` reading [h_l; a_{i-1}], output added unscaled, zero-initialised,
   adapters only) for comparison.
@@ -41,6 +42,7 @@ from torch.nn import functional as F
 from continual.strategies.ckl.base import LMStrategy, freeze
 from continual.strategies.ckl.side_modules import (
     InputCapture,
+    SideCaches,
     decoder_parts,
     output_head_weights,
     small_stack,
@@ -72,6 +74,7 @@ class TransformerAdapters(nn.Module):
         self.norm = nn.RMSNorm(d, eps=eps)
         self.hidden: dict[int, torch.Tensor] = {}
         self.capture: InputCapture | None = None
+        self.caches = SideCaches(len(self.layer_ids))
 
     def attach(self, model: nn.Module) -> None:
         parts = decoder_parts(model)
@@ -89,11 +92,12 @@ class TransformerAdapters(nn.Module):
         return hook
 
     def fuse(self, final_hidden: torch.Tensor) -> torch.Tensor:
-        inputs = self.capture.inputs if self.capture is not None else {}
+        inputs = self.capture.inputs
         a = torch.zeros_like(final_hidden)
-        for lid, block in zip(self.layer_ids, self.blocks):
-            a = block(inputs_embeds=self.hidden[lid] + a, attention_mask=inputs.get("attention_mask"),
-                      position_ids=inputs.get("position_ids"), use_cache=False).last_hidden_state
+        for i, (lid, block) in enumerate(zip(self.layer_ids, self.blocks)):
+            a = self.caches.run(i, block, self.capture, inputs_embeds=self.hidden[lid] + a,
+                                attention_mask=inputs.get("attention_mask"),
+                                position_ids=inputs.get("position_ids"))
         self.hidden.clear()
         return final_hidden + self.scale * self.norm(a)
 
@@ -152,7 +156,7 @@ class KAdapter(LMStrategy):
             raise ConfigError(f"K-Adapter variant must be 'transformer' or 'bottleneck', got {variant!r}")
         self.layer_ids_arg, self.variant = layer_ids, variant
         self.output_scale, self.train_lm_head, self.adapter_dim = output_scale, train_lm_head, adapter_dim
-        self.generation_cache = variant == "bottleneck"
+        self.side_caches = variant == "transformer"
         super().__init__(model, tokenizer, lr=lr, **kwargs)
 
     def prepare_model(self, model: nn.Module) -> nn.Module:

@@ -21,8 +21,8 @@ as GPT-2 small is 16% of GPT-2 large).
 
 Departures: the T5 runs feed the sum to a trainable T5 decoder, which a decoder-only model does
 not have (we follow the GPT-2 path: the head trains); the GPT-2 file's projection has no bias,
-which we keep; the module keeps no KV cache, so generation recomputes the sequence at every
-new token (same answers, slower).
+which we keep. In cached generation the module keeps a KV cache of its own in step with the
+model's; beam search runs without caches (same answers, slower).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from torch import nn
 from continual.strategies.ckl.base import LMStrategy, freeze
 from continual.strategies.ckl.side_modules import (
     InputCapture,
+    SideCaches,
     decoder_parts,
     output_head_weights,
     small_stack,
@@ -61,6 +62,7 @@ class ModularStack(nn.Module):
                                  vocab_size=config.vocab_size)
         self.projection = nn.Linear(width, config.hidden_size, bias=False)
         self.capture: InputCapture | None = None
+        self.caches = SideCaches(1)
 
     def attach(self, model: nn.Module) -> None:
         parts = decoder_parts(model)
@@ -68,10 +70,10 @@ class ModularStack(nn.Module):
         parts.norm.register_forward_hook(lambda mod, inp, out: self.fuse(out))
 
     def fuse(self, final_hidden: torch.Tensor) -> torch.Tensor:
-        inputs = self.capture.inputs if self.capture is not None else {}
+        inputs = self.capture.inputs
         if inputs.get("input_ids") is None:
             raise ConfigError("Modular needs input_ids (it reads the tokens with its own embedding)")
-        h = self.stack(**inputs, use_cache=False).last_hidden_state
+        h = self.caches.run(0, self.stack, self.capture, **inputs)
         return final_hidden + self.scale * self.projection(h)
 
 
@@ -85,7 +87,7 @@ class Modular(LMStrategy):
         train_lm_head: also train the LM head / tied embeddings (official GPT-2 path).
     """
 
-    generation_cache = False
+    side_caches = True
 
     def __init__(self, model: nn.Module, tokenizer: Any, scale: float = 0.05,
                  width: int | None = None, n_blocks: int | None = None, n_heads: int | None = None,

@@ -8,6 +8,7 @@ Works on Llama-style (``model.model.layers`` / ``.norm`` / ``.embed_tokens``) an
 from __future__ import annotations
 
 import copy
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,12 +83,16 @@ def small_stack(config: Any, hidden_size: int, n_layers: int, n_heads: int,
 
 class InputCapture:
     """Keeps the keyword inputs (input_ids, attention_mask, position_ids) of the decoder
-    stack's latest forward, for side modules that read the sequence themselves."""
+    stack's latest forward, for side modules that read the sequence themselves, and whether
+    that forward is a step of cached generation (``incremental``; ``new_sequence`` at its
+    first step), so a side module can keep a KV cache of its own in step with the model's."""
 
     KEYS = ("input_ids", "attention_mask", "position_ids")
 
     def __init__(self, core: nn.Module) -> None:
         self.inputs: dict[str, torch.Tensor | None] = {}
+        self.incremental = False
+        self.new_sequence = True
         core.register_forward_pre_hook(self._hook, with_kwargs=True)
 
     def _hook(self, module: nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
@@ -95,3 +100,30 @@ class InputCapture:
         if args:  # positional input_ids
             given.setdefault("input_ids", args[0])
         self.inputs = {k: given.get(k) for k in self.KEYS}
+        past = given.get("cache", given.get("past_key_values"))  # transformers >= 5.x: ``cache``
+        self.incremental = bool(given.get("use_cache")) and not module.training
+        self.new_sequence = past is None or past.get_seq_length() == 0
+
+
+class SideCaches:
+    """KV caches of a side module's stacks during cached generation: reset at a new sequence,
+    extended by every step. Outside cached generation, stacks run without a cache."""
+
+    def __init__(self, n: int) -> None:
+        self.caches: list[Any] = [None] * n
+
+    def run(self, i: int, stack: nn.Module, capture: InputCapture, **inputs: Any) -> torch.Tensor:
+        if not capture.incremental:
+            return stack(**inputs, use_cache=False).last_hidden_state
+        if capture.new_sequence:
+            self.caches[i] = None
+        name = cache_argument(stack)
+        out = stack(**inputs, **{name: self.caches[i]}, use_cache=True)
+        self.caches[i] = getattr(out, name)
+        return out.last_hidden_state
+
+
+def cache_argument(stack: nn.Module) -> str:
+    """The KV cache's argument (and output field) name: ``cache`` in transformers >= 5.x,
+    ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(stack.forward).parameters else "past_key_values"

@@ -141,18 +141,33 @@ def test_kadapter_bottleneck_variant_keeps_the_earlier_design(tiny, lm_batch):
     assert not torch.allclose(s.predict(lm_batch.x), base(input_ids=lm_batch.x).logits)
 
 
-def test_kadapter_and_modular_generate_the_same_with_and_without_batching(tiny, lm_batch):
-    """No KV cache in the side modules: generation recomputes the sequence, so a prompt's
-    answer does not depend on the left padding its batch needed."""
-    for cls in (KAdapter, Modular):
-        model, tok = tiny_causal_lm(hidden_size=32, n_layers=2, n_heads=4, seed=0)
-        s = cls(model, tok, lr=5e-2)
-        for _ in range(3):
-            s.observe(lm_batch)
-        assert not s.generation_cache
-        alone = s.answer(["The capital of"], max_new_tokens=4)
-        batched = s.answer(["The capital of", "A much longer prompt about rivers and"], max_new_tokens=4)
-        assert alone[0] == batched[0]
+@pytest.mark.parametrize("cls", [KAdapter, Modular])
+def test_side_module_caches_give_the_answers_of_full_recomputation(lm_batch, cls):
+    """K-Adapter's blocks and the Modular stack keep KV caches of their own in cached
+    generation: the answers equal those of recomputing the whole sequence at every token,
+    for a padded batch, and a prompt's answer does not depend on its batch; beam search
+    (which reorders only the model's cache) runs uncached."""
+    from continual.lm.evaluation import greedy_answers
+
+    model, tok = tiny_causal_lm(hidden_size=32, n_layers=2, n_heads=4, seed=0)
+    s = cls(model, tok, lr=5e-2)
+    for _ in range(3):
+        s.observe(lm_batch)
+    prompts = ["The capital of", "A much longer prompt about rivers and", "Peru"]
+    tok.padding_side = "left"
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    s.model.eval()
+    with torch.no_grad():
+        scores = [torch.stack(s.model.generate(**enc, max_new_tokens=6, do_sample=False, use_cache=c,
+                                               output_scores=True, return_dict_in_generate=True,
+                                               pad_token_id=tok.pad_token_id).scores) for c in (True, False)]
+    assert torch.allclose(scores[0], scores[1], atol=1e-4)  # every step's logits, not only the argmax
+    cached = s.answer(prompts, max_new_tokens=6)
+    full = greedy_answers(s.model, tok, prompts, 6, use_cache=False)
+    assert cached == full and len(set(cached)) > 1
+    assert s.answer(prompts[:1], max_new_tokens=6)[0] == cached[0]
+    beams = s.answer(prompts, max_new_tokens=6, num_beams=2)
+    assert beams == greedy_answers(s.model, tok, prompts, 6, num_beams=2, use_cache=False)
 
 
 def test_modular_shape_rule_parameters_and_scale(tiny, lm_batch):
