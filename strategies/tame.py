@@ -25,11 +25,18 @@ expert takes an SGD step and its window gets l_t.
 
 Where we depart from the paper or its code, and why:
 
-- Experts are deep copies of the runner's model (re-initialised), so their head has
-  ``n_classes`` outputs on global labels, not ``classes per task`` outputs on labels
-  re-numbered within the task (which would need task ids). A new expert's window starts
-  at ln(n_classes) (a fresh expert's loss) unless ``initial_loss`` is given; the paper
-  uses ln(classes per task) for the same reason.
+- Experts are deep copies of the runner's model (re-initialised), so by default
+  (``labels='global'``) their head has ``n_classes`` outputs on global labels, not
+  ``classes per task`` outputs on labels re-numbered within the task. A new expert's window
+  starts at ln(outputs) (a fresh expert's loss) unless ``initial_loss`` is given; the paper
+  uses ln(classes per task) for the same reason. ``labels='within_task'`` (preset
+  ``tame_code_within_task``, with the sigmoid) is the code's setting: experts have
+  ``classes_per_task`` outputs and learn y mod classes_per_task, which is a class's place in
+  its task when the stream splits the classes in order (the code permutes the labels, then
+  splits consecutively); a prediction's column c holds the expert's output
+  c mod classes_per_task, so the runner's task-IL accuracy is the code's within-task
+  accuracy, and class-IL accuracy means nothing there. The selector still samples by the
+  global class (the code's per-class queues do too).
 - No sigmoid before the cross-entropy by default (``sigmoid_outputs=False``): the paper's
   network has one, but with 10 global outputs and the code's SGD (lr 0.1, momentum 0.9)
   it stalls at chance (measured in benchmarks/results/tame.md). ``sigmoid_outputs=True``
@@ -118,6 +125,7 @@ from continual.types import Batch, ConfigError, NonFiniteLoss
 DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
 TRAIN_AT = ("end", "eval")
 PRUNE_AT = ("switch", "end")
+LABELS = ("global", "within_task")
 
 
 # --------------------------------------------------------------------------- detection
@@ -427,6 +435,14 @@ def _mask_like(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
             prune.identity(module, "weight")
 
 
+def with_head(model: nn.Module, n_outputs: int) -> nn.Module:
+    """``model`` with a fresh head of ``n_outputs`` when its head has another size."""
+    if model.head.out_features != n_outputs:
+        device = next(model.parameters()).device
+        model.head = nn.Linear(model.head.in_features, n_outputs).to(device)
+    return model
+
+
 def fresh_copy(template: nn.Module) -> nn.Module:
     """A deep copy of ``template`` with every parameter re-initialised (torch's global RNG)."""
     model = copy.deepcopy(template)
@@ -474,19 +490,25 @@ class Expert:
 
 
 class ExpertPool:
-    """The experts: spawn from a template, score a batch, find the first one that fits."""
+    """The experts: spawn from a template, score a batch, find the first one that fits.
+
+    n_outputs: the experts' head size (None: the template's; the code's label setting uses
+    classes per task).
+    """
 
     def __init__(
         self, template: nn.Module, make_tracker: Callable[[], LossTracker],
         make_switch_detector: Callable[[], ThresholdDetector | RiverDetector],
         lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
         prune_capacity: int = 500, sigmoid: bool = True, seed: int = 0,
+        n_outputs: int | None = None,
     ) -> None:
         self.template = template
         self.device = next(template.parameters()).device
         self.make_tracker, self.make_detector = make_tracker, make_switch_detector
         self.optim_options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
         self.prune_capacity, self.sigmoid, self.seed = int(prune_capacity), sigmoid, seed
+        self.n_outputs = int(n_outputs or template.head.out_features)
         # train and eval mode differ (BatchNorm, dropout): decisions need their own eval pass
         self.mode_dependent = mode_dependent(template)
         self.experts: list[Expert] = []
@@ -512,7 +534,8 @@ class ExpertPool:
 
     def spawn(self) -> int:
         """Add a freshly initialised expert; return its id."""
-        self.experts.append(self._make(fresh_copy(self.template).to(self.device)))
+        model = with_head(fresh_copy(self.template).to(self.device), self.n_outputs)
+        self.experts.append(self._make(model))
         self.optimizers.append(self.experts[-1].optimizer)
         return len(self.experts) - 1
 
@@ -567,7 +590,7 @@ class ExpertPool:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.experts = []
         for s in state["experts"]:
-            e = self._make(copy.deepcopy(self.template).to(self.device))
+            e = self._make(with_head(copy.deepcopy(self.template).to(self.device), self.n_outputs))
             _mask_like(e.model, s["model"])  # a reused pruned expert trains under its masks
             e.model.load_state_dict(s["model"])
             e.optimizer.load_state_dict(s["optimizer"])
@@ -671,13 +694,16 @@ class TAME(GradientStrategy):
         model: template for experts and selector (a ``Classifier``), re-initialised per copy.
         window, alpha, n_sigma, min_std: the detector's W, smoothing factor, tau's sigma
             multiple and std floor.
-        initial_loss: the value a new expert's window starts with (None: ln(n_classes)).
+        initial_loss: the value a new expert's window starts with (None: ln(outputs)).
         clip_window: the window takes min(loss, tau) (not in the paper; off by default).
         detector: ``threshold`` (paper), ``adwin``, ``page_hinkley`` or ``kswin``;
             detector_params go to the river class.
         lr, momentum, weight_decay: the experts' SGD.
         sigmoid_outputs: sigmoid before the cross-entropy (experts and selector), as the
             paper's network; off by default (see the module docstring).
+        labels: ``global`` (experts output every class) or ``within_task`` (the code's
+            setting: experts have ``classes_per_task`` outputs and learn y mod
+            classes_per_task; see the module docstring).
         selector_capacity (C_s), prune_capacity (C_p): buffer sizes.
         selector_epochs, selector_lr, selector_batch_size: selector training.
         refresh_epochs: selector epochs of a refresh before a mid-stream evaluation
@@ -709,6 +735,8 @@ class TAME(GradientStrategy):
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
         sigmoid_outputs: bool = False,
+        labels: str = "global",
+        classes_per_task: int | None = None,
         selector_capacity: int = 5000,
         prune_capacity: int = 500,
         selector_epochs: int = 200,
@@ -749,7 +777,11 @@ class TAME(GradientStrategy):
             if not 0.0 <= share < 1.0:
                 raise ConfigError(f"pruning shares must lie in [0, 1), got {share}")
         self.n_classes = n_classes
-        start = math.log(n_classes) if initial_loss is None else float(initial_loss)
+        self.labels = labels
+        n_outputs = self._check_labels(labels, classes_per_task, n_classes)
+        # column c of a prediction is output c mod n_outputs: a task's classes, in order
+        self.output_of_class = torch.arange(n_classes) % n_outputs
+        start = math.log(n_outputs) if initial_loss is None else float(initial_loss)
         tracker = dict(window=window, alpha=alpha, n_sigma=n_sigma, min_std=min_std,
                        initial_loss=start,
                        clip=clip_window)
@@ -760,10 +792,11 @@ class TAME(GradientStrategy):
         self.sigmoid = bool(sigmoid_outputs)
         self.pool = ExpertPool(
             model, lambda: LossTracker(**tracker), self.make_detector, lr, momentum, weight_decay,
-            prune_capacity, self.sigmoid, seed,
+            prune_capacity, self.sigmoid, seed, n_outputs,
         )
         self.selector = ExpertSelector(model, n_classes, selector_capacity, seed)
         self.device = self.pool.device
+        self.output_of_class = self.output_of_class.to(self.device)
         self.expert_optimizers = self.pool.optimizers  # plain attribute: grows as experts spawn
         self.selector_options = dict(epochs=selector_epochs, lr=selector_lr,
                                      batch_size=selector_batch_size)
@@ -787,6 +820,25 @@ class TAME(GradientStrategy):
         self.online_prunes = 0
         self.held_params_peak = 0
         self._params_cache: tuple[Any, int] = (None, 0)
+
+    @staticmethod
+    def _check_labels(labels: str, classes_per_task: int | None, n_classes: int) -> int:
+        """The experts' number of outputs for this label setting."""
+        if labels not in LABELS:
+            raise ConfigError(f"labels must be one of {list(LABELS)}, got {labels!r}")
+        if labels == "global":
+            return n_classes
+        k = classes_per_task
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1 or n_classes % k:
+            raise ConfigError(
+                f"labels='within_task' needs classes_per_task dividing the {n_classes} classes, "
+                f"got {classes_per_task}; e.g. classes_per_task=2 for Split-MNIST's 5 tasks"
+            )
+        return int(classes_per_task)
+
+    def target(self, y: torch.Tensor) -> torch.Tensor:
+        """The experts' labels: y, or y mod classes_per_task in the code's label setting."""
+        return self.output_of_class[y] if self.labels == "within_task" else y
 
     # ------------------------------------------------------------------ training
     def _switch(self, x: torch.Tensor, y: torch.Tensor) -> tuple[int, str, float | None]:
@@ -832,7 +884,7 @@ class TAME(GradientStrategy):
 
     def observe(self, batch: Batch) -> dict[str, Any]:
         """One step: detect a switch from the active expert's loss, then train the active expert."""
-        x, y = batch.x, batch.y
+        x, y = batch.x, self.target(batch.y)
         switched = 0.0
         if not len(self.pool):
             self.pool.spawn()
@@ -864,7 +916,7 @@ class TAME(GradientStrategy):
         expert.tracker.record(decision)
         expert.steps += 1
         expert.prune_buffer.add(x, y)
-        self.selector.add(x, y, self.active)
+        self.selector.add(x, batch.y, self.active)  # per-class sampling by the global class
         self.samples_seen += int(x.shape[0])
         self.version += 1
         held = self._params()
@@ -950,7 +1002,8 @@ class TAME(GradientStrategy):
         """Logits (B, n_classes) of the expert the selector picks for each input.
 
         Never from a stale deployment: one made before the last training step is brought up
-        to date first (as ``prepare_eval``).
+        to date first (as ``prepare_eval``). In the code's label setting column c holds the
+        expert's output c mod classes_per_task (so only a task's own columns rank classes).
         """
         self.prepare_eval()
         return self._predict(x)
@@ -963,7 +1016,7 @@ class TAME(GradientStrategy):
         out = torch.empty(x.shape[0], self.n_classes, device=x.device)
         for i in torch.unique(ids).tolist():
             m = ids == i
-            out[m] = self.deployed.experts[i](x[m]).to(out.dtype)
+            out[m] = self.deployed.experts[i](x[m])[:, self.output_of_class].to(out.dtype)
         return out
 
     # ------------------------------------------------------------------ bookkeeping

@@ -29,7 +29,8 @@ GROUPS = {
 }
 SMALL = {"onpro": ["strategy.rotations=4", "strategy.proj_dim=32", "model.hidden=32"],
          "tame": ["strategy.selector_epochs=1", "strategy.prune_epochs=1"],
-         "tame_code": ["strategy.selector_epochs=1", "strategy.prune_epochs=1"]}
+         "tame_code": ["strategy.selector_epochs=1", "strategy.prune_epochs=1"],
+         "tame_code_within_task": ["strategy.selector_epochs=1", "strategy.prune_epochs=1"]}
 
 
 def _cases():

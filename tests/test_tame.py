@@ -479,3 +479,55 @@ def test_with_batchnorm_switches_are_still_found():
     run(tame, stream)
     assert tame.detected_switches == stream.true_boundaries
 
+
+# --------------------------------------------------------------------------- the code's labels
+def test_within_task_labels_give_experts_classes_per_task_outputs():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream, labels="within_task", classes_per_task=2, sigmoid_outputs=True,
+                      lr=0.1)
+    run(tame, stream)
+    assert len(tame.pool) == 5
+    assert all(e.model.head.out_features == 2 for e in tame.pool.experts)
+    assert set(tame.pool[1].prune_buffer.items()[1].tolist()) == {0, 1}  # classes 2, 3 -> 0, 1
+    assert tame.pool[0].tracker.window.maxlen == 20
+    d = stream.dataset
+    logits = tame.predict(d.x_test)
+    assert logits.shape == (d.x_test.shape[0], 10)
+    # within-task protocol: the expert's two outputs, read in the true task's two columns
+    task_first = d.y_test - d.y_test % 2
+    within = logits.gather(1, torch.stack([task_first, task_first + 1], 1)).argmax(1)
+    assert (within == d.y_test % 2).float().mean() > 0.8
+
+
+def test_within_task_initial_window_is_log_of_classes_per_task():
+    tame = TAME(build_model("mlp", (16,), 10, hidden=8, depth=1), labels="within_task",
+                classes_per_task=2)
+    tame.observe(Batch(x=torch.randn(4, 16), y=torch.tensor([4, 5, 4, 5])))
+    assert tame.pool[0].tracker.window[0] == pytest.approx(math.log(2))
+
+
+@pytest.mark.parametrize("bad", [{"labels": "within_task"}, {"labels": "local"},
+                                 {"labels": "within_task", "classes_per_task": 3},
+                                 {"labels": "within_task", "classes_per_task": -1}])
+def test_bad_label_setting_raises_config_error(bad):
+    with pytest.raises(ConfigError):
+        TAME(build_model("mlp", (16,), 10, hidden=8, depth=1), **bad)
+
+
+def test_the_code_label_setting_runs_from_the_cli_preset(tmp_path):
+    from hydra import compose, initialize_config_module
+
+    from continual.cli import run_experiment
+    from continual.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "stream=split_digits", "strategy=tame_code_within_task", "stream.boundaries=hidden",
+            "log.console=false", "checkpoint.enabled=false", "strategy.selector_epochs=2",
+            "strategy.prune_epochs=1"])
+    summary = run_experiment(cfg, out_dir=str(tmp_path), report=False)
+    options = summary["config"]["strategy"]
+    assert (options["labels"], options["classes_per_task"], options["sigmoid_outputs"]) == (
+        "within_task", 2, True)
+    assert summary["acc_task_il"] > 0.5  # the code's within-task accuracy (chance: 0.5)
