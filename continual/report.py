@@ -1,27 +1,29 @@
-"""Reports of one run or a whole sweep: a table of mean +- std over seeds, and plots.
+"""Reports of one run or a whole sweep: a table of mean +- std over seeds, and figures.
 
 ``continual report PATH [--out DIR]`` finds every run folder under PATH (any depth: a
 folder with ``summary.json``, ``metrics.jsonl`` or ``scores.csv``, or a Hydra job folder
 ``.hydra/``), groups finished runs by stream x strategy x model (and by any other config
 value that differs between them, except the seed), and writes into DIR (default PATH):
 
-- ``report.md``, ``report.html``: the table (acc, forgetting, bwt, fwt, online_acc, aia,
-  stability_gap, samples_per_second as mean +- sample std over seeds, and n runs), every
-  run, the failed or unfinished runs with their error, and the plots;
-- ``report.csv``: the table with full precision (``<metric>_mean``, ``<metric>_std``);
-- PNG plots, one set per stream: ``accuracy_matrix_<stream>.png`` (the accuracy matrix
-  after each task, averaged over seeds), ``accuracy_forgetting_<stream>.png`` (average
-  accuracy and forgetting against samples seen), ``task_accuracy_<stream>.png`` (each
-  task's accuracy against samples seen, task boundaries marked), and ``comparison.png``
-  (final accuracy and forgetting of every group, with std error bars).
+- ``report.md``, ``report.html``: the table (acc, acc_task_il, forgetting, bwt, fwt,
+  online_acc, aia, stability_gap, samples_per_second as mean +- sample std over seeds, and
+  n runs; the best mean of each stream in bold), every run, the failed or unfinished runs
+  with their error, and the figures (the HTML page carries them inline: one file to send);
+- ``report.tex``: the table for a paper (booktabs), ``report.csv``: at full precision;
+- ``hparams.csv`` and a section of the report for a hyper-parameter search (an Optuna sweep):
+  every trial sorted by its objective, the best marked (``continual.report_hparams``);
+- figures (PNG, SVG or PDF), one set per stream: the accuracy matrix, average accuracy and
+  forgetting, each task's accuracy against samples seen, and ``comparison``
+  (``continual.report_plots``).
 
-A run writes its own report at its end (``write_run_report``). Plots use matplotlib's
-object API with the Agg canvas, so no global backend is switched and no display is needed.
+How cells look (``-``, percent, bold) is ``continual.report_format``. A run writes its own
+report at its end (``write_run_report``).
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import csv
 import html
 import io
@@ -39,10 +41,29 @@ from typing import Any
 import numpy as np
 
 from continual.records import flatten_keys
+from continual.report_format import (
+    format_number,
+    html_table,
+    is_fraction,
+    latex_table,
+    mark_best,
+    markdown_table,
+    metric_cell,
+    number,
+)
+from continual.report_hparams import describe, find_search, trial_rows
+from continual.report_plots import (  # noqa: F401  (accuracy_matrix_figure, figure_to_array: for the loggers)
+    FIGURE_FORMATS,
+    FigureWriter,
+    accuracy_matrix_figure,
+    figure_to_array,
+    plot_comparison,
+    plot_stream,
+)
 from continual.types import ConfigError
 
 #: the table's columns, in order (each as mean and std over the group's runs)
-METRICS = ("acc", "forgetting", "bwt", "fwt", "online_acc", "aia", "stability_gap",
+METRICS = ("acc", "acc_task_il", "forgetting", "bwt", "fwt", "online_acc", "aia", "stability_gap",
            "samples_per_second")
 #: columns added when some run reports them: the headline score of streams not scored by
 #: accuracy (language models), CKL's IL / UL / NL / FUAR, continual pre-training's losses
@@ -51,9 +72,9 @@ EXTRA_METRICS = ("score", "IL", "UL", "NL", "FUAR", "final_avg_loss", "avg_forge
 
 def metrics_of(runs: Sequence[Any]) -> tuple[str, ...]:
     """The table's columns for these runs: METRICS, then each extra one some run reports."""
-    extra = [m for m in EXTRA_METRICS if any(math.isfinite(_number(r.summary.get(m))) for r in runs)]
+    extra = [m for m in EXTRA_METRICS if any(math.isfinite(number(r.summary.get(m))) for r in runs)]
     if any(r.summary.get("acc") is None and r.summary.get("score") is not None for r in runs):
-        return (*extra, *(m for m in METRICS if m not in ("acc", "online_acc")))
+        return (*extra, *(m for m in METRICS if m not in ("acc", "acc_task_il", "online_acc")))
     return (*METRICS, *(m for m in extra if m != "score"))
 RUN_MARKERS = ("summary.json", "metrics.jsonl", "scores.csv", "error.txt")
 #: folders inside a run that are never runs themselves
@@ -230,10 +251,13 @@ def _schedule_names(members: Sequence[RunData], flat: list[dict[str, Any]], vari
     return keep
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+def metric_value(run: RunData, metric: str) -> float:
+    """A run's ``metric`` from its summary; NaN when it was not measured (null) or is
+    undefined: ``fwt`` on a class-incremental stream, where a task's classes cannot be
+    predicted before it is trained, so fwt only measures the untrained model."""
+    if metric == "fwt" and run.summary.get("protocol") == "class_il":
         return float("nan")
-    return float(value)
+    return number(run.summary.get(metric))
 
 
 @dataclass
@@ -252,10 +276,10 @@ class Group:
 
     def stats(self) -> dict[str, float]:
         """``<metric>_mean`` and ``<metric>_std`` (sample std, n-1; NaN for one run) over the
-        runs that report the metric, and ``n`` (the number of runs in the group)."""
+        runs that report it (see ``metric_value``), and ``n`` (the number of runs in the group)."""
         out: dict[str, float] = {"n": len(self.runs)}
         for m in (*METRICS, *EXTRA_METRICS):
-            values = np.array([_number(r.summary.get(m)) for r in self.runs])
+            values = np.array([metric_value(r, m) for r in self.runs])
             values = values[np.isfinite(values)]
             out[f"{m}_mean"] = float(values.mean()) if values.size else float("nan")
             out[f"{m}_std"] = float(values.std(ddof=1)) if values.size > 1 else float("nan")
@@ -269,16 +293,8 @@ def group_runs(runs: Sequence[RunData]) -> list[Group]:
     groups: dict[tuple[str, str, str, str], list[RunData]] = {}
     for r in ok:
         groups.setdefault((r.stream, r.strategy, r.model, r.setting), []).append(r)
-    return [Group(*key, runs=sorted(members, key=lambda r: _number(r.summary.get("seed"))))
+    return [Group(*key, runs=sorted(members, key=lambda r: number(r.summary.get("seed"))))
             for key, members in sorted(groups.items())]
-
-
-def _fmt(mean: float, std: float, metric: str) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    digits = 0 if metric == "samples_per_second" else 3
-    text = f"{mean:.{digits}f}"
-    return text + (f" ± {std:.{digits}f}" if math.isfinite(std) else "")
 
 
 def table_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
@@ -287,270 +303,65 @@ def table_rows(groups: Sequence[Group]) -> list[dict[str, Any]]:
              **g.stats()} for g in groups]
 
 
-# ---------------------------------------------------------------------- plots
-def _new_figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _draw_matrix(ax: Any, matrix: np.ndarray, row_labels: Sequence[str], title: str,
-                 column_labels: Sequence[str] | None = None, score_name: str = "accuracy") -> Any:
-    """A heatmap of ``matrix`` (rows: eval points, columns: tasks, or a stream's named eval
-    sets), values written in the cells when there are few of them. Accuracies span [0, 1];
-    other scores their own range (a loss's colours reversed, so brighter is always better)."""
-    matrix = np.asarray(matrix, dtype=float)
-    if score_name == "accuracy":
-        low, high, cmap = 0.0, 1.0, "viridis"
-    else:
-        finite = matrix[np.isfinite(matrix)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        cmap = "viridis_r" if score_name == "loss" else "viridis"
-    image = ax.imshow(matrix, vmin=low, vmax=high if high > low else low + 1.0, cmap=cmap, aspect="auto",
-                      interpolation="nearest")
-    labels = list(column_labels) if column_labels else [str(t + 1) for t in range(matrix.shape[1])]
-    ax.set_xticks(range(matrix.shape[1]), labels, fontsize=7 if column_labels else None,
-                  rotation=45 if column_labels else 0)
-    ax.set_xlabel("evaluated on task" if not column_labels else "eval set")
-    step = max(1, len(row_labels) // 12)
-    ax.set_yticks(range(0, len(row_labels), step), list(row_labels)[::step], fontsize=7)
-    ax.set_title(title, fontsize=9)
-    if matrix.size <= 121:
-        for (i, j), v in np.ndenumerate(matrix):
-            if math.isfinite(v):
-                bright = (v - low) / (high - low) if high > low else 0.0
-                bright = 1.0 - bright if score_name == "loss" else bright
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if bright < 0.6 else "black")
-    return image
-
-
-def accuracy_matrix_figure(matrix: Any, row_labels: Sequence[str], title: str = "accuracy") -> Any:
-    """One accuracy-matrix heatmap as a matplotlib Figure (Agg canvas, fixed layout: cheap
-    enough to draw at every eval point, about 0.1 s).
-
-    matrix: (rows, n_tasks) accuracies in [0, 1], NaN for missing cells.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    matrix = np.asarray(matrix, dtype=float)
-    width, height = 2.2 + 0.5 * matrix.shape[1], 1.2 + 0.25 * min(len(row_labels), 40)
-    fig = Figure(figsize=(width, height), dpi=90)
-    FigureCanvasAgg(fig)
-    ax = fig.add_axes((1.1 / width, 0.7 / height, 1 - 2.0 / width, 1 - 1.1 / height))
-    image = _draw_matrix(ax, matrix, row_labels, title)
-    fig.colorbar(image, cax=fig.add_axes((1 - 0.75 / width, 0.7 / height, 0.12 / width,
-                                          1 - 1.1 / height)))
-    return fig
-
-
-def figure_to_array(fig: Any) -> np.ndarray:
-    """The rendered figure as an (H, W, 3) uint8 image."""
-    fig.canvas.draw()
-    return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.savefig(path, format="png")
-    return path
-
-
-def _task_end_matrix(run: RunData) -> tuple[np.ndarray, list[str]]:
-    """The init row and the task-end rows of a run's scores (the classic accuracy matrix)."""
-    keep = [i for i, k in enumerate(run.kinds) if k in ("init", "task_end")]
-    labels = ["init" if run.kinds[i] == "init" else f"after task {n}"
-              for n, i in enumerate(keep)]
-    return run.matrix[keep], labels
-
-
-def _mean_matrix(group: Group) -> tuple[np.ndarray, list[str]]:
-    mats = [_task_end_matrix(r) for r in group.runs if r.matrix.size]
-    if not mats:
-        return np.zeros((0, 0)), []
-    shape = mats[0][0].shape
-    same = [m for m, _ in mats if m.shape == shape]
-    return np.nanmean(np.stack(same), axis=0), mats[0][1]
-
-
-def _curves(group: Group, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x = samples seen at the eval points of the group's first run; mean and std of ``key``
-    over the runs (each interpolated onto that x when their eval points differ)."""
-    series = []
-    for run in group.runs:
-        xs = np.array([e.get("samples_seen", 0) for e in run.evals], dtype=float)
-        ys = np.array([_number(e.get(key)) for e in run.evals], dtype=float)
-        if xs.size:
-            series.append((xs, ys))
-    if not series:
-        return np.zeros(0), np.zeros(0), np.zeros(0)
-    x0 = series[0][0]
-    ys = []
-    for xs, y in series:
-        if xs.shape == x0.shape and np.array_equal(xs, x0):
-            ys.append(y)
-        else:
-            ok = np.isfinite(y)
-            ys.append(np.interp(x0, xs[ok], y[ok]) if ok.sum() > 1 else np.full_like(x0, np.nan))
-    stack = np.stack(ys)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns (no forgetting yet)
-        mean = np.nanmean(stack, axis=0)
-        std = np.nanstd(stack, axis=0)
-    return x0, mean, std
-
-
-def _boundaries(group: Group) -> list[int]:
-    """Samples seen at the task ends of the group's first run (the last one left out)."""
-    evals = group.runs[0].evals
-    ends = [int(e.get("samples_seen", 0)) for e in evals if e.get("kind") == "task_end"]
-    return ends[:-1]
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "stream"
-
-
-def plot_stream(groups: Sequence[Group], out: Path) -> list[Path]:
-    """The three per-stream PNGs for ``groups`` (all of one stream); returns their paths."""
-    stream = groups[0].stream
-    slug = _slug(stream)
-    written = []
-    first = groups[0].runs[0]
-    score_name = first.score_name
-    headline = "acc" if score_name == "accuracy" else "score"
-    columns = None if score_name == "accuracy" else first.columns
-    if columns is not None:  # only the eval sets scored like the headline (CKL: not its held-out loss)
-        kind = {s["name"]: s["score"] for s in first.summary.get("eval_sets", [])}
-        keep = [i for i, c in enumerate(columns) if kind.get(c, score_name) == score_name]
-        columns = [columns[i] for i in keep]
-        for g in groups:
-            for r in g.runs:
-                if r.matrix.size and r.matrix.shape[1] == len(first.columns):
-                    r.matrix = r.matrix[:, keep]
-    noun = "accuracy" if score_name == "accuracy" else score_name.replace("_", " ")
-    # accuracy matrices: one panel per group
-    with_matrix = [(g, *_mean_matrix(g)) for g in groups]
-    with_matrix = [(g, m, lab) for g, m, lab in with_matrix if m.size]
-    if with_matrix:
-        cols = min(3, len(with_matrix))
-        rows = math.ceil(len(with_matrix) / cols)
-        n_tasks = with_matrix[0][1].shape[1]
-        n_rows = with_matrix[0][1].shape[0]
-        fig = _new_figure(max(4.5, cols * (2.2 + 0.5 * n_tasks)),
-                          rows * (1.5 + 0.25 * min(n_rows, 30)))
-        image = None
-        for i, (g, m, lab) in enumerate(with_matrix):
-            ax = fig.add_subplot(rows, cols, i + 1)
-            image = _draw_matrix(ax, m, lab, f"{g.label} (n={len(g.runs)})", columns, score_name)
-        fig.colorbar(image, ax=fig.axes, fraction=0.03)
-        fig.suptitle(f"{stream}: {noun} after each task", fontsize=10)
-        written.append(_save(fig, out / f"accuracy_matrix_{slug}.png"))
-    # average accuracy and forgetting against samples seen
-    fig = _new_figure(10, 3.6)
-    axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
-    for key, ax in zip((headline, "forgetting"), axes):
-        for g in groups:
-            x, mean, std = _curves(g, key)
-            if x.size:
-                line = ax.plot(x, mean, marker=".", label=g.label)[0]
-                ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
-        for b in _boundaries(groups[0]):
-            ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
-        ax.set_xlabel("samples seen")
-        ax.set_ylabel(f"average {noun}" if key == headline else "forgetting")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{stream}: mean ± std over seeds; dotted lines: task boundaries", fontsize=10)
-    written.append(_save(fig, out / f"accuracy_forgetting_{slug}.png"))
-    # per-task accuracy curves, one panel per group
-    cols = min(3, len(groups))
-    rows = math.ceil(len(groups) / cols)
-    fig = _new_figure(max(6.0, 4.2 * cols), 3.2 * rows)
-    for i, g in enumerate(groups):
-        ax = fig.add_subplot(rows, cols, i + 1)
-        if columns is None:
-            n_tasks = max((sum(1 for k in e if k.startswith("acc_task_"))
-                           for r in g.runs for e in r.evals), default=0)
-            series = [(f"acc_task_{t}", f"task {t + 1}") for t in range(n_tasks)]
-        else:  # the stream's eval sets of the headline kind
-            series = [(c, c) for c in columns]
-        for key, label in series:
-            x, mean, _ = _curves(g, key)
-            if x.size:
-                ax.plot(x, mean, label=label, linewidth=1.2)
-        for b in _boundaries(g):
-            ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
-        if score_name == "accuracy":
-            ax.set_ylim(-0.02, 1.02)
-        ax.set_title(f"{g.label} (n={len(g.runs)})", fontsize=9)
-        ax.set_xlabel("samples seen")
-        ax.set_ylabel(noun)
-        if i == 0 and series:
-            ax.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{stream}: {noun} on each eval set (dotted: task boundaries)", fontsize=10)
-    written.append(_save(fig, out / f"task_accuracy_{slug}.png"))
-    return written
-
-
-def plot_comparison(groups: Sequence[Group], out: Path) -> Path:
-    """Final accuracy and forgetting of every group as bars with std error bars, one panel
-    per stream."""
-    streams = sorted({g.stream for g in groups})
-    width = max(5.0, 0.9 * max(sum(g.stream == s for g in groups) for s in streams) + 2.5)
-    fig = _new_figure(width, 3.4 * len(streams))
-    for i, s in enumerate(streams):
-        mine = [g for g in groups if g.stream == s]
-        stats = [g.stats() for g in mine]
-        ax = fig.add_subplot(len(streams), 1, i + 1)
-        x = np.arange(len(mine))
-        score_name = mine[0].runs[0].score_name
-        headline = ("acc", "accuracy") if score_name == "accuracy" else ("score", score_name.replace("_", " "))
-        for j, (m, name) in enumerate((headline, ("forgetting", "forgetting"))):
-            means = [st[f"{m}_mean"] for st in stats]
-            stds = [0.0 if not math.isfinite(st[f"{m}_std"]) else st[f"{m}_std"] for st in stats]
-            ax.bar(x + (j - 0.5) * 0.38, means, 0.38, yerr=stds, capsize=3, label=name)
-        ax.set_xticks(x, [g.label for g in mine], rotation=20, ha="right", fontsize=8)
-        ax.set_title(s, fontsize=10)
-        if score_name == "accuracy":
-            ax.set_ylim(min(0.0, ax.get_ylim()[0]), max(1.0, ax.get_ylim()[1]))
-        ax.axhline(0, color="black", linewidth=0.6)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=7)
-    return _save(fig, out / "comparison.png")
-
-
 # ---------------------------------------------------------------------- writing the report
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
-                   for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _first_line_of_error(error: str) -> str:
     lines = [ln.strip() for ln in error.strip().splitlines() if ln.strip()]
     return lines[-1][:300] if lines else ""
 
 
-def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
-                 plots: bool = True) -> dict[str, Any]:
-    """Find the runs under ``path`` and write report.md, report.csv, report.html and the
-    PNGs into ``out`` (default: ``path``, or its folder when it is a file).
+def _choose_metrics(available: Sequence[str], wanted: Sequence[str] | None) -> tuple[str, ...]:
+    if not wanted:
+        return tuple(available)
+    known = (*METRICS, *EXTRA_METRICS)
+    unknown = [m for m in wanted if m not in known]
+    if unknown:
+        raise ConfigError(f"report: unknown metric(s) {', '.join(unknown)} in --metrics; "
+                          f"choose from {', '.join(known)}")
+    return tuple(wanted)
 
-    Returns ``{"runs": [...], "groups": [...], "failed": [...], "files": [...]}``.
+
+def _column_name(metric: str, percent: bool, score_name: str) -> str:
+    return f"{metric} (%)" if percent and is_fraction(metric, score_name) else metric
+
+
+def _stream_blocks(groups: Sequence[Group]) -> list[list[int]]:
+    """The row indices of each stream (groups are sorted by stream, so each is contiguous)."""
+    blocks: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        blocks.setdefault(g.stream, []).append(i)
+    return list(blocks.values())
+
+
+def _latex(groups: Sequence[Group], rows: Sequence[dict[str, Any]], metrics: Sequence[str], percent: bool,
+           score_name: str, blocks: list[list[int]]) -> str:
+    """report.tex: one booktabs table, a block per stream, the best mean of each stream bold."""
+    several_models = len({g.model for g in groups}) > 1
+    header = ["stream", "method", *(["model"] if several_models else []),
+              *[_column_name(m, percent, score_name) for m in metrics]]
+    cells = [[g.stream, g.label, *([g.model] if several_models else []),
+              *[metric_cell(r[f"{m}_mean"], r[f"{m}_std"], m, percent, g.runs[0].score_name) for m in metrics]]
+             for g, r in zip(groups, rows)]
+    mark_best(cells, blocks)
+    seeds = sorted({len(g.runs) for g in groups})
+    caption = (f"Mean ± sample std over each row's runs (n = {', '.join(map(str, seeds))}); best of each "
+               f"stream in bold; - = not measured or undefined.")
+    text = latex_table(header, cells, blocks, caption, n_text_columns=3 if several_models else 2)
+    return text.replace("Mean ± sample std", "Mean $\\pm$ sample std")
+
+
+def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
+                 plots: bool = True, percent: bool = False, figures: str = "png",
+                 metrics: Sequence[str] | None = None, objective: str | None = None) -> dict[str, Any]:
+    """Find the runs under ``path`` and write report.md, report.csv, report.html, report.tex
+    and the figures into ``out`` (default: ``path``, or its folder when it is a file).
+
+    percent: accuracy-like metrics as percentages (one decimal) in md, html and tex (the CSV
+    keeps fractions at full precision). figures: ``png``, ``svg`` or ``pdf``. metrics: the
+    table's columns (default: every metric some run reports). objective: write the
+    hyper-parameter search table for any sweep, ranked by this summary key (an Optuna sweep
+    gets it anyway, ranked by the objective its jobs returned).
+
+    Returns ``{"runs", "groups", "failed", "files", "table", "markdown", "search"}``.
     Raises ConfigError when ``path`` does not exist or holds no run.
     """
     root = Path(path)
@@ -558,17 +369,20 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
     if not runs:
         raise ConfigError(f"report: no run folder under {str(root)!r} (looked for "
                           f"{', '.join(RUN_MARKERS)} and .hydra/ at any depth)")
+    if figures not in FIGURE_FORMATS:
+        raise ConfigError(f"report: figures={figures!r}; use one of {', '.join(FIGURE_FORMATS)}")
     out_dir = Path(out) if out is not None else (root.parent if root.is_file() else root)
     out_dir.mkdir(parents=True, exist_ok=True)
     groups = group_runs(runs)
     rows = table_rows(groups)
     not_ok = [r for r in runs if r.status != "ok"]
+    writer = FigureWriter(out_dir, figures)
     files: list[Path] = []
 
     if plots and groups:
         for stream in sorted({g.stream for g in groups}):
-            files += plot_stream([g for g in groups if g.stream == stream], out_dir)
-        files.append(plot_comparison(groups, out_dir))
+            files += plot_stream([g for g in groups if g.stream == stream], writer)
+        files.append(plot_comparison(groups, writer))
 
     def rel(p: Path) -> str:
         try:
@@ -576,19 +390,24 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
         except ValueError:
             return str(p)
 
-    metrics = metrics_of([r for g in groups for r in g.runs])
-    header = ["stream", "strategy", "model", "setting", "n", *metrics]
+    metrics = _choose_metrics(metrics_of([r for g in groups for r in g.runs]), metrics)
+    score_name = groups[0].runs[0].score_name if groups else "accuracy"
+    blocks = _stream_blocks(groups)
+    header = ["stream", "strategy", "model", "setting", "n", *[_column_name(m, percent, score_name) for m in metrics]]
     shown = [[r["stream"], r["strategy"], r["model"], r["setting"], r["n"],
-              *[_fmt(r[f"{m}_mean"], r[f"{m}_std"], m) for m in metrics]] for r in rows]
-    run_header = ["run", "stream", "strategy", "seed", "acc", "forgetting", "status"]
+              *[metric_cell(r[f"{m}_mean"], r[f"{m}_std"], m, percent, g.runs[0].score_name) for m in metrics]]
+             for g, r in zip(groups, rows)]
+    mark_best(shown, blocks)
+    run_header = ["run", "stream", "strategy", "seed", _column_name("acc", percent, score_name),
+                  _column_name("forgetting", percent, score_name), "status"]
     run_rows = [[rel(r.path), r.stream, r.strategy, r.summary.get("seed", ""),
-                 _fmt(_number(r.summary.get("acc")), float("nan"), "acc"),
-                 _fmt(_number(r.summary.get("forgetting")), float("nan"), "forgetting"), r.status]
+                 format_number(metric_value(r, "acc"), "acc", percent),
+                 format_number(metric_value(r, "forgetting"), "forgetting", percent), r.status]
                 for r in runs if r.status == "ok"]
     bad_header = ["run", "status", "error"]
     bad_rows = [[rel(r.path), r.status, _first_line_of_error(r.error) or "no summary.json "
                  "(still running, killed, or timed out)"] for r in not_ok]
-    pngs = [p for p in files if p.suffix == ".png"]
+    search = find_search(root, runs, objective)
 
     # report.csv: full precision, empty cells for NaN
     csv_path = out_dir / "report.csv"
@@ -600,21 +419,41 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
         for r in rows:
             w.writerow(["" if isinstance(r[c], float) and not math.isfinite(r[c]) else r[c]
                         for c in columns])
+    tex_path = out_dir / "report.tex"
+    tex_path.write_text(_latex(groups, rows, metrics, percent, score_name, blocks))
+    written = [csv_path, tex_path]
+    search_md: list[str] = []
+    search_html: list[str] = []
+    if search is not None:
+        trial_header, trials, plain = trial_rows(search, runs, percent, rel)
+        hp_path = out_dir / "hparams.csv"
+        with open(hp_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["trial", "best", search.objective, *search.params, "status", "run"])
+            w.writeheader()
+            w.writerows(plain)
+        written.append(hp_path)
+        what = describe(search, len(trials))
+        search_md = ["## Hyper-parameter search", "", what, "", markdown_table(trial_header, trials), ""]
+        search_html = ["<h2>Hyper-parameter search</h2>", f"<p>{html.escape(what)}</p>",
+                       html_table(trial_header, trials)]
     # report.md
     title = f"continual report: {root}"
     intro = (f"{len(runs)} run folder(s): {len(runs) - len(not_ok)} finished in {len(groups)} "
              f"group(s), {sum(r.status == 'failed' for r in not_ok)} failed, "
              f"{sum(r.status == 'incomplete' for r in not_ok)} without results. "
-             "Cells: mean ± sample std over the group's runs (seeds).")
-    md = [f"# {title}", "", intro, "", _md_table(header, shown), ""]
+             "Cells: mean ± sample std over the group's runs (seeds); the best mean of each stream "
+             "in bold (lower is better for forgetting, stability gap and losses); - = not measured "
+             "or undefined (fwt on class-incremental streams, stability_gap without eval.every).")
+    md = [f"# {title}", "", intro, "", markdown_table(header, shown), "", *search_md]
     if not_ok:
-        md += ["## Failed or unfinished runs", "", _md_table(bad_header, bad_rows), ""]
-    md += ["## Runs", "", _md_table(run_header, run_rows), ""]
-    if pngs:
-        md += ["## Plots", ""] + [f"![{p.stem}]({rel(p)})" for p in pngs] + [""]
+        md += ["## Failed or unfinished runs", "", markdown_table(bad_header, bad_rows), ""]
+    md += ["## Runs", "", markdown_table(run_header, run_rows), ""]
+    if files:
+        md += ["## Plots", ""] + [(f"![{p.stem}]({rel(p)})" if p.suffix != ".pdf" else f"[{p.stem}]({rel(p)})")
+                                  for p in files] + [""]
     md_path = out_dir / "report.md"
     md_path.write_text("\n".join(md))
-    # report.html
+    # report.html: one self-contained file (figures inline as base64)
     errors_html = "".join(
         f"<details><summary>{html.escape(rel(r.path))}: "
         f"{html.escape(_first_line_of_error(r.error))}</summary>"
@@ -622,24 +461,27 @@ def write_report(path: str | os.PathLike, out: str | os.PathLike | None = None,
     page = [
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em}}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
-        "text-align:right}th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}"
+        ".scroll{overflow-x:auto}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right;white-space:nowrap}"
+        "th{background:#f3f3f3}td.best{background:#eef6ee}img{max-width:100%;display:block;margin:1em 0}"
         "pre{background:#f6f6f6;padding:1em;overflow:auto}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>", _html_table(header, shown),
+        f"<h1>{html.escape(title)}</h1><p>{html.escape(intro)}</p>", html_table(header, shown), *search_html,
     ]
     if not_ok:
-        page += ["<h2>Failed or unfinished runs</h2>", _html_table(bad_header, bad_rows),
-                 errors_html]
-    page += ["<h2>Runs</h2>", _html_table(run_header, run_rows)]
-    if pngs:
+        page += ["<h2>Failed or unfinished runs</h2>", html_table(bad_header, bad_rows), errors_html]
+    page += ["<h2>Runs</h2>", html_table(run_header, run_rows)]
+    if files:
         page += ["<h2>Plots</h2>"]
-        page += [f"<img src='{html.escape(rel(p))}' alt='{html.escape(p.stem)}'>" for p in pngs]
+        for p in files:
+            mime, data = writer.embedded[p]
+            page.append(f"<img src='data:{mime};base64,{base64.b64encode(data).decode('ascii')}' "
+                        f"alt='{html.escape(p.stem)}' title='{html.escape(rel(p))}'>")
     page.append("</body></html>")
     html_path = out_dir / "report.html"
     html_path.write_text("\n".join(page))
-    files = [md_path, csv_path, html_path, *files]
+    files = [md_path, html_path, *written, *files]
     return {"runs": runs, "groups": groups, "failed": not_ok, "files": files,
-            "table": rows, "markdown": "\n".join(md)}
+            "table": rows, "markdown": "\n".join(md), "search": search}
 
 
 def write_run_report(run_dir: str | os.PathLike) -> Path | None:
@@ -658,17 +500,29 @@ def write_run_report(run_dir: str | os.PathLike) -> Path | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``continual report PATH [--out DIR] [--no-plots]``."""
+    """``continual report PATH [--out DIR] [--no-plots] [--percent] [--figures FMT]
+    [--metrics M,...] [--objective KEY]``."""
     parser = argparse.ArgumentParser(
         prog="continual report",
-        description="Tables (mean ± std over seeds) and plots of a run folder or a whole "
-                    "multirun folder.")
+        description="Tables (mean ± std over seeds; Markdown, HTML, CSV, LaTeX) and figures of a run "
+                    "folder or a whole multirun folder.")
     parser.add_argument("path", help="a run folder, or a multirun folder (searched at any depth)")
     parser.add_argument("--out", default=None, help="where to write the report (default: PATH)")
     parser.add_argument("--no-plots", action="store_true", help="write the tables only")
+    parser.add_argument("--percent", action="store_true",
+                        help="accuracy-like metrics in percent, one decimal (report.csv keeps fractions)")
+    parser.add_argument("--figures", default="png", choices=FIGURE_FORMATS,
+                        help="the figures' file format (default png; the HTML page embeds them either way)")
+    parser.add_argument("--metrics", default=None,
+                        help="the table's columns, comma-separated (default: every metric some run reports)")
+    parser.add_argument("--objective", default=None,
+                        help="add the hyper-parameter search table for any sweep, trials ranked by this "
+                             "summary key (an Optuna sweep gets it by default, ranked by its jobs' objective)")
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     try:
-        result = write_report(args.path, out=args.out, plots=not args.no_plots)
+        result = write_report(args.path, out=args.out, plots=not args.no_plots, percent=args.percent,
+                              figures=args.figures, metrics=metrics, objective=args.objective)
     except ConfigError as e:
         print(f"continual: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -76,6 +76,9 @@ def test_table_has_mean_and_std_of_the_summaries(sweep):
         assert int(row["n"]) == len(summaries) == 2
         assert row["stream"] == "split_digits" and row["model"] == "mlp" and row["setting"] == ""
         for m in METRICS:
+            if m == "fwt":  # undefined on this class-incremental stream: empty (test_report_paper.py)
+                assert row["fwt_mean"] == row["fwt_std"] == ""
+                continue
             values = np.array([s[m] for s in summaries], dtype=float)
             assert float(row[f"{m}_mean"]) == pytest.approx(values.mean(), rel=1e-12), m
             std = values.std(ddof=1)
@@ -105,7 +108,7 @@ def test_every_png_is_a_real_image(sweep):
             im.load()
             assert im.width >= 300 and im.height >= 200
             assert len(im.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 20
-        assert f"src='{p.name}'" in (root / "report" / "report.html").read_text()
+        assert f"title='{p.name}'" in (root / "report" / "report.html").read_text()  # inline, from this file
 
 
 def test_failed_runs_are_listed_with_their_error(sweep):
