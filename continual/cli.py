@@ -431,7 +431,7 @@ def _hydra_main() -> None:
             if isinstance(e, (ConfigError, RunStopped)):
                 raise SystemExit(2) from None
             raise
-        return float(summary["score"])
+        return float(summary[summary.get("objective", "score")])  # val_acc when the stream holds one out
 
     job()
 

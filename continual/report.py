@@ -66,8 +66,10 @@ from continual.types import ConfigError
 METRICS = ("acc", "acc_task_il", "forgetting", "bwt", "fwt", "online_acc", "aia", "stability_gap",
            "samples_per_second")
 #: columns added when some run reports them: the headline score of streams not scored by
-#: accuracy (language models), CKL's IL / UL / NL / FUAR, continual pre-training's losses
-EXTRA_METRICS = ("score", "IL", "UL", "NL", "FUAR", "final_avg_loss", "avg_forgetting")
+#: accuracy (language models), CKL's IL / UL / NL / FUAR, continual pre-training's losses, and
+#: the validation split's accuracy and forgetting (stream.val_fraction)
+EXTRA_METRICS = ("score", "IL", "UL", "NL", "FUAR", "final_avg_loss", "avg_forgetting", "val_acc",
+                 "val_forgetting")
 
 
 def metrics_of(runs: Sequence[Any]) -> tuple[str, ...]:

@@ -59,6 +59,7 @@ class EvalRow:
     scores_task_il: list[float]
     scores_class_il: list[float]
     task_scores: list[float] | None = None  # one per task when the columns are not the tasks
+    val_scores: list[float] | None = None  # per task on its held-out validation set (stream.val_fraction)
 
 
 @dataclass
@@ -185,6 +186,7 @@ class Runner:
         self.resume_info: dict[str, Any] = {}
         self.state = RunState()
         self._eval_sets = None
+        self._val_sets = None
         self._fault = _fault_from_env()
         self._rss_reset = False
         # None: a classification stream, scored here; else the stream's own eval sets
@@ -198,13 +200,17 @@ class Runner:
     # ------------------------------------------------------------------ evaluation
     def _prepare_eval_sets(self) -> None:
         s = self.stream
-        self._eval_sets = []
-        for t in range(s.n_tasks):
-            x, y = s.eval_set(t, self.eval_max_per_task)
-            mask = torch.full((s.n_classes,), float("-inf"), device=self.device)
-            mask[torch.tensor(s.tasks[t].classes, device=self.device)] = 0.0
-            task = torch.full((y.numel(),), t, dtype=torch.long, device=self.device)
-            self._eval_sets.append((x.to(self.device), y.to(self.device), mask, task))
+        splits = ("test", "val") if getattr(s, "has_validation", False) else ("test",)
+        sets: dict[str, list[Any]] = {split: [] for split in splits}
+        for split in splits:
+            for t in range(s.n_tasks):
+                x, y = s.eval_set(t, self.eval_max_per_task, split=split) if split == "val" \
+                    else s.eval_set(t, self.eval_max_per_task)
+                mask = torch.full((s.n_classes,), float("-inf"), device=self.device)
+                mask[torch.tensor(s.tasks[t].classes, device=self.device)] = 0.0
+                task = torch.full((y.numel(),), t, dtype=torch.long, device=self.device)
+                sets[split].append((x.to(self.device), y.to(self.device), mask, task))
+        self._eval_sets, self._val_sets = sets["test"], sets.get("val")
 
     def evaluate(self, kind: str, strategy: Strategy | None = None) -> EvalRow:
         """Score every task's test set with ``strategy`` (default: the run's); returns and
@@ -227,9 +233,26 @@ class Runner:
         started = None  # None: score every task
         if kind == "periodic" and not self.eval_unseen:
             started = {s.task for s in self.stream.segments[: self.state.segment + 1]}
+        cil, til = self._accuracies(self._eval_sets, strategy, started, fault=True)
+        val = None
+        if self._val_sets is not None:  # scored exactly like the test sets
+            v_cil, v_til = self._accuracies(self._val_sets, strategy, started)
+            val = v_til if show_task else v_cil
+        st = self.state
+        row = EvalRow(st.step, st.samples, kind, st.segment, til if show_task else cil, til, cil, val_scores=val)
+        st.rows.append(row)
+        st.evals_done += 1
+        self._record_eval(row)
+        return row
+
+    def _accuracies(self, sets: list[Any], strategy: Strategy, started: set[int] | None,
+                    fault: bool = False) -> tuple[list[float], list[float]]:
+        """Class-IL and task-IL accuracy of ``strategy`` on each of ``sets`` (NaN for a task not
+        in ``started``, unless that is None)."""
+        show_task = self.stream.task_labels
         counts = []
-        for i_set, (x, y, mask, task) in enumerate(self._eval_sets):
-            if i_set == len(self._eval_sets) // 2:
+        for i_set, (x, y, mask, task) in enumerate(sets):
+            if fault and i_set == len(sets) // 2:
                 self._maybe_fault("eval")
             if started is not None and i_set not in started:
                 counts.append(torch.full((2,), float("nan"), device=self.device))
@@ -249,16 +272,9 @@ class Runner:
                     c_cil = c_cil + (logits.argmax(1) == y[sl]).sum()
                     c_til = c_til + ((logits + mask).argmax(1) == y[sl]).sum()
             counts.append(torch.stack([c_cil, c_til]))
-        sizes = [y.numel() for _, y, _, _ in self._eval_sets]
-        cil, til = torch.stack(counts).T.tolist()  # one device sync per eval point
-        cil = [c / n for c, n in zip(cil, sizes)]
-        til = [c / n for c, n in zip(til, sizes)]
-        st = self.state
-        row = EvalRow(st.step, st.samples, kind, st.segment, til if show_task else cil, til, cil)
-        st.rows.append(row)
-        st.evals_done += 1
-        self._record_eval(row)
-        return row
+        sizes = [y.numel() for _, y, _, _ in sets]
+        cil, til = torch.stack(counts).T.tolist()  # one device sync per set of eval sets
+        return [c / n for c, n in zip(cil, sizes)], [c / n for c, n in zip(til, sizes)]
 
     def _evaluate_by_stream(self, kind: str, strategy: Strategy) -> EvalRow:
         """Score the stream's own eval sets (language models); returns and records the row."""
@@ -308,9 +324,18 @@ class Runner:
             R = self._task_matrix(signed=True)
             rec["forgetting"] = M.forgetting(R, rows) if len(rows) > 1 else None
             rec["bwt"] = M.backward_transfer(R, rows) if len(rows) > 1 else None
+        if row.val_scores is not None:
+            rec.update({f"val_acc_task_{t}": v for t, v in enumerate(row.val_scores)})
+            rec["val_acc"] = float(np.mean(row.val_scores[:seen]))
+            if len(rows) > 1:
+                rec["val_forgetting"] = M.forgetting(self._val_matrix(), rows)
         self._log(rec)
         self.records.score_row(["step", "samples_seen", "kind"] + columns,
                                [row.step, row.samples, row.kind, *row.scores])
+
+    def _val_matrix(self) -> np.ndarray:
+        """Rows = eval points, columns = tasks: accuracy on each task's validation set."""
+        return np.array([r.val_scores for r in self.state.rows], dtype=float)
 
     def _stream_rows(self) -> list[dict[str, float]]:
         """Every eval row so far as {column name: score} (for a stream's own metrics)."""
@@ -664,6 +689,16 @@ class Runner:
             out["initial_scores"] = dict(zip(names, st.rows[0].scores))
             if hasattr(stream, "summary_metrics"):
                 out.update(stream.summary_metrics(self._stream_rows(), ends))
+        if classification and st.rows and st.rows[-1].val_scores is not None:
+            V = self._val_matrix()  # the held-out training samples, scored like the test sets
+            out.update({
+                "val_acc": M.final_accuracy(V),
+                "val_aia": M.average_incremental_accuracy(V, ends),
+                "val_forgetting": M.forgetting(V, ends) if several else None,
+                "val_bwt": M.backward_transfer(V, ends) if several else None,
+            })
+        # what a sweep optimises (the job's return value): validation when there is a split
+        out["objective"] = "val_acc" if "val_acc" in out else "score"
         out.update({
             "protocol": ("task_il" if stream.task_labels else "class_il") if classification else stream.kind,
             "steps": st.step,

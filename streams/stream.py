@@ -14,13 +14,15 @@ Presentation options:
   al. 2021, "Rainbow Memory": blurry boundaries);
 - ``gradual_width``: tasks blend over a window of this many samples around each
   boundary, the next task's share rising linearly from 0 to 1;
-- ``repeats``: the task sequence is presented this many times (recurring tasks).
+- ``repeats``: the task sequence is presented this many times (recurring tasks);
+- ``val_fraction``: share of each task's training samples held out as its validation set
+  (drawn from the seed; never trained on), scored like the test set for tuning.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -40,6 +42,7 @@ class Task:
     test_idx: torch.Tensor
     transform: Transform | None = None
     name: str = ""
+    val_idx: torch.Tensor | None = None  # held out of train_idx (``Stream.val_fraction``)
 
 
 @dataclass
@@ -66,6 +69,7 @@ class Stream:
     gradual_width: int = 0
     repeats: int = 1
     seed: int = 0
+    val_fraction: float = 0.0
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -80,8 +84,13 @@ class Stream:
             raise ConfigError(f"blurry is a share of samples in [0, 1), got {self.blurry}")
         if self.gradual_width < 0:
             raise ConfigError(f"gradual_width is a number of samples >= 0, got {self.gradual_width}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction is the share of each task's training samples held out for "
+                              f"validation, in [0, 1), got {self.val_fraction}; use e.g. 0.1, or 0 for none")
         if not self.tasks:
             raise ConfigError(f"stream {self.name!r} has no tasks")
+        if self.val_fraction > 0:
+            self._hold_out_validation()
         for t in self.tasks:
             if t.train_idx.numel() == 0 or t.test_idx.numel() == 0:
                 raise ConfigError(
@@ -120,7 +129,29 @@ class Stream:
         """Sample counts at which the nominal task changes (task-free detection targets)."""
         return [b.start for a, b in zip(self.segments, self.segments[1:]) if a.task != b.task]
 
+    @property
+    def has_validation(self) -> bool:
+        return self.val_fraction > 0
+
     # ------------------------------------------------------------------ schedule
+    def _hold_out_validation(self) -> None:
+        """Move ``val_fraction`` of each task's training samples (at least one; drawn with the
+        seed, so the same for every run of that seed) into the task's ``val_idx``. Tasks over
+        the same training pool (domain-incremental streams) share one split, and a sample held
+        out for any task is trained by none."""
+        held = torch.zeros(self.dataset.y_train.numel(), dtype=torch.bool)
+        splits: dict[bytes, torch.Tensor] = {}
+        for t in self.tasks:
+            key = t.train_idx.cpu().numpy().tobytes()
+            if key not in splits:
+                g = torch.Generator().manual_seed(self.seed + 104729 * (len(splits) + 1))
+                n = t.train_idx.numel()
+                k = min(n - 1, max(1, round(self.val_fraction * n)))
+                splits[key] = t.train_idx[torch.randperm(n, generator=g)[:k]].sort().values
+            held[splits[key].cpu()] = True
+        self.tasks = [replace(t, val_idx=splits[t.train_idx.cpu().numpy().tobytes()],
+                              train_idx=t.train_idx[~held[t.train_idx.cpu()]]) for t in self.tasks]
+
     def _build_schedule(self) -> None:
         g = torch.Generator().manual_seed(self.seed)
         idx_parts, task_parts, segments, pos = [], [], [], 0
@@ -203,12 +234,21 @@ class Stream:
             yield self.batch(pos, end, step)
             pos, step = end, step + 1
 
-    def eval_set(self, task: int, max_items: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Test inputs and labels of one task (a fixed subset of ``max_items`` if given)."""
-        idx = self.tasks[task].test_idx
+    def eval_set(self, task: int, max_items: int | None = None,
+                 split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels of one task's ``test`` set or its held-out ``val`` set (a fixed
+        subset of ``max_items`` if given)."""
+        if split == "val":
+            if self.tasks[task].val_idx is None:
+                raise ConfigError(f"stream {self.name!r} has no validation split; set val_fraction > 0")
+            idx, x, y = self.tasks[task].val_idx, self.dataset.x_train, self.dataset.y_train
+        elif split == "test":
+            idx, x, y = self.tasks[task].test_idx, self.dataset.x_test, self.dataset.y_test
+        else:
+            raise ValueError(f"split must be 'test' or 'val', got {split!r}")
         if max_items is not None and idx.numel() > max_items:
             g = torch.Generator().manual_seed(self.seed + 7919 * (task + 1))
             idx = idx[torch.randperm(idx.numel(), generator=g)[:max_items]].sort().values
-        idx = idx.to(self.dataset.x_test.device)
+        idx = idx.to(x.device)
         tasks = torch.full_like(idx, task)
-        return self._inputs(idx, tasks, self.dataset.x_test), self.dataset.y_test[idx]
+        return self._inputs(idx, tasks, x), y[idx]
