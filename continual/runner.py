@@ -35,6 +35,7 @@ import torch
 
 from continual import checkpoint as C
 from continual import metrics as M
+from continual.models.parameters import count_parameters
 from continual.records import RunRecords, flatten_keys
 from continual.strategies.schedules import LRDriver, Schedule
 from continual.streams.stream import Stream
@@ -100,11 +101,11 @@ class RunStopped(RuntimeError):
 
 
 def parameter_count(strategy: Strategy) -> int:
-    """Parameters of the strategy's model(s): ``parameter_count()`` if it defines one."""
+    """Parameters of the strategy's model(s): its ``parameter_count()``, or for a strategy that
+    only implements the protocol's two methods, ``Strategy.parameter_count``'s default."""
     if hasattr(strategy, "parameter_count"):
         return int(strategy.parameter_count())
-    model = getattr(strategy, "model", None)
-    return sum(p.numel() for p in model.parameters()) if model is not None else 0
+    return Strategy.parameter_count(strategy)
 
 
 def trainable_parameter_count(strategy: Strategy) -> int | None:
@@ -113,7 +114,7 @@ def trainable_parameter_count(strategy: Strategy) -> int | None:
     model = getattr(strategy, "model", None)
     if not isinstance(model, torch.nn.Module):
         return None
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return count_parameters(model, trainable=True)
 
 
 class Runner:

@@ -110,8 +110,10 @@ class Strategy:
 
     def parameter_count(self) -> int:
         """Parameters of the strategy's model(s) (summary.json ``params``): default, ``self.model``'s."""
+        from continual.models.parameters import count_parameters  # continual.models imports this module
+
         model = getattr(self, "model", None)
-        return sum(p.numel() for p in model.parameters()) if model is not None else 0
+        return count_parameters(model) if model is not None else 0
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimisers whose learning rate the run's ``schedule`` drives.

@@ -68,6 +68,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from continual.models.parameters import count_parameters
 from continual.strategies.base import SupervisedStrategy
 from continual.types import Batch, ConfigError
 
@@ -495,9 +496,9 @@ class LongTermMemory(SupervisedStrategy):
     def parameter_count(self) -> int:
         """Parameters the learner uses: the model if it trains or predicts, the frozen
         encoder, and the projection matrix."""
-        count = sum(p.numel() for p in self.model.parameters()) if self.uses_model else 0
+        count = count_parameters(self.model) if self.uses_model else 0
         if self.frozen is not None:
-            count += sum(p.numel() for p in self.frozen.parameters())
+            count += count_parameters(self.frozen)
         return count + (0 if self.projection is None else self.projection.numel())
 
     def state_dict(self) -> dict[str, Any]:

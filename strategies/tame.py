@@ -108,9 +108,18 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.nn.utils import prune
 
 from continual.memory.buffers import ReservoirBuffer
+from continual.models.parameters import (
+    check_share,
+    count_parameters,
+    fold_masks,
+    mask_like,
+    mask_zeros,
+    prune_to_sparsity,
+    pruned_like,
+    sparsity,  # noqa: F401 - re-exported: continual.strategies.tame.sparsity
+)
 from continual.strategies.base import (
     GradientStrategy,
     finite_loss_value,
@@ -359,80 +368,11 @@ def fit(
                         lambda out, target: expert_loss(out, target, sigmoid), generator)[0]
 
 
-def prunable(model: nn.Module) -> list[tuple[nn.Module, str]]:
-    """The (module, 'weight') pairs global pruning acts on: every Linear and Conv weight."""
-    kinds = (nn.Linear, nn.Conv1d, nn.Conv2d)
-    return [(m, "weight") for m in model.modules() if isinstance(m, kinds)]
-
-
-def prune_to_sparsity(model: nn.Module, share: float) -> None:
-    """Global L1 unstructured pruning so that ``share`` of all Linear/Conv weights are zero.
-
-    Idempotent: an existing mask is folded in first, so pruning a pruned model to the same
-    share changes nothing and pruning to a larger share removes only further weights. The
-    masks stay as forward hooks (``weight_orig`` * ``weight_mask``), so fine-tuning keeps
-    the pruned weights at zero.
-    """
-    if not 0.0 <= share < 1.0:
-        raise ConfigError(f"pruning share must lie in [0, 1), got {share}")
-    params = prunable(model)
-    if not params:
-        raise ConfigError(f"{type(model).__name__} has no Linear or Conv weights to prune")
-    for module, name in params:
-        if prune.is_pruned(module) and hasattr(module, name + "_mask"):
-            prune.remove(module, name)
-    n = sum(getattr(m, name).numel() for m, name in params)
-    prune.global_unstructured(params, pruning_method=prune.L1Unstructured,
-                              amount=int(round(share * n)))
-
-
-def sparsity(model: nn.Module) -> float:
-    """Share of zeros among the prunable (Linear/Conv) weights, masks applied."""
-    params = prunable(model)
-    zeros = sum(int((getattr(m, name) == 0).sum()) for m, name in params)
-    return zeros / max(1, sum(getattr(m, name).numel() for m, name in params))
-
-
-def count_parameters(model: nn.Module, nonzero: bool = False) -> int:
-    """Number of parameters (the effective, masked tensors when ``nonzero``)."""
-    if not nonzero:
-        return sum(p.numel() for p in model.parameters())
-    total = 0
-    for module in model.modules():
-        for name, _ in module.named_parameters(recurse=False):
-            base = name[:-5] if name.endswith("_orig") else name
-            total += int((getattr(module, base) != 0).sum())
-    return total
-
-
-def fold_masks(model: nn.Module) -> None:
-    """Make pruning permanent: each masked weight becomes one plain tensor with its zeros
-    (drops ``weight_orig`` and ``weight_mask``, a third of the memory of the masked form)."""
-    for module, name in prunable(model):
-        if hasattr(module, name + "_mask"):
-            prune.remove(module, name)
-
-
-def mask_zeros(model: nn.Module) -> None:
-    """Put a pruning mask on every zero weight, so training keeps a pruned network pruned."""
-    for module, name in prunable(model):
-        if not hasattr(module, name + "_mask"):
-            prune.custom_from_mask(module, name, getattr(module, name) != 0)
-
-
 def mode_dependent(model: nn.Module) -> bool:
     """Whether train and eval mode give different outputs (normalisation with running
     statistics, dropout)."""
     kinds = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
     return any(isinstance(m, kinds) for m in model.modules())
-
-
-def _mask_like(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Give ``model`` an (identity) pruning mask wherever ``state`` has one, so it loads."""
-    for module_name, module in model.named_modules():
-        prefix = f"{module_name}." if module_name else ""
-        if f"{prefix}weight_mask" in state and not hasattr(module, "weight_mask"):
-            prune.identity(module, "weight")
 
 
 def with_head(model: nn.Module, n_outputs: int) -> nn.Module:
@@ -449,21 +389,6 @@ def fresh_copy(template: nn.Module) -> nn.Module:
     for m in model.modules():
         if hasattr(m, "reset_parameters") and m is not model:
             m.reset_parameters()
-    return model
-
-
-def _pruned_like(template: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """Rebuild a (possibly pruned) copy of ``template`` from its state dict.
-
-    The head is resized to the state's (a deployed selector may predate a grown head).
-    """
-    model = copy.deepcopy(template)
-    head = state.get("head.weight", state.get("head.weight_orig"))
-    if head is not None and hasattr(model, "head") and model.head.weight.shape != head.shape:
-        # on the template's device: the state may come from a checkpoint loaded on the CPU
-        model.head = nn.Linear(head.shape[1], head.shape[0]).to(next(template.parameters()).device)
-    _mask_like(model, state)
-    model.load_state_dict(state)
     return model
 
 
@@ -591,7 +516,7 @@ class ExpertPool:
         self.experts = []
         for s in state["experts"]:
             e = self._make(with_head(copy.deepcopy(self.template).to(self.device), self.n_outputs))
-            _mask_like(e.model, s["model"])  # a reused pruned expert trains under its masks
+            mask_like(e.model, s["model"])  # a reused pruned expert trains under its masks
             e.model.load_state_dict(s["model"])
             e.optimizer.load_state_dict(s["optimizer"])
             e.tracker.load_state_dict(s["tracker"])
@@ -773,9 +698,8 @@ class TAME(GradientStrategy):
                 f"TAME needs a Classifier with .n_classes, got {type(model).__name__}; "
                 "build the model with continual.models.build_model"
             )
-        for share in (expert_prune, selector_prune):
-            if not 0.0 <= share < 1.0:
-                raise ConfigError(f"pruning shares must lie in [0, 1), got {share}")
+        check_share(expert_prune)
+        check_share(selector_prune)
         self.n_classes = n_classes
         self.labels = labels
         n_outputs = self._check_labels(labels, classes_per_task, n_classes)
@@ -1097,8 +1021,8 @@ class TAME(GradientStrategy):
             return
         sel = None
         if dep["selector"] is not None:
-            sel = _pruned_like(self.selector.model, dep["selector"]).to(self.device)
-        experts = [_pruned_like(self.pool.template, s).to(self.device) for s in dep["experts"]]
+            sel = pruned_like(self.selector.model, dep["selector"]).to(self.device)
+        experts = [pruned_like(self.pool.template, s).to(self.device) for s in dep["experts"]]
         for m in [sel, *experts]:
             if m is not None:
                 m.eval()

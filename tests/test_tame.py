@@ -412,7 +412,7 @@ def test_a_resized_deployed_head_is_built_on_the_models_device_not_the_checkpoin
 
     from torch import nn
 
-    from continual.strategies.tame import _pruned_like
+    from continual.models.parameters import pruned_like as _pruned_like
 
     class Net(nn.Module):
         def __init__(self, out):
