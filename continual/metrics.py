@@ -4,7 +4,9 @@
 eval point i. ``task_end_rows[k]`` is the row taken right after the k-th task of
 the sequence was trained (so for a plain sequence R[task_end_rows[j], j] is the
 usual R_{j,j}); ``init_row`` is the row of the untrained model. Formulas, with
-citations, are in docs/metrics.md.
+citations, are in docs/metrics.md. Also here: how well a task-free learner found the
+boundaries (``boundary_scores``) and handled recurring tasks (``recurrence_scores``), and
+CKL's FUAR (``fuar``, ``fuar_multiphase``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from continual.lm.fuar import fuar, fuar_multiphase  # noqa: F401 - FUAR lives with the CKL code
+from continual.types import ConfigError
+
+Pair = tuple[float, float]
 
 
 def _rows(R: np.ndarray, rows: Sequence[int]) -> np.ndarray:
@@ -136,3 +140,68 @@ def boundary_scores(
         "boundary_recall": recall,
         "detection_delay": float(np.mean(delays)) if delays else float("nan"),
     }
+
+
+def recurrence_scores(
+    events: Sequence[tuple[int, str, int]], true_boundaries: Sequence[int],
+    task_sequence: Sequence[int], tolerance: int,
+) -> dict[str, float | int | None]:
+    """How a task-free learner with experts (TAME) handled recurring tasks.
+
+    events: ``TAME.switch_events`` (samples seen, 'reuse' or 'spawn', expert id).
+    task_sequence: the task of each segment between boundaries (len(true_boundaries) + 1).
+    For each boundary into a task seen before (a recurrence), the first event within
+    ``tolerance`` samples after it decides: ``reuse_rate`` = share of recurrences handled by
+    reusing an expert; ``same_expert_rate`` = share that picked the expert the task got
+    at its first occurrence (expert 0 for the first task).
+    """
+    if len(task_sequence) != len(true_boundaries) + 1:
+        raise ConfigError(
+            f"task_sequence needs one task per segment: {len(true_boundaries) + 1} for "
+            f"{len(true_boundaries)} boundaries, got {len(task_sequence)}"
+        )
+    expert_of: dict[int, int] = {int(task_sequence[0]): 0}
+    recurrences = reused = same = 0
+    for b, task in zip(true_boundaries, task_sequence[1:]):
+        hit = next((e for e in events if b <= e[0] <= b + tolerance), None)
+        if int(task) in expert_of:
+            recurrences += 1
+            reused += int(hit is not None and hit[1] == "reuse")
+            same += int(hit is not None and hit[2] == expert_of[int(task)])
+        elif hit is not None:
+            expert_of[int(task)] = int(hit[2])
+    return {
+        "recurrences": recurrences,
+        "reuse_rate": reused / recurrences if recurrences else None,
+        "same_expert_rate": same / recurrences if recurrences else None,
+    }
+
+
+def fuar(il_before: float, il_after: float, ul_before: float, ul_after: float,
+         nl_before: float, nl_after: float) -> float | None:
+    """FUAR (Jang et al. 2022, Sec. 3.3; docs/metrics.md) of one phase, from the exact-match
+    scores of M0 (before) and M1 (after); None when not defined (the paper's "n.d.")."""
+    return fuar_multiphase([(il_before, il_after)], [(ul_before, ul_after)],
+                           [(nl_before, nl_after)])
+
+
+def fuar_multiphase(retained: Sequence[Pair], updated: Sequence[Pair],
+                    acquired: Sequence[Pair]) -> float | None:
+    """Multi-phase FUAR; each pair is (score before, score after).
+
+    retained[i] = (score of T^F_i at M_i, at M_n) for i = 0..n-1;
+    updated[i] / acquired[i] = (score of T^U_{i+1} / T^A_{i+1} at M_i, at M_n) for the n
+    corpora. Returns None (the paper's "n.d.") when nothing was updated or acquired.
+    """
+    if len(updated) != len(acquired):
+        raise ConfigError(
+            f"FUAR needs one (before, after) pair of updated and acquired scores per corpus; "
+            f"got {len(updated)} updated and {len(acquired)} acquired")
+    if not updated:
+        raise ConfigError("FUAR needs at least one corpus (one updated and one acquired pair)")
+    forgotten = sum(max(0.0, before - after) for before, after in retained)
+    gained = sum(max(0.0, after - before) for before, after in updated)
+    gained += sum(max(0.0, after - before) for before, after in acquired)
+    if gained == 0:
+        return None
+    return forgotten / gained

@@ -302,41 +302,6 @@ def detect_shifts(
     return fired
 
 
-def recurrence_scores(
-    events: Sequence[tuple[int, str, int]], true_boundaries: Sequence[int],
-    task_sequence: Sequence[int], tolerance: int,
-) -> dict[str, float | int | None]:
-    """How TAME handled recurring tasks.
-
-    events: ``TAME.switch_events`` (samples seen, 'reuse' or 'spawn', expert id).
-    task_sequence: the task of each segment between boundaries (len(true_boundaries) + 1).
-    For each boundary into a task seen before (a recurrence), the first event within
-    ``tolerance`` samples after it decides: ``reuse_rate`` = share of recurrences handled by
-    reusing an expert; ``same_expert_rate`` = share that picked the expert the task got
-    at its first occurrence (expert 0 for the first task).
-    """
-    if len(task_sequence) != len(true_boundaries) + 1:
-        raise ConfigError(
-            f"task_sequence needs one task per segment: {len(true_boundaries) + 1} for "
-            f"{len(true_boundaries)} boundaries, got {len(task_sequence)}"
-        )
-    expert_of: dict[int, int] = {int(task_sequence[0]): 0}
-    recurrences = reused = same = 0
-    for b, task in zip(true_boundaries, task_sequence[1:]):
-        hit = next((e for e in events if b <= e[0] <= b + tolerance), None)
-        if int(task) in expert_of:
-            recurrences += 1
-            reused += int(hit is not None and hit[1] == "reuse")
-            same += int(hit is not None and hit[2] == expert_of[int(task)])
-        elif hit is not None:
-            expert_of[int(task)] = int(hit[2])
-    return {
-        "recurrences": recurrences,
-        "reuse_rate": reused / recurrences if recurrences else None,
-        "same_expert_rate": same / recurrences if recurrences else None,
-    }
-
-
 # --------------------------------------------------------------------------- training helpers
 def expert_loss(logits: torch.Tensor, y: torch.Tensor, sigmoid: bool) -> torch.Tensor:
     """Mean cross-entropy on logits (B, C); through a sigmoid first when ``sigmoid`` (paper)."""

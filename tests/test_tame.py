@@ -10,6 +10,7 @@ import random
 import pytest
 import torch
 
+from continual.metrics import recurrence_scores
 from continual.models import build_model
 from continual.strategies.tame import (
     TAME,
@@ -20,7 +21,6 @@ from continual.strategies.tame import (
     detect_shifts,
     fit,
     prune_to_sparsity,
-    recurrence_scores,
     sparsity,
 )
 from continual.streams.datasets import from_arrays
