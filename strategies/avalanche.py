@@ -52,6 +52,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from continual.strategies.augment import SCRAugment
 from continual.strategies.base import GradientStrategy, finite_loss_value
 from continual.types import Batch, ConfigError, NonFiniteLoss, TaskInfo
 
@@ -136,52 +137,6 @@ def _feature_parts(model: nn.Module, name: str) -> tuple[nn.Module, nn.Module]:
             f"{type(model).__name__}"
         )
     return body, head
-
-
-class SCRAugment:
-    """SCR's second view of each image, drawn per sample on the device (Mai et al. 2021).
-
-    The official SCR code augments the stream + memory batch with kornia's
-    RandomResizedCrop(scale 0.2-1), RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8)
-    and RandomGrayscale(p=0.2). x: (B, C, H, W) in [0, 1] -> (B, C, H, W); other inputs pass
-    through unchanged. Crop, flip and grayscale are ``continual.strategies.onpro.augmented_view``; then,
-    with probability ``jitter_p`` per sample, brightness, contrast and (3 channels) saturation
-    are each scaled by a factor ~ U(1 - jitter, 1 + jitter), in that order, as torchvision's
-    ColorJitter does. Departures: hue is not jittered, and the jitter comes after the grayscale
-    (the same result up to clipping: the three adjustments commute with a linear grayscale).
-    """
-
-    def __init__(self, crop_scale: tuple[float, float] = (0.2, 1.0), jitter: float = 0.4,
-                 jitter_p: float = 0.8, gray_p: float = 0.2) -> None:
-        self.crop_scale, self.jitter, self.jitter_p, self.gray_p = tuple(crop_scale), jitter, jitter_p, gray_p
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            return x
-        from continual.strategies.onpro import augmented_view
-
-        return self.color_jitter(augmented_view(x, self.crop_scale, self.gray_p))
-
-    def color_jitter(self, x: torch.Tensor) -> torch.Tensor:
-        """Per-sample brightness, contrast, saturation jitter of x: (B, C, H, W) in [0, 1]."""
-        n, c = x.shape[:2]
-
-        def factor() -> torch.Tensor:
-            return torch.empty(n, 1, 1, 1, device=x.device).uniform_(1 - self.jitter, 1 + self.jitter)
-
-        def gray(v: torch.Tensor) -> torch.Tensor:
-            if c != 3:
-                return v
-            return (v * v.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-
-        out = (x * factor()).clamp(0, 1)
-        mean = gray(out).mean(dim=(1, 2, 3), keepdim=True)
-        out = (mean + factor() * (out - mean)).clamp(0, 1)
-        if c == 3:
-            g = gray(out)
-            out = (g + factor() * (out - g)).clamp(0, 1)
-        apply = torch.rand(n, 1, 1, 1, device=x.device) < self.jitter_p
-        return torch.where(apply, out, x)
 
 
 class _LossRecorder:

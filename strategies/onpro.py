@@ -64,7 +64,6 @@ shorter streams new classes are learned too slowly (benchmarks/results/onpro.md)
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -73,6 +72,7 @@ from torch.autograd.profiler import record_function
 from torch.nn import functional as F
 
 from continual.memory.buffers import ReservoirBuffer
+from continual.strategies.augment import augmented_view
 from continual.strategies.base import GradientStrategy, make_optimizer, require_at_least, snapshot
 from continual.types import Batch, ConfigError, NonFiniteLoss, TaskInfo
 
@@ -117,47 +117,6 @@ def rotation_views(x: torch.Tensor, y: torch.Tensor, n_classes: int, rotations: 
         copies = torch.cat([torch.rot90(inner, k, (2, 3)) for k in (0, 2, 1, 3)])
     labels = torch.cat([y + n_classes * i for i in range(rotations)])
     return copies, labels
-
-
-def augmented_view(x: torch.Tensor, crop_scale: tuple[float, float] = (0.3, 1.0),
-                   gray_p: float = 0.25, ratio: tuple[float, float] = (3 / 4, 4 / 3)
-                   ) -> torch.Tensor:
-    """The official ``transform``: random horizontal flip, random grayscale, random resized crop.
-
-    x: (N, C, H, W) in [0, 1] -> (N, C, H, W); parameters drawn per sample, applied
-    batch-wise by one ``grid_sample`` (flip and crop composed into one affine map,
-    which equals the official two-step flip-then-crop). Crop: area ~ U(crop_scale),
-    log aspect ratio ~ U(log ratio), first of 10 tries per sample that fits, else the
-    whole image; integer pixel size and offset as in the official sampler.
-    """
-    n, c, h, w = x.shape
-    dev = x.device
-    if c == 3 and gray_p > 0:
-        gray = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
-        mask = (torch.rand(n, 1, 1, 1, device=dev) < gray_p).to(x.dtype)
-        x = x * (1 - mask) + gray.expand_as(x) * mask
-    tries = 10
-    area = torch.empty(n, tries, device=dev).uniform_(*crop_scale) * (h * w)
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    aspect = torch.exp(torch.empty(n, tries, device=dev).uniform_(*log_ratio))
-    cw = torch.round(torch.sqrt(area * aspect))
-    ch = torch.round(torch.sqrt(area / aspect))
-    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
-    found = ok.any(1)
-    first = ok.float().argmax(1, keepdim=True)  # first fitting try (0 when none fits)
-    cw = torch.where(found, cw.gather(1, first).squeeze(1), torch.full((n,), float(w), device=dev))
-    ch = torch.where(found, ch.gather(1, first).squeeze(1), torch.full((n,), float(h), device=dev))
-    # offsets: integers in [size - full, full - size], in units of the full size
-    bx = (torch.floor(torch.rand(n, device=dev) * (2 * (w - cw) + 1)) + cw - w) / w
-    by = (torch.floor(torch.rand(n, device=dev) * (2 * (h - ch) + 1)) + ch - h) / h
-    sign = torch.randint(0, 2, (n,), device=dev).to(x.dtype) * 2 - 1
-    theta = torch.zeros(n, 2, 3, device=dev, dtype=x.dtype)
-    theta[:, 0, 0] = sign * cw / w
-    theta[:, 0, 2] = sign * bx
-    theta[:, 1, 1] = ch / h
-    theta[:, 1, 2] = by
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, padding_mode="reflection", align_corners=False)
 
 
 # --------------------------------------------------------------------------- APF
