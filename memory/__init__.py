@@ -1,8 +1,8 @@
-"""Storage for learners: replay buffers and the FAISS vector store (imported lazily)."""
+"""Storage for learners: replay buffers, eviction policies and the FAISS vector store (imported lazily)."""
 
-from continual.memory.buffers import ClassBalancedBuffer, ReplayBuffer, ReservoirBuffer, make_buffer
+from continual.memory.buffers import GDumbBuffer, ReplayBuffer, ReservoirBuffer, make_buffer
 
-__all__ = ["ClassBalancedBuffer", "ReplayBuffer", "ReservoirBuffer", "VectorStore", "make_buffer"]
+__all__ = ["GDumbBuffer", "ReplayBuffer", "ReservoirBuffer", "VectorStore", "make_buffer"]
 
 
 def __getattr__(name: str):
@@ -10,4 +10,8 @@ def __getattr__(name: str):
         from continual.memory.vector_store import VectorStore
 
         return VectorStore
+    if name == "ClassBalancedBuffer":  # renamed GDumbBuffer; buffers' own getattr warns
+        from continual.memory import buffers
+
+        return buffers.ClassBalancedBuffer
     raise AttributeError(name)

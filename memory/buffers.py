@@ -1,32 +1,55 @@
-"""Replay buffers: fixed-capacity tensor stores with reservoir or class-balanced insertion.
+"""Replay buffers: fixed-capacity tensor stores that ask an eviction policy where items go.
 
 Items live as preallocated tensors on the buffer's device; insertion and
-sampling are vectorised (no Python loop over items). Which slots to write and which
-items to draw is decided on the host (a CPU generator: the same draws on every device)
-and the index is copied to the device without blocking, so a step on a GPU does not wait
-for the host. ``host_labels=True`` also keeps a host copy of the labels, for strategies
-whose bookkeeping needs them without reading the GPU.
+sampling are vectorised (no Python loop over items). Which slots to write is the
+buffer's eviction policy's answer (``continual.memory.eviction``, the layer the
+vector store asks too): ``reservoir`` (Algorithm R) or ``gdumb`` (GDumb's class
+balancer). Policies and draws run on the host (a CPU generator: the same draws on
+every device) and the index is copied to the device without blocking, so a step on a
+GPU does not wait for the host. ``host_labels=True`` also keeps a host copy of the
+labels, for strategies whose bookkeeping needs them without reading the GPU (a policy
+that reads labels turns it on).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
+import numpy as np
 import torch
 
+from continual.memory.eviction import (
+    EvictionPolicy,
+    EvictionView,
+    GDumbEviction,
+    ReservoirEviction,
+    make_eviction,
+)
 from continual.types import ConfigError
 
 
 class ReplayBuffer:
-    """Shared storage and sampling; subclasses decide which slots new items take."""
+    """Storage and uniform sampling; ``policy`` decides which slots new items take.
+
+    policy: an eviction policy that places items (``places_items``), by name or instance.
+    """
 
     def __init__(self, capacity: int, device: str | torch.device = "cpu", seed: int = 0,
-                 host_labels: bool = False) -> None:
+                 host_labels: bool = False, policy: str | EvictionPolicy = "reservoir") -> None:
         if int(capacity) < 1:
             raise ConfigError(
                 f"buffer capacity must be at least 1, got {capacity}; "
                 "use a positive number of items (e.g. buffer_size=200)"
             )
+        self.policy = make_eviction(policy)
+        if not self.policy.places_items:
+            raise ConfigError(
+                f"a replay buffer cannot use eviction={self.policy.name!r}: a buffer's draws "
+                "are by slot, so its policy must say where each item goes; use 'reservoir' "
+                "or 'gdumb' (the vector store takes the others)"
+            )
+        host_labels = host_labels or self.policy.needs_labels
         self.capacity = int(capacity)
         self.device = torch.device(device)
         self.seed = seed
@@ -45,9 +68,23 @@ class ReplayBuffer:
         self.x = torch.empty((self.capacity, *x.shape[1:]), dtype=x.dtype, device=self.device)
         self.y = torch.empty((self.capacity,), dtype=y.dtype, device=self.device)
 
-    def _slots(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (positions in the incoming batch, buffer slots they overwrite)."""
-        raise NotImplementedError
+    def _slots(self, y_host: torch.Tensor | None, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ask the policy: (positions in the incoming batch, buffer slots they take)."""
+        if self.policy.needs_labels:
+            stored = self.labels_host[: self.size].numpy().astype(np.int64)
+            new = y_host.numpy().astype(np.int64)
+        else:
+            stored, new = np.empty(0, np.int64), np.full(b, -1, np.int64)
+        n = self.size
+        view = EvictionView(
+            ids=np.arange(n, dtype=np.int64), labels=stored, time=np.zeros(n, np.int64),
+            last_recall=np.zeros(n, np.int64), strength=np.ones(n),
+            new_ids=np.arange(n, n + b, dtype=np.int64), new_labels=new,
+            capacity=self.capacity, now=0, seen=self.seen,
+        )
+        plan = self.policy.plan(view, self.generator)
+        self.size = n - plan.evict.shape[0] + plan.slots.shape[0]
+        return torch.from_numpy(np.flatnonzero(plan.admit)), torch.from_numpy(plan.slots)
 
     def add(self, x: torch.Tensor, y: torch.Tensor, y_host: torch.Tensor | None = None) -> None:
         """Offer a batch x: (B, ...), y: (B,) to the buffer; y_host: y on the CPU, when the
@@ -64,7 +101,7 @@ class ReplayBuffer:
             )
         if self.host_labels and y_host is None:
             y_host = y.detach().cpu()
-        src, dst = self._slots(y if y_host is None else y_host)
+        src, dst = self._slots(y_host, int(y.shape[0]))
         self.seen += int(y.shape[0])
         if src.numel():
             if self.labels_host is not None:
@@ -116,77 +153,60 @@ class ReplayBuffer:
                 self.labels_host[: self.size] = state["y"]
 
 
-def _keep_last(src: torch.Tensor, dst: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop all but the last write to each slot, as sequential insertion would."""
-    if dst.numel() < 2:
-        return src, dst
-    order = torch.arange(dst.numel())
-    last = torch.full((int(dst.max()) + 1,), -1, dtype=torch.long)
-    last.scatter_reduce_(0, dst, order, reduce="amax")
-    keep = last[dst] == order
-    return src[keep], dst[keep]
-
-
 class ReservoirBuffer(ReplayBuffer):
     """Reservoir sampling (Vitter 1985): every item seen so far is kept with equal probability."""
 
-    def _slots(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        b = int(y.shape[0])
-        counts = torch.arange(self.seen, self.seen + b)
-        fill = counts < self.capacity
-        # item number j (0-based) replaces slot r ~ U{0..j} when r < capacity.
-        r = (torch.rand(b, generator=self.generator) * (counts + 1).double()).long()
-        dst = torch.where(fill, counts, r)
-        take = fill | (r < self.capacity)
-        src = torch.arange(b)[take]
-        dst = dst[take]
-        self.size = min(self.capacity, self.seen + b)
-        return _keep_last(src, dst)
+    def __init__(self, capacity: int, device: str | torch.device = "cpu", seed: int = 0,
+                 host_labels: bool = False) -> None:
+        super().__init__(capacity, device, seed, host_labels, policy=ReservoirEviction())
 
 
-class ClassBalancedBuffer(ReplayBuffer):
-    """Keeps the classes balanced (GDumb's sampler, Prabhu et al. 2020): when full, an
+class GDumbBuffer(ReplayBuffer):
+    """Keeps the classes balanced with GDumb's sampler (Prabhu et al. 2020): when full, an
     item of a class that is not the largest replaces a random item of a largest class;
     an item of a largest class is not stored.
     """
 
     def __init__(self, capacity: int, device: str | torch.device = "cpu", seed: int = 0,
                  host_labels: bool = True) -> None:
-        super().__init__(capacity, device, seed, host_labels=True)  # its choices read the labels
-
-    def _slots(self, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # Class balancing depends on every previous insertion, so items go one by one;
-        # only the per-item work is vectorised. Batches are small in online learning.
-        src, dst = [], []
-        labels = y.detach().cpu()
-        stored = self.labels_host[: self.size].clone() if self.size else torch.empty(0, dtype=y.dtype)
-        for i, label in enumerate(labels.tolist()):
-            if self.size < self.capacity:
-                slot = self.size
-                self.size += 1
-                stored = torch.cat([stored, labels[i : i + 1]])
-            else:
-                classes, counts = torch.unique(stored, return_counts=True)
-                largest = classes[counts == counts.max()]
-                own = (classes == label).nonzero()
-                if own.numel() and counts[own[0, 0]] == counts.max():
-                    continue  # its class is already the largest: keep the buffer as it is
-                else:
-                    pick = largest[torch.randint(largest.numel(), (1,), generator=self.generator)]
-                    members = (stored == pick).nonzero().squeeze(1)
-                    slot = int(members[torch.randint(members.numel(), (1,), generator=self.generator)])
-                stored[slot] = label
-            src.append(i)
-            dst.append(slot)
-        return _keep_last(torch.tensor(src, dtype=torch.long), torch.tensor(dst, dtype=torch.long))
+        super().__init__(capacity, device, seed, host_labels, policy=GDumbEviction())
 
 
-BUFFERS = {"reservoir": ReservoirBuffer, "class_balanced": ClassBalancedBuffer}
+BUFFERS: dict[str, type[ReplayBuffer]] = {"reservoir": ReservoirBuffer, "gdumb": GDumbBuffer}
+#: old buffer names -> (current name, why it changed); accepted with a warning for one release
+RENAMED = {
+    "class_balanced": (
+        "gdumb",
+        "it is GDumb's sampler, which refuses a newcomer of a largest class; the vector "
+        "store's eviction='class_balanced' is a different policy",
+    ),
+}
 
 
 def make_buffer(kind: str, capacity: int, device: str | torch.device = "cpu", seed: int = 0,
                 host_labels: bool = False) -> ReplayBuffer:
-    """Build a replay buffer by name (``reservoir`` or ``class_balanced``)."""
+    """Build a replay buffer by name (``reservoir`` or ``gdumb``)."""
+    if kind in RENAMED:
+        new, why = RENAMED[kind]
+        warnings.warn(
+            f"buffer kind {kind!r} is renamed {new!r} ({why}); the old name will be removed "
+            f"in the next release: use buffer_kind={new}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        kind = new
     if kind not in BUFFERS:
         raise ConfigError(f"unknown buffer kind {kind!r}; choose one of {sorted(BUFFERS)}")
     return BUFFERS[kind](capacity, device=device, seed=seed, host_labels=host_labels)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ClassBalancedBuffer":  # the old class name, kept for one release
+        warnings.warn(
+            "ClassBalancedBuffer is renamed GDumbBuffer (it is GDumb's sampler); the old "
+            "name will be removed in the next release",
+            FutureWarning,
+            stacklevel=2,
+        )
+        return GDumbBuffer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

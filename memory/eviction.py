@@ -24,11 +24,25 @@ Policies (``make_eviction(name)``):
   C / (i + 1) and then replaces a uniformly chosen slot, so the store is a
   uniform sample of everything offered. Departure: slots freed by ``remove``
   are refilled first, unconditionally.
+- ``gdumb``: GDumb's greedy class-balancing sampler (Prabhu et al. 2020, Sec. 3),
+  item by item: while there is room an item is stored; when full, a newcomer of
+  a largest class is refused, any other replaces a random member of a random
+  largest class.
 - ``class_balanced``: each eviction takes a random member of a currently
-  largest class, counting the newcomers (the greedy class balancer of GDumb,
-  Prabhu et al. 2020, Sec. 3); ties between equally large classes are broken
-  at random. Departure from GDumb: a newcomer of a largest class is not
-  refused outright; it competes at random with that class's stored members.
+  largest class, counting the newcomers; ties between equally large classes
+  are broken at random. Unlike ``gdumb``, a newcomer of a largest class is not
+  refused outright: it competes at random with that class's stored members,
+  which lets a whole batch be planned at once.
+
+(A third thing sometimes called class-balanced, one reservoir per class, is a set
+of ``ReservoirBuffer`` s, one per class: TAME's selector buffer.)
+
+Who asks: the vector store asks its policy only when an ``add`` would exceed the
+capacity, with a numpy ``Generator``; a replay buffer (``continual.memory.buffers``)
+asks at every ``add``, with its CPU ``torch.Generator``, and only policies that
+place items (``places_items``: ``reservoir``, ``gdumb``), because its draws are by
+slot. The random helpers below take either generator; the torch one keeps the draws
+replay buffers have always made, so recorded runs replay bit for bit.
 """
 
 from __future__ import annotations
@@ -38,6 +52,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+import torch
 
 from continual.types import ConfigError
 
@@ -47,12 +62,18 @@ __all__ = [
     "EvictionPolicy",
     "EvictionView",
     "FifoEviction",
+    "GDumbEviction",
     "LruEviction",
     "ReservoirEviction",
     "RetentionEviction",
     "EVICTION_POLICIES",
+    "last_writes",
     "make_eviction",
+    "reservoir_slots",
 ]
+
+#: the random sources a policy may be handed: the store's numpy one, a buffer's torch one
+Rng = np.random.Generator | torch.Generator
 
 
 @dataclass(frozen=True)
@@ -97,10 +118,15 @@ class EvictionPlan:
     admit: (B,) bool, True for each incoming item the store keeps.
     evict: (E,) int64 distinct slots (positions in the view's columns) of the
         stored items to drop. The store checks n - E + admit.sum() <= capacity.
+    slots: (A,) int64, for a policy that ``places_items``: the slot each admitted
+        item takes, in input order (evicted slots, or n, n+1, ... for new ones).
+        The vector store places items itself (evicted slots in order, then new
+        ones); a replay buffer, whose draws are by slot, follows ``slots``.
     """
 
     admit: np.ndarray
     evict: np.ndarray
+    slots: np.ndarray | None = None
 
 
 class EvictionPolicy(ABC):
@@ -108,9 +134,10 @@ class EvictionPolicy(ABC):
 
     name: ClassVar[str] = ""
     needs_labels: ClassVar[bool] = False
+    places_items: ClassVar[bool] = False  # fills EvictionPlan.slots; replay buffers need it
 
     @abstractmethod
-    def plan(self, view: EvictionView, rng: np.random.Generator) -> EvictionPlan:
+    def plan(self, view: EvictionView, rng: Rng) -> EvictionPlan:
         """Return which incoming items to admit and which stored slots to evict."""
 
     def __repr__(self) -> str:
@@ -137,6 +164,61 @@ def lowest(primary: np.ndarray, secondary: np.ndarray, count: int) -> np.ndarray
     return np.concatenate([below, ties]).astype(np.int64, copy=False)
 
 
+def last_writes(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Keep only the last write to each slot, as writing the items one by one would.
+
+    src: (W,) positions in the batch, dst: (W,) the slot each writes, in write order.
+    Returns the surviving (src, dst) pairs, in the same order.
+    """
+    if dst.shape[0] < 2:
+        return src, dst
+    _, first_from_end = np.unique(dst[::-1], return_index=True)
+    keep = np.zeros(dst.shape[0], dtype=bool)
+    keep[dst.shape[0] - 1 - first_from_end] = True
+    return src[keep], dst[keep]
+
+
+def uniform_upto(rng: Rng, high: np.ndarray, batch: int) -> np.ndarray:
+    """(len(high),) int64 draws, each uniform in [0, high[i]].
+
+    A numpy Generator draws integers. A torch Generator draws ``batch`` floats (one per
+    item of the batch, the last len(high) used) and scales them: the replay buffers'
+    draws since the first release, kept so that their runs replay bit for bit.
+    """
+    if isinstance(rng, torch.Generator):
+        u = torch.rand(batch, generator=rng)[batch - high.shape[0]:]
+        return (u * torch.from_numpy(high + 1).double()).long().numpy()
+    if high.shape[0] == 0:
+        return np.empty(0, dtype=np.int64)
+    return rng.integers(0, high + 1)
+
+
+def randbelow(rng: Rng, n: int) -> int:
+    """One integer uniform in [0, n) from either kind of generator."""
+    if isinstance(rng, torch.Generator):
+        return int(torch.randint(n, (1,), generator=rng))
+    return int(rng.integers(n))
+
+
+def reservoir_slots(stored: int, seen: int, batch: int, capacity: int,
+                    rng: Rng) -> tuple[np.ndarray, np.ndarray]:
+    """Vitter's Algorithm R for a batch: which items are kept and where.
+
+    stored: items held now; seen: items offered before this batch. Free slots are filled
+    first (stored, stored + 1, ...); the others, item i of all offered (0-based), draw j
+    uniform in [0, i] and replace slot j when j < capacity, else are not kept. When two
+    items of the batch write one slot, the later wins. Returns (src, dst): (A,) positions
+    in the batch that are kept, ascending, and (A,) the slot each takes.
+    """
+    first = min(max(0, capacity - stored), batch)
+    slot = np.full(batch, -1, dtype=np.int64)
+    slot[:first] = stored + np.arange(first)
+    j = uniform_upto(rng, seen + np.arange(first, batch, dtype=np.int64), batch)
+    slot[first:] = np.where(j < capacity, j, -1)
+    written = np.flatnonzero(slot >= 0)
+    return last_writes(written, slot[written])
+
+
 class _RankedEviction(EvictionPolicy):
     """Evict the lowest-ranked items among stored and incoming together."""
 
@@ -144,7 +226,7 @@ class _RankedEviction(EvictionPolicy):
     def keys(self, view: EvictionView) -> tuple[np.ndarray, np.ndarray]:
         """(n + B,) primary rank keys for stored then incoming items; lowest go first."""
 
-    def plan(self, view: EvictionView, rng: np.random.Generator) -> EvictionPlan:
+    def plan(self, view: EvictionView, rng: Rng) -> EvictionPlan:
         primary, new_primary = self.keys(view)
         union = lowest(
             np.concatenate([primary, new_primary]),
@@ -179,11 +261,6 @@ class RetentionEviction(_RankedEviction):
 
     name = "retention"
 
-    @staticmethod
-    def retention(view: EvictionView) -> np.ndarray:
-        """(n,) R = exp(-(now - last_recall) / strength) of the stored items."""
-        return np.exp(-(view.now - view.last_recall) / view.strength)
-
     def keys(self, view: EvictionView) -> tuple[np.ndarray, np.ndarray]:
         # exp is monotone: rank by -t/S, which needs no exp and cannot underflow to ties
         score = -(view.now - view.last_recall) / view.strength
@@ -194,29 +271,52 @@ class ReservoirEviction(EvictionPolicy):
     """Vitter's Algorithm R: the store stays a uniform sample of all items offered."""
 
     name = "reservoir"
+    places_items = True
 
-    def plan(self, view: EvictionView, rng: np.random.Generator) -> EvictionPlan:
-        n, b, cap = view.n, view.new_ids.shape[0], view.capacity
-        free = max(0, cap - n)
-        # slot owned by each incoming item: the first `free` fill slots n, n+1, ...
-        # the others draw j uniform in [0, i] (i = items offered before them) and
-        # replace slot j when j < capacity, else are not stored
-        slot = np.full(b, -1, dtype=np.int64)
-        first = min(free, b)
-        slot[:first] = n + np.arange(first)
-        if b > first:
-            offered = view.seen + np.arange(first, b)
-            j = rng.integers(0, offered + 1)
-            slot[first:] = np.where(j < cap, j, -1)
-        # when several items write the same slot, the last one wins
-        written = np.flatnonzero(slot >= 0)
-        rev = written[::-1]
-        _, last = np.unique(slot[rev], return_index=True)
-        winners = rev[last]
-        admit = np.zeros(b, dtype=bool)
-        admit[winners] = True
-        replaced = slot[winners]
-        return EvictionPlan(admit=admit, evict=np.sort(replaced[replaced < n]))
+    def plan(self, view: EvictionView, rng: Rng) -> EvictionPlan:
+        n = view.n
+        src, dst = reservoir_slots(n, view.seen, view.new_ids.shape[0], view.capacity, rng)
+        admit = np.zeros(view.new_ids.shape[0], dtype=bool)
+        admit[src] = True
+        return EvictionPlan(admit=admit, evict=np.sort(dst[dst < n]), slots=dst)
+
+
+class GDumbEviction(EvictionPolicy):
+    """GDumb's class-balancing sampler (Prabhu et al. 2020, Sec. 3), item by item: when
+    full, an item of a class that is not the largest replaces a random member of a random
+    largest class; an item of a largest class is not stored.
+    """
+
+    name = "gdumb"
+    needs_labels = True
+    places_items = True
+
+    def plan(self, view: EvictionView, rng: Rng) -> EvictionPlan:
+        # Each choice depends on every one before it, so items go one by one; only the
+        # per-item work is vectorised. Batches are small in online learning.
+        n, size = view.n, view.n
+        stored = np.concatenate([view.labels, np.empty(view.new_labels.shape[0], np.int64)])
+        src, dst = [], []
+        for i, label in enumerate(view.new_labels.tolist()):
+            if size < view.capacity:
+                slot = size
+                size += 1
+            else:
+                classes, counts = np.unique(stored[:size], return_counts=True)
+                own = np.flatnonzero(classes == label)
+                if own.size and counts[own[0]] == counts.max():
+                    continue  # its class is already the largest: keep the buffer as it is
+                largest = classes[counts == counts.max()]
+                pick = largest[randbelow(rng, largest.shape[0])]
+                members = np.flatnonzero(stored[:size] == pick)
+                slot = int(members[randbelow(rng, members.shape[0])])
+            stored[slot] = label
+            src.append(i)
+            dst.append(slot)
+        src, dst = last_writes(np.array(src, dtype=np.int64), np.array(dst, dtype=np.int64))
+        admit = np.zeros(view.new_labels.shape[0], dtype=bool)
+        admit[src] = True
+        return EvictionPlan(admit=admit, evict=np.sort(dst[dst < n]), slots=dst)
 
 
 class ClassBalancedEviction(EvictionPolicy):
@@ -271,6 +371,7 @@ EVICTION_POLICIES: dict[str, type[EvictionPolicy]] = {
         LruEviction,
         RetentionEviction,
         ReservoirEviction,
+        GDumbEviction,
         ClassBalancedEviction,
     )
 }

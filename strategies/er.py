@@ -1,7 +1,8 @@
 """Experience replay (Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual Learning").
 
 Each step trains on the incoming batch concatenated with a batch drawn from a
-replay buffer, then offers the incoming batch to the buffer (reservoir by default).
+replay buffer, then offers the incoming batch to the buffer: ``buffer_kind`` names its
+eviction policy, ``reservoir`` (default) or ``gdumb`` (``continual.memory.buffers``).
 """
 
 from __future__ import annotations

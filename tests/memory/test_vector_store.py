@@ -20,7 +20,7 @@ from continual.types import ConfigError
 
 DIM = 8
 KINDS = ("flat", "ivf", "hnsw")
-POLICIES = ("fifo", "lru", "retention", "reservoir", "class_balanced")
+POLICIES = ("fifo", "lru", "retention", "reservoir", "gdumb", "class_balanced")
 SMALL_IVF = {"nlist": 4, "train_size": 40, "nprobe": 4}  # nprobe == nlist: exact once trained
 
 
