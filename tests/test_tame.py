@@ -1,4 +1,4 @@
-"""TAME (strategies/tame.py): detector, expert pool, selector, pruning, bookkeeping."""
+"""TAME (strategies/tame/): detector, expert pool, selector, pruning, bookkeeping."""
 
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ import torch
 
 from continual.metrics import recurrence_scores
 from continual.models import build_model
+from continual.models.parameters import count_parameters, prune_to_sparsity, sparsity
+from continual.strategies.base import fit
 from continual.strategies.tame import (
     TAME,
     ExpertSelector,
     LossTracker,
     ThresholdDetector,
-    count_parameters,
     detect_shifts,
-    fit,
-    prune_to_sparsity,
-    sparsity,
 )
 from continual.streams.datasets import from_arrays
 from continual.streams.generators import class_incremental

@@ -2,17 +2,20 @@
 
 Zhu, Majzoubi, Jain, Choromanska, "TAME: Task Agnostic Continual Learning using
 Multiple Experts", CVPR 2024 Workshops (arXiv 2210.03869). The learner never sees
-task ids or boundaries. Four parts, each usable and tested on its own:
+task ids or boundaries. This module holds the strategy, ``TAME``; its parts, each usable and
+tested on its own, have their own modules in this package:
 
-- ``LossTracker`` + detectors (``ThresholdDetector``, the paper's rule; ``RiverDetector``,
-  river's ADWIN / PageHinkley / KSWIN): decide from the active expert's loss that the
-  data distribution has switched.
-- ``ExpertPool``: the experts, each with its optimiser, loss tracker, detector and
-  pruning buffer; finds the first existing expert that fits the new data, or spawns one.
-- ``ExpertSelector``: a network x -> expert id trained on a per-class uniform sample of
-  (x, expert active when x was seen); at inference it routes each input to an expert.
-- ``prune_to_sparsity`` / ``fit``: global L1 unstructured pruning (``torch.nn.utils.prune``)
-  and the fine-tuning loop shared by selector training and pruning.
+- ``detector``: ``LossTracker`` + detectors (``ThresholdDetector``, the paper's rule;
+  ``RiverDetector``, river's ADWIN / PageHinkley / KSWIN), river-style ``update(loss)`` ->
+  switch flag: decide from the active expert's loss that the data distribution has switched.
+- ``experts``: ``ExpertPool``, the experts, each with its optimiser, loss tracker, detector
+  and pruning buffer; finds the first existing expert that fits the new data, or spawns one.
+- ``selector``: ``ExpertSelector``, a network x -> expert id trained on a per-class uniform
+  sample of (x, expert active when x was seen); at inference it routes each input to an expert.
+- shared with other strategies: global L1 unstructured pruning and parameter counting
+  (``continual.models.parameters``), the SGD fine-tuning loop of selector training and
+  pruning (``continual.strategies.base.fit``, ``train_epochs``), the switch metrics
+  (``continual.metrics.boundary_scores``, ``recurrence_scores``).
 
 Per batch (paper, Sec. 3): a NaN/Inf l_t raises NonFiniteLoss before the detector, the loss
 window or any weight sees it (the runner skips the batch or stops: ``on_nan``). The active
@@ -100,468 +103,39 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections import deque
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from continual.memory.buffers import ReservoirBuffer
 from continual.models.parameters import (
     check_share,
     count_parameters,
     fold_masks,
-    mask_like,
     mask_zeros,
     prune_to_sparsity,
     pruned_like,
-    sparsity,  # noqa: F401 - re-exported: continual.strategies.tame.sparsity
 )
 from continual.strategies.base import (
     GradientStrategy,
+    cross_entropy,
     finite_loss_value,
+    fit_optimizer,
     guarded_step,
-    make_optimizer,
     require_at_least,
     snapshot,
-    train_epochs,
 )
-from continual.types import Batch, ConfigError, NonFiniteLoss
+from continual.strategies.tame.detector import LossTracker, make_detector
+from continual.strategies.tame.experts import Expert, ExpertPool
+from continual.strategies.tame.selector import ExpertSelector
+from continual.types import Batch, ConfigError
 
-DETECTORS = ("threshold", "adwin", "page_hinkley", "kswin")
 TRAIN_AT = ("end", "eval")
 PRUNE_AT = ("switch", "end")
 LABELS = ("global", "within_task")
 
 
-# --------------------------------------------------------------------------- detection
-class LossTracker:
-    """One expert's loss statistics: a window of its last W raw losses and a smoothed loss.
-
-    ``threshold()`` is the paper's tau = mean(window) + n_sigma * max(std(window), min_std)
-    (population std); it changes only when ``record`` adds a loss, so an inactive expert
-    keeps the tau it had when last active.
-    """
-
-    def __init__(
-        self, window: int = 100, alpha: float = 0.2, n_sigma: float = 3.0, min_std: float = 0.005,
-        initial_loss: float | None = None, clip: bool = False,
-    ) -> None:
-        if window < 2:
-            raise ConfigError(f"the loss window needs at least 2 losses, got window={window}")
-        if not 0.0 < alpha <= 1.0:
-            raise ConfigError(f"smoothing factor alpha must lie in (0, 1], got {alpha}")
-        self.alpha, self.n_sigma, self.min_std = float(alpha), float(n_sigma), float(min_std)
-        self.clip = bool(clip)
-        self.window: deque[float] = deque(maxlen=int(window))
-        if initial_loss is not None:
-            self.window.append(float(initial_loss))
-        self.smoothed: float | None = None
-
-    def mean(self) -> float:
-        return sum(self.window) / len(self.window) if self.window else math.inf
-
-    def threshold(self) -> float:
-        """tau = mean + n_sigma * max(std, min_std) of the window (inf while it is empty)."""
-        if not self.window:
-            return math.inf
-        mean = self.mean()
-        std = math.sqrt(sum((v - mean) ** 2 for v in self.window) / len(self.window))
-        return mean + self.n_sigma * max(std, self.min_std)
-
-    def candidate(self, loss: float) -> float:
-        """The smoothed loss this expert would have after seeing ``loss``."""
-        if self.smoothed is None:
-            return float(loss)
-        return self.alpha * float(loss) + (1.0 - self.alpha) * self.smoothed
-
-    def accepts(self, loss: float) -> bool:
-        """Whether data with this loss fits the expert: candidate smoothed loss under tau."""
-        return self.candidate(loss) < self.threshold()
-
-    def record(self, loss: float) -> None:
-        """Add a loss of a step the expert trained on (window and smoothed loss).
-
-        With ``clip`` the window gets min(loss, tau): a single spike that did not move the
-        smoothed loss past tau is not let in to raise tau for the next W steps.
-        """
-        tau = self.threshold()
-        self.smoothed = self.candidate(loss)
-        self.window.append(min(float(loss), tau) if self.clip else float(loss))
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"window": list(self.window), "smoothed": self.smoothed}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.window.clear()
-        self.window.extend(state["window"])
-        self.smoothed = state["smoothed"]
-
-
-class ThresholdDetector:
-    """The paper's rule: a switch when the smoothed loss exceeds tau (no state of its own)."""
-
-    def fires(self, loss: float, tracker: LossTracker) -> bool:
-        return tracker.candidate(loss) > tracker.threshold()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        pass
-
-
-class RiverDetector:
-    """A river drift detector (ADWIN, PageHinkley, KSWIN) on the active expert's raw loss.
-
-    Fires when river reports a drift *and* the smoothed loss is above the window mean,
-    i.e. the loss went up (a falling learning curve is not a task switch). ADWIN and KSWIN
-    need 10-20 steps to fire on a jump, and meanwhile the expert keeps training on the new
-    task, which lowers the very loss they watch (see benchmarks/results/tame.md).
-    """
-
-    KINDS = {"adwin": "ADWIN", "page_hinkley": "PageHinkley", "kswin": "KSWIN"}
-    # Defaults tuned for per-step losses (river's own are for other scales): ADWIN checks
-    # every step (clock=1, not 32); PageHinkley watches increases only, with a threshold
-    # in loss units; KSWIN's alpha is lowered because it tests at every step.
-    DEFAULTS: dict[str, dict[str, Any]] = {
-        "adwin": {"delta": 0.002, "clock": 1, "grace_period": 10},
-        "page_hinkley": {"mode": "up", "threshold": 2.0, "delta": 0.005, "min_instances": 10},
-        "kswin": {"alpha": 1e-5, "window_size": 100, "stat_size": 30, "seed": 0},
-    }
-
-    def __init__(self, kind: str, **params: Any) -> None:
-        self.kind, self.params = kind, params
-        self.history: list[float] = []  # every loss fed in: the state, as plain data
-        if kind not in self.KINDS:
-            raise ConfigError(
-                f"unknown river detector {kind!r}; choose one of {sorted(self.KINDS)}"
-            )
-        try:
-            from river import drift
-        except ImportError as err:  # pragma: no cover - river is a declared dependency
-            raise ConfigError(f"detector {kind!r} needs river: pip install river ({err})") from err
-        try:
-            self.detector = getattr(drift, self.KINDS[kind])(**{**self.DEFAULTS[kind], **params})
-        except TypeError as err:
-            raise ConfigError(f"bad parameters for river {self.KINDS[kind]}: {err}") from err
-
-    def fires(self, loss: float, tracker: LossTracker) -> bool:
-        self.detector.update(float(loss))
-        self.history.append(float(loss))
-        return bool(self.detector.drift_detected) and tracker.candidate(loss) > tracker.mean()
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"history": list(self.history)}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Rebuild river's detector by replaying the losses it saw (exact, and checkpoints
-        stay plain tensors and containers, loadable with ``weights_only=True``)."""
-        self.__init__(self.kind, **self.params)
-        for loss in state["history"]:
-            self.detector.update(loss)
-        self.history = list(state["history"])
-
-
-def make_detector(
-    name: str, params: dict[str, Any] | None = None
-) -> ThresholdDetector | RiverDetector:
-    """A switch detector by name: ``threshold`` (paper), ``adwin``, ``page_hinkley``, ``kswin``."""
-    if name == "threshold":
-        return ThresholdDetector()
-    if name in RiverDetector.KINDS:
-        return RiverDetector(name, **dict(params or {}))
-    raise ConfigError(f"unknown detector {name!r}; choose one of {list(DETECTORS)}")
-
-
-def detect_shifts(
-    losses: Sequence[float], detector: str = "threshold", detector_params: dict | None = None,
-    warmup: int = 0, **tracker_options: Any,
-) -> list[int]:
-    """Run one expert's detector over a loss series; return the indices where it fired.
-
-    Losses at which it does not fire are recorded as training steps, as in the strategy;
-    after a firing the series continues with a fresh tracker and detector (a new expert).
-    The first ``warmup`` losses after each (re)start are recorded without a check.
-    """
-    def make() -> tuple[LossTracker, ThresholdDetector | RiverDetector]:
-        return LossTracker(**tracker_options), make_detector(detector, detector_params)
-
-    tracker, det = make()
-    fired, since = [], 0
-    for i, loss in enumerate(losses):
-        if since >= max(1, warmup) and det.fires(loss, tracker):
-            fired.append(i)
-            tracker, det = make()
-            since = 0
-        tracker.record(loss)
-        since += 1
-    return fired
-
-
-# --------------------------------------------------------------------------- training helpers
-def expert_loss(logits: torch.Tensor, y: torch.Tensor, sigmoid: bool) -> torch.Tensor:
-    """Mean cross-entropy on logits (B, C); through a sigmoid first when ``sigmoid`` (paper)."""
-    return F.cross_entropy(torch.sigmoid(logits) if sigmoid else logits, y)
-
-
-def fit_optimizer(model: nn.Module, lr: float, momentum: float = 0.9,
-                  weight_decay: float = 5e-4) -> torch.optim.Optimizer:
-    """The SGD of selector training and of fine-tuning after pruning (the code's)."""
-    return make_optimizer(model.parameters(), "sgd", lr=lr, momentum=momentum,
-                          weight_decay=weight_decay)
-
-
-def fit(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
-    batch_size: int = 128,
-    sigmoid: bool = True, momentum: float = 0.9, weight_decay: float = 5e-4,
-    generator: torch.Generator | None = None,
-) -> float:
-    """Train ``model`` on (x: (N, ...), y: (N,)) for ``epochs`` shuffled passes with SGD.
-
-    Used to train the selector and to fine-tune pruned networks (pruning masks stay in
-    force: torch's pruning hooks recompute the masked weights every forward). Minibatches
-    with a NaN/Inf loss are skipped (``continual.strategies.base.train_epochs``). Returns the
-    last epoch's mean loss (nan when there is nothing to fit).
-    """
-    opt = fit_optimizer(model, lr, momentum, weight_decay)
-    return train_epochs(model, opt, x, y, epochs, batch_size,
-                        lambda out, target: expert_loss(out, target, sigmoid), generator)[0]
-
-
-def mode_dependent(model: nn.Module) -> bool:
-    """Whether train and eval mode give different outputs (normalisation with running
-    statistics, dropout)."""
-    kinds = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
-    return any(isinstance(m, kinds) for m in model.modules())
-
-
-def with_head(model: nn.Module, n_outputs: int) -> nn.Module:
-    """``model`` with a fresh head of ``n_outputs`` when its head has another size."""
-    if model.head.out_features != n_outputs:
-        device = next(model.parameters()).device
-        model.head = nn.Linear(model.head.in_features, n_outputs).to(device)
-    return model
-
-
-def fresh_copy(template: nn.Module) -> nn.Module:
-    """A deep copy of ``template`` with every parameter re-initialised (torch's global RNG)."""
-    model = copy.deepcopy(template)
-    for m in model.modules():
-        if hasattr(m, "reset_parameters") and m is not model:
-            m.reset_parameters()
-    return model
-
-
-# --------------------------------------------------------------------------- experts
-@dataclass
-class Expert:
-    """One task expert: its network, optimiser, loss statistics, detector and pruning buffer."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    tracker: LossTracker
-    detector: ThresholdDetector | RiverDetector
-    prune_buffer: ReservoirBuffer
-    steps: int = 0
-    pruned_at: int = -1  # ``steps`` when last pruned and fine-tuned (-1: never; masks stay)
-
-    @property
-    def pruned(self) -> bool:
-        return self.pruned_at >= 0
-
-    def pruned_and_current(self) -> bool:
-        """Pruned and fine-tuned, and not trained since: its deployed copy is itself."""
-        return self.pruned_at == self.steps
-
-
-class ExpertPool:
-    """The experts: spawn from a template, score a batch, find the first one that fits.
-
-    n_outputs: the experts' head size (None: the template's; the code's label setting uses
-    classes per task).
-    """
-
-    def __init__(
-        self, template: nn.Module, make_tracker: Callable[[], LossTracker],
-        make_switch_detector: Callable[[], ThresholdDetector | RiverDetector],
-        lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
-        prune_capacity: int = 500, sigmoid: bool = True, seed: int = 0,
-        n_outputs: int | None = None,
-    ) -> None:
-        self.template = template
-        self.device = next(template.parameters()).device
-        self.make_tracker, self.make_detector = make_tracker, make_switch_detector
-        self.optim_options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
-        self.prune_capacity, self.sigmoid, self.seed = int(prune_capacity), sigmoid, seed
-        self.n_outputs = int(n_outputs or template.head.out_features)
-        # train and eval mode differ (BatchNorm, dropout): decisions need their own eval pass
-        self.mode_dependent = mode_dependent(template)
-        self.experts: list[Expert] = []
-        # the experts' optimisers, one list object for the pool's life (an LR schedule finds them)
-        self.optimizers: list[torch.optim.Optimizer] = []
-
-    def __len__(self) -> int:
-        return len(self.experts)
-
-    def __getitem__(self, i: int) -> Expert:
-        return self.experts[i]
-
-    def _make(self, model: nn.Module) -> Expert:
-        i = len(self.experts)
-        return Expert(
-            model=model,
-            optimizer=make_optimizer(model.parameters(), "sgd", **self.optim_options),
-            tracker=self.make_tracker(),
-            detector=self.make_detector(),
-            prune_buffer=ReservoirBuffer(self.prune_capacity, device=self.device,
-                                         seed=self.seed + 7919 * i),
-        )
-
-    def spawn(self) -> int:
-        """Add a freshly initialised expert; return its id."""
-        model = with_head(fresh_copy(self.template).to(self.device), self.n_outputs)
-        self.experts.append(self._make(model))
-        self.optimizers.append(self.experts[-1].optimizer)
-        return len(self.experts) - 1
-
-    @torch.no_grad()
-    def loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Expert i's mean loss on (x: (B, ...), y: (B,)), eval mode, no gradient: the one
-        loss scale of every switch decision (the window, tau and the candidates)."""
-        model = self.experts[i].model
-        model.eval()
-        return float(expert_loss(model(x), y, self.sigmoid))
-
-    def decision_loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float | None:
-        """Expert i's eval-mode loss on the batch, taken before its step; None for a model
-        that behaves the same in both modes (its training loss is that value: no second
-        forward pass)."""
-        if not self.mode_dependent:
-            return None
-        value = self.loss(i, x, y)
-        if not math.isfinite(value):
-            raise NonFiniteLoss(f"TAME's eval-mode decision loss of expert {i} is {value}")
-        return value
-
-    def first_match(
-        self, x: torch.Tensor, y: torch.Tensor, exclude: int | None = None
-    ) -> tuple[int, float] | None:
-        """(id, loss) of the first expert, in spawn order, whose candidate smoothed loss on
-        this batch is under its frozen tau (the paper's first match, not best match)."""
-        for i, e in enumerate(self.experts):
-            if i == exclude:
-                continue
-            loss = self.loss(i, x, y)
-            if e.tracker.accepts(loss):
-                return i, loss
-        return None
-
-    def n_parameters(self) -> int:
-        return sum(count_parameters(e.model) for e in self.experts)
-
-    def held_parameters(self) -> int:
-        """Parameters the pool holds while training: nonzero ones of the pruned experts,
-        all of the others (the count a sparse storage of the pruned experts would need)."""
-        return sum(count_parameters(e.model, nonzero=e.pruned) for e in self.experts)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"experts": [{
-            "model": e.model.state_dict(), "optimizer": e.optimizer.state_dict(),
-            "tracker": e.tracker.state_dict(), "detector": e.detector.state_dict(),
-            "prune_buffer": e.prune_buffer.state_dict(), "steps": e.steps,
-            "pruned_at": e.pruned_at,
-        } for e in self.experts]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.experts = []
-        for s in state["experts"]:
-            e = self._make(with_head(copy.deepcopy(self.template).to(self.device), self.n_outputs))
-            mask_like(e.model, s["model"])  # a reused pruned expert trains under its masks
-            e.model.load_state_dict(s["model"])
-            e.optimizer.load_state_dict(s["optimizer"])
-            e.tracker.load_state_dict(s["tracker"])
-            e.detector.load_state_dict(s["detector"])
-            e.prune_buffer.load_state_dict(s["prune_buffer"])
-            e.steps = s["steps"]
-            e.pruned_at = int(s.get("pruned_at", -1))
-            self.experts.append(e)
-        self.optimizers[:] = [e.optimizer for e in self.experts]
-
-
-# --------------------------------------------------------------------------- selector
-class ExpertSelector:
-    """Routes inputs to experts: a copy of the template body with one output per expert.
-
-    Its buffer keeps, per class, a uniform random sample (reservoir, ``capacity //
-    n_classes`` each) of (x, id of the expert active when x was seen).
-    """
-
-    def __init__(
-        self, template: nn.Module, n_classes: int, capacity: int = 5000, seed: int = 0,
-    ) -> None:
-        if not hasattr(template, "head") or not hasattr(template, "feature_dim"):
-            raise ConfigError(
-                f"TAME's selector needs a Classifier with .head and .feature_dim, got "
-                f"{type(template).__name__}; build the model with continual.models.build_model"
-            )
-        per_class = int(capacity) // int(n_classes)
-        if per_class < 1:
-            raise ConfigError(
-                f"selector capacity {capacity} gives no slot per class for {n_classes} classes; "
-                f"use selector_capacity >= {n_classes}"
-            )
-        self.device = next(template.parameters()).device
-        self.model = fresh_copy(template).to(self.device)
-        self.model.head = nn.Linear(template.feature_dim, 1).to(self.device)
-        self.n_experts = 1
-        self.buffers = [
-            ReservoirBuffer(per_class, device=self.device, seed=seed + 104729 * (c + 1))
-            for c in range(int(n_classes))
-        ]
-
-    def grow(self, n_experts: int) -> None:
-        """Widen the output layer to ``n_experts``, keeping the rows already learnt."""
-        if n_experts <= self.n_experts:
-            return
-        old = self.model.head
-        new = nn.Linear(old.in_features, n_experts).to(self.device)
-        with torch.no_grad():
-            new.weight[: old.out_features] = old.weight
-            new.bias[: old.out_features] = old.bias
-        self.model.head, self.n_experts = new, n_experts
-
-    def add(self, x: torch.Tensor, y: torch.Tensor, expert: int) -> None:
-        """Offer inputs x: (B, ...) with class labels y: (B,) seen while ``expert`` was active."""
-        tags = torch.full_like(y, int(expert))
-        for c in torch.unique(y).tolist():
-            m = y == c
-            self.buffers[int(c)].add(x[m], tags[m])
-
-    def items(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """All stored (x, expert id)."""
-        parts = [b.items() for b in self.buffers if len(b)]
-        if not parts:
-            empty = torch.empty(0, dtype=torch.long, device=self.device)
-            return empty.float(), empty
-        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "n_experts": self.n_experts,
-                "buffers": [b.state_dict() for b in self.buffers]}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.grow(state["n_experts"])
-        self.model.load_state_dict(state["model"])
-        for b, s in zip(self.buffers, state["buffers"]):
-            b.load_state_dict(s)
-
-
-# --------------------------------------------------------------------------- the strategy
 @dataclass
 class _Deployed:
     """The networks predict uses: copies of the selector and experts as of ``version``.
@@ -648,8 +222,8 @@ class TAME(GradientStrategy):
             raise ConfigError(f"train_at must be one of {list(TRAIN_AT)}, got {train_at!r}")
         if prune_at not in PRUNE_AT:
             raise ConfigError(f"prune_at must be one of {list(PRUNE_AT)}, got {prune_at!r}")
-        if detector not in DETECTORS:
-            raise ConfigError(f"unknown detector {detector!r}; choose one of {list(DETECTORS)}")
+        self.make_detector = lambda tracker=None: make_detector(detector, detector_params, tracker)
+        self.make_detector()  # fail on an unknown detector or bad parameters now
         if max_experts < 1:
             raise ConfigError(f"max_experts must be at least 1, got {max_experts}")
         require_at_least(1, "TAME", selector_batch_size=selector_batch_size)
@@ -674,10 +248,7 @@ class TAME(GradientStrategy):
         tracker = dict(window=window, alpha=alpha, n_sigma=n_sigma, min_std=min_std,
                        initial_loss=start,
                        clip=clip_window)
-        self.make_detector = lambda: make_detector(detector, detector_params)
-        # Fail on bad window or detector parameters now, not at the first expert.
-        LossTracker(**tracker)
-        self.make_detector()
+        LossTracker(**tracker)  # fail on bad window parameters now, not at the first expert
         self.sigmoid = bool(sigmoid_outputs)
         self.pool = ExpertPool(
             model, lambda: LossTracker(**tracker), self.make_detector, lr, momentum, weight_decay,
@@ -782,12 +353,12 @@ class TAME(GradientStrategy):
         decision = self.pool.decision_loss(self.active, x, y)
         expert.model.train()
         logits = expert.model(x)
-        loss = expert_loss(logits, y, self.sigmoid)
+        loss = cross_entropy(logits, y, self.sigmoid)
         online_correct = (logits.detach().argmax(1) == y).sum()
         # checked before the detector, the window or any weight sees it (NonFiniteLoss)
         value = finite_loss_value(loss)
         decision = value if decision is None else decision
-        if expert.steps and expert.detector.fires(decision, expert.tracker):
+        if expert.steps and expert.detector.update(decision):
             switched = 1.0
             self.detected_switches.append(self.samples_seen)
             new, action, new_decision = self._switch(x, y)
@@ -798,7 +369,7 @@ class TAME(GradientStrategy):
                 if new_decision is None:
                     new_decision = self.pool.decision_loss(new, x, y)
                 expert.model.train()
-                loss = expert_loss(expert.model(x), y, self.sigmoid)
+                loss = cross_entropy(expert.model(x), y, self.sigmoid)
                 value = finite_loss_value(loss)
                 decision = value if new_decision is None else new_decision
         guarded_step(expert.optimizer, loss, check=False)  # checked above
@@ -868,7 +439,7 @@ class TAME(GradientStrategy):
         """``fit`` with this strategy's NaN policy (``GradientStrategy.train_in_hook``)."""
         return self.train_in_hook(
             model, fit_optimizer(model, lr), x, y, epochs, self.selector_options["batch_size"],
-            lambda out, target: expert_loss(out, target, self.sigmoid), self.generator, where)
+            lambda out, target: cross_entropy(out, target, self.sigmoid), self.generator, where)
 
     def finalize(self) -> None:
         """After the stream (the paper): train the selector, prune and fine-tune."""

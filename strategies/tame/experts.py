@@ -1,0 +1,185 @@
+"""TAME's experts: the pool of networks, each with its optimiser, loss statistics, switch
+detector and pruning buffer; spawning, scoring a batch, finding the first expert that fits.
+
+Zhu et al., TAME, CVPR-W 2024, Sec. 3; departures are listed in ``continual.strategies.tame.strategy``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from continual.memory.buffers import ReservoirBuffer
+from continual.models.parameters import count_parameters, mask_like
+from continual.strategies.base import cross_entropy, make_optimizer
+from continual.strategies.tame.detector import LossTracker, RiverDetector, ThresholdDetector
+from continual.types import NonFiniteLoss
+
+
+def mode_dependent(model: nn.Module) -> bool:
+    """Whether train and eval mode give different outputs (normalisation with running
+    statistics, dropout)."""
+    kinds = (nn.modules.batchnorm._NormBase, nn.modules.dropout._DropoutNd)
+    return any(isinstance(m, kinds) for m in model.modules())
+
+
+def with_head(model: nn.Module, n_outputs: int) -> nn.Module:
+    """``model`` with a fresh head of ``n_outputs`` when its head has another size."""
+    if model.head.out_features != n_outputs:
+        device = next(model.parameters()).device
+        model.head = nn.Linear(model.head.in_features, n_outputs).to(device)
+    return model
+
+
+def fresh_copy(template: nn.Module) -> nn.Module:
+    """A deep copy of ``template`` with every parameter re-initialised (torch's global RNG)."""
+    model = copy.deepcopy(template)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()
+    return model
+
+
+@dataclass
+class Expert:
+    """One task expert: its network, optimiser, loss statistics, detector and pruning buffer."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    tracker: LossTracker
+    detector: ThresholdDetector | RiverDetector  # reads ``tracker``
+    prune_buffer: ReservoirBuffer
+    steps: int = 0
+    pruned_at: int = -1  # ``steps`` when last pruned and fine-tuned (-1: never; masks stay)
+
+    @property
+    def pruned(self) -> bool:
+        return self.pruned_at >= 0
+
+    def pruned_and_current(self) -> bool:
+        """Pruned and fine-tuned, and not trained since: its deployed copy is itself."""
+        return self.pruned_at == self.steps
+
+
+class ExpertPool:
+    """The experts: spawn from a template, score a batch, find the first one that fits.
+
+    make_tracker() -> a new expert's ``LossTracker``; make_switch_detector(tracker) -> its
+    detector, reading that tracker.
+
+    n_outputs: the experts' head size (None: the template's; the code's label setting uses
+    classes per task).
+    """
+
+    def __init__(
+        self, template: nn.Module, make_tracker: Callable[[], LossTracker],
+        make_switch_detector: Callable[[LossTracker], ThresholdDetector | RiverDetector],
+        lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
+        prune_capacity: int = 500, sigmoid: bool = True, seed: int = 0,
+        n_outputs: int | None = None,
+    ) -> None:
+        self.template = template
+        self.device = next(template.parameters()).device
+        self.make_tracker, self.make_detector = make_tracker, make_switch_detector
+        self.optim_options = {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+        self.prune_capacity, self.sigmoid, self.seed = int(prune_capacity), sigmoid, seed
+        self.n_outputs = int(n_outputs or template.head.out_features)
+        # train and eval mode differ (BatchNorm, dropout): decisions need their own eval pass
+        self.mode_dependent = mode_dependent(template)
+        self.experts: list[Expert] = []
+        # the experts' optimisers, one list object for the pool's life (an LR schedule finds them)
+        self.optimizers: list[torch.optim.Optimizer] = []
+
+    def __len__(self) -> int:
+        return len(self.experts)
+
+    def __getitem__(self, i: int) -> Expert:
+        return self.experts[i]
+
+    def _make(self, model: nn.Module) -> Expert:
+        i = len(self.experts)
+        tracker = self.make_tracker()
+        return Expert(
+            model=model,
+            optimizer=make_optimizer(model.parameters(), "sgd", **self.optim_options),
+            tracker=tracker,
+            detector=self.make_detector(tracker),
+            prune_buffer=ReservoirBuffer(self.prune_capacity, device=self.device,
+                                         seed=self.seed + 7919 * i),
+        )
+
+    def spawn(self) -> int:
+        """Add a freshly initialised expert; return its id."""
+        model = with_head(fresh_copy(self.template).to(self.device), self.n_outputs)
+        self.experts.append(self._make(model))
+        self.optimizers.append(self.experts[-1].optimizer)
+        return len(self.experts) - 1
+
+    @torch.no_grad()
+    def loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float:
+        """Expert i's mean loss on (x: (B, ...), y: (B,)), eval mode, no gradient: the one
+        loss scale of every switch decision (the window, tau and the candidates)."""
+        model = self.experts[i].model
+        model.eval()
+        return float(cross_entropy(model(x), y, self.sigmoid))
+
+    def decision_loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float | None:
+        """Expert i's eval-mode loss on the batch, taken before its step; None for a model
+        that behaves the same in both modes (its training loss is that value: no second
+        forward pass)."""
+        if not self.mode_dependent:
+            return None
+        value = self.loss(i, x, y)
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"TAME's eval-mode decision loss of expert {i} is {value}")
+        return value
+
+    def first_match(
+        self, x: torch.Tensor, y: torch.Tensor, exclude: int | None = None
+    ) -> tuple[int, float] | None:
+        """(id, loss) of the first expert, in spawn order, whose candidate smoothed loss on
+        this batch is under its frozen tau (the paper's first match, not best match)."""
+        for i, e in enumerate(self.experts):
+            if i == exclude:
+                continue
+            loss = self.loss(i, x, y)
+            if e.tracker.accepts(loss):
+                return i, loss
+        return None
+
+    def n_parameters(self) -> int:
+        return sum(count_parameters(e.model) for e in self.experts)
+
+    def held_parameters(self) -> int:
+        """Parameters the pool holds while training: nonzero ones of the pruned experts,
+        all of the others (the count a sparse storage of the pruned experts would need)."""
+        return sum(count_parameters(e.model, nonzero=e.pruned) for e in self.experts)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"experts": [{
+            "model": e.model.state_dict(), "optimizer": e.optimizer.state_dict(),
+            "tracker": e.tracker.state_dict(), "detector": e.detector.state_dict(),
+            "prune_buffer": e.prune_buffer.state_dict(), "steps": e.steps,
+            "pruned_at": e.pruned_at,
+        } for e in self.experts]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.experts = []
+        for s in state["experts"]:
+            e = self._make(with_head(copy.deepcopy(self.template).to(self.device), self.n_outputs))
+            mask_like(e.model, s["model"])  # a reused pruned expert trains under its masks
+            e.model.load_state_dict(s["model"])
+            e.optimizer.load_state_dict(s["optimizer"])
+            e.tracker.load_state_dict(s["tracker"])
+            e.detector.load_state_dict(s["detector"])
+            e.prune_buffer.load_state_dict(s["prune_buffer"])
+            e.steps = s["steps"]
+            e.pruned_at = int(s.get("pruned_at", -1))
+            self.experts.append(e)
+        self.optimizers[:] = [e.optimizer for e in self.experts]
