@@ -91,6 +91,13 @@ def _rotate_half(x: torch.Tensor, left: bool) -> torch.Tensor:
     return out
 
 
+def check_rotations(rotations: int) -> None:
+    """Refuse a number of rotation copies other than 1, 4 or 16."""
+    if rotations not in ROTATIONS:
+        raise ConfigError(f"rotations must be one of {ROTATIONS}, got {rotations}; "
+                          "16 is the paper's setting, 4 the documented CPU saving")
+
+
 def rotation_views(x: torch.Tensor, y: torch.Tensor, n_classes: int, rotations: int = 16
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """OCM's rotation copies with their pseudo-labels (paper Sec. 3.1, official ``Rotation``).
@@ -103,9 +110,7 @@ def rotation_views(x: torch.Tensor, y: torch.Tensor, n_classes: int, rotations: 
     degrees (counter-clockwise, ``torch.rot90``) of inner variant k in (identity, left
     half rotated by 180, both halves, right half). rotations=4: g only. 1: x itself.
     """
-    if rotations not in ROTATIONS:
-        raise ConfigError(f"rotations must be one of {ROTATIONS}, got {rotations}; "
-                          "16 is the paper's setting, 4 the documented CPU saving")
+    check_rotations(rotations)
     if rotations == 16:
         both = _rotate_half(_rotate_half(x, left=True), left=False)
         inner = torch.cat([x, _rotate_half(x, left=True), both, _rotate_half(x, left=False)])
@@ -365,9 +370,7 @@ class OnPro(GradientStrategy):
         require_at_least(1, "OnPro", buffer_batch_size=buffer_batch_size, per_class_batch=per_class_batch,
                          proj_dim=proj_dim)
         require_at_least(0, "OnPro", weight_decay=weight_decay)
-        if rotations not in ROTATIONS:
-            raise ConfigError(f"rotations must be one of {ROTATIONS}, got {rotations}; "
-                              "16 is the paper's setting, 4 the documented CPU saving")
+        check_rotations(rotations)
         feature_dim = getattr(model, "feature_dim", None)
         if feature_dim is None or not hasattr(model, "features"):
             raise ConfigError("OnPro needs a Classifier with .features(x) and .feature_dim "
