@@ -529,3 +529,11 @@ def test_the_code_label_setting_runs_from_the_cli_preset(tmp_path):
     assert (options["labels"], options["classes_per_task"], options["sigmoid_outputs"]) == (
         "within_task", 2, True)
     assert summary["acc_task_il"] > 0.5  # the code's within-task accuracy (chance: 0.5)
+
+
+def test_tame_keeps_the_class_path_that_run_fingerprints_and_old_checkpoints_name(tmp_path):
+    from continual.runner import Runner
+
+    stream = recurring_stream(repeats=1)
+    runner = Runner(stream, small_tame(stream), out_dir=str(tmp_path))
+    assert runner.fingerprint()["strategy_class"] == "continual.strategies.tame.TAME"

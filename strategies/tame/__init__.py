@@ -18,6 +18,10 @@ from continual.strategies.tame.experts import Expert, ExpertPool
 from continual.strategies.tame.selector import ExpertSelector
 from continual.strategies.tame.strategy import TAME
 
+# The public path: a run's fingerprint (kept in its checkpoints, checked on resume) names the
+# class by module, and checkpoints written before the package split say continual.strategies.tame.
+TAME.__module__ = __name__
+
 __all__ = [
     "DETECTORS", "TAME", "Expert", "ExpertPool", "ExpertSelector", "LossTracker", "RiverDetector",
     "SwitchDetector", "ThresholdDetector", "detect_shifts", "make_detector",
