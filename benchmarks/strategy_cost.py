@@ -49,7 +49,8 @@ def strategy_config(name: str) -> dict[str, Any] | None:
     """The shipped config of a strategy (``conf/strategy/<name>.yaml``) if its module exists,
     else the strategy class of its module with its defaults; None when the module is missing."""
     module_name = MODULES.get(name, name)
-    if not (ROOT / "strategies" / f"{module_name}.py").exists():
+    folder = ROOT / "strategies"
+    if not ((folder / f"{module_name}.py").exists() or (folder / module_name / "__init__.py").exists()):
         return None
     conf = ROOT / "conf" / "strategy" / f"{name}.yaml"
     if conf.exists():
@@ -178,7 +179,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
         notes.append("quick: naive and er only")
     for name in names:
         if strategy_config(name) is None:
-            notes.append(f"{name}: skipped, strategies/{MODULES[name]}.py is not there yet")
+            notes.append(f"{name}: skipped, strategies/{MODULES[name]}(.py) is not there yet")
             print(notes[-1], flush=True)
             continue
         with tempfile.NamedTemporaryFile(suffix=".json") as f:
