@@ -274,27 +274,128 @@ def test_online_pruning_prunes_each_expert_when_it_stops_training(trained):
     assert tame.summary()["params_held_peak"] == tame.held_params_peak
 
 
-def test_a_pruned_expert_stays_pruned_when_reused_and_after_a_resume():
-    stream = recurring_stream(repeats=2)
-    tame = small_tame(stream)
-    segments = stream.segments
+def run_until_reuse(tame: TAME, stream) -> int:
+    """Run the five tasks, then task 0 again (expert 0, pruned at its switch, is reused and
+    trains under its masks); return the next step."""
     step = 0
-    for seg in segments[:6]:  # five tasks, then task 0 again: expert 0 is reused
+    for seg in stream.segments[:6]:
         for batch in stream.batches(seg, step):
             tame.observe(batch)
             step += 1
-    assert tame.active == 0 and tame.switch_events[-1][1] == "reuse"
-    assert sparsity(tame.pool[0].model) == pytest.approx(0.98, abs=1e-3)  # trained under its masks
+    return step
+
+
+@pytest.fixture(scope="module")
+def _reused():
+    stream = recurring_stream(repeats=2)
+    tame = small_tame(stream)
+    step = run_until_reuse(tame, stream)
+    assert tame.active == 0 and tame.switch_events[-1][1] == "reuse" and tame.pool[0].masks
+    return stream, tame, step
+
+
+@pytest.fixture
+def reused(_reused):
+    """(stream, TAME whose active expert 0 is a reused pruned one, next step): a copy per test."""
+    stream, tame, step = _reused
+    return stream, copy.deepcopy(tame), step
+
+
+def save_and_load(tame: TAME, stream, **kw) -> TAME:
+    """A new TAME loaded from ``tame``'s state as the runner's checkpoints store it."""
     buf = io.BytesIO()
     torch.save(tame.state_dict(), buf)
     buf.seek(0)
-    other = small_tame(stream)
+    other = small_tame(stream, **kw)
     other.load_state_dict(torch.load(buf, weights_only=True))
-    for batch in stream.batches(segments[6], step):  # task 1 again: expert 0 retires again
+    return other
+
+
+def test_a_pruned_expert_stays_pruned_when_reused_and_after_a_resume(reused):
+    stream, tame, step = reused
+    assert sparsity(tame.pool[0].model) == pytest.approx(0.98, abs=1e-3)  # trained under its masks
+    other = save_and_load(tame, stream)
+    for batch in stream.batches(stream.segments[6], step):  # task 1 again: expert 0 retires again
         other.observe(batch)
     assert other.active == 1
     assert all(sparsity(e.model) == pytest.approx(0.98, abs=1e-3)
                for i, e in enumerate(other.pool.experts) if i != other.active)
+
+
+def test_a_reused_pruned_expert_is_deployed_as_its_masked_weights(reused):
+    # the deployed copy was a deepcopy of torch's pruning form, whose computed weight is a
+    # non-leaf tensor: prepare_eval raised RuntimeError
+    stream, tame, _ = reused
+    tame.prepare_eval()
+    x = stream.dataset.x_test
+    live = tame.pool[0].model.eval()
+    with torch.no_grad():
+        assert torch.equal(tame.deployed.experts[0](x), live(x))
+    assert sparsity(tame.deployed.experts[0]) == pytest.approx(0.98, abs=1e-3)
+    assert tame.predict(x).shape == (x.shape[0], 10)
+
+
+def test_a_reused_pruned_expert_keeps_training_under_its_masks_after_a_deployment(reused):
+    stream, tame, step = reused
+    tame.prepare_eval()
+    zeros = {k: ~m for k, m in tame.pool[0].masks.items()}
+    for batch in stream.batches(stream.segments[5], step):  # task 0 once more: no switch
+        tame.observe(batch)
+    assert tame.active == 0 and tame.pool[0].steps > tame.pool[0].pruned_at
+    params = dict(tame.pool[0].model.named_parameters())
+    assert all(not params[k][z].any() for k, z in zeros.items())
+
+
+def test_a_tame_with_a_reused_pruned_expert_can_be_deep_copied(reused):
+    # the runner copies the strategy for a schedule's anneal branch
+    stream, tame, step = reused
+    twin = copy.deepcopy(tame)
+    batch = next(stream.batches(stream.segments[5], step))
+    assert twin.observe(batch)["loss"] == pytest.approx(tame.observe(batch)["loss"])
+
+
+def test_a_checkpoint_with_a_reused_pruned_expert_resumes_with_its_masks(reused):
+    stream, tame, step = reused
+    tame.prepare_eval()
+    other = save_and_load(tame, stream)
+    assert other.pool[0].masks.keys() == tame.pool[0].masks.keys()
+    assert all(torch.equal(other.pool[0].masks[k], m) for k, m in tame.pool[0].masks.items())
+    x = stream.dataset.x_test
+    assert torch.equal(other.predict(x), tame.predict(x))
+    batch = next(stream.batches(stream.segments[5], step))
+    assert other.observe(batch)["loss"] == pytest.approx(tame.observe(batch)["loss"])
+    assert torch.equal(other.predict(x), tame.predict(x))
+
+
+def test_a_checkpoint_in_torchs_pruning_form_loads_with_masks_from_its_zeros(reused):
+    # checkpoints written before the masks were explicit hold weight_orig and weight_mask
+    from continual.models.parameters import mask_zeros
+
+    stream, tame, _ = reused
+    state = tame.state_dict()
+    model = copy.deepcopy(tame.pool[0].model)
+    mask_zeros(model)
+    state["pool"]["experts"][0]["model"] = model.state_dict()
+    del state["pool"]["experts"][0]["masks"]
+    other = small_tame(stream)
+    other.load_state_dict(state)
+    assert all(torch.equal(other.pool[0].masks[k], m) for k, m in tame.pool[0].masks.items())
+    x = stream.dataset.x_test
+    assert torch.equal(other.pool[0].model.eval()(x), tame.pool[0].model.eval()(x))
+
+
+def test_periodic_evaluation_after_a_recurrence_runs_through_the_runner(tmp_path):
+    from continual.runner import Runner
+
+    stream = recurring_stream(repeats=2)
+    tame = small_tame(stream)
+    runner = Runner(stream, tame, out_dir=str(tmp_path), seed=0, eval_every=10,
+                    checkpoint_every=50, checkpoint_min_interval_s=0.0)
+    runner.run()
+    assert any(e[1] == "reuse" for e in tame.switch_events)
+    first_reuse = min(e[0] for e in tame.switch_events if e[1] == "reuse")  # samples seen
+    assert any(r.kind == "periodic" and r.samples > first_reuse for r in runner.state.rows)
+    assert runner.state.rows[-1].scores_class_il[0] > 0.8
 
 
 # --------------------------------------------------------------------------- predict, eval hooks

@@ -9,14 +9,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
 from continual.memory.buffers import ReservoirBuffer
-from continual.models.parameters import count_parameters, mask_like
+from continual.models.parameters import count_parameters, fold_masks, mask_like, prunable
 from continual.strategies.base import cross_entropy, make_optimizer
 from continual.strategies.tame.detector import LossTracker, RiverDetector, ThresholdDetector
 from continual.types import NonFiniteLoss
@@ -46,9 +46,22 @@ def fresh_copy(template: nn.Module) -> nn.Module:
     return model
 
 
+def zero_masks(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameter name -> (weight != 0) for each prunable weight: where a pruned network keeps
+    its weights."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    return {names[id(getattr(m, w))]: getattr(m, w).detach() != 0 for m, w in prunable(model)}
+
+
 @dataclass
 class Expert:
-    """One task expert: its network, optimiser, loss statistics, detector and pruning buffer."""
+    """One task expert: its network, optimiser, loss statistics, detector and pruning buffer.
+
+    masks: parameter name -> bool mask that ``keep_pruned`` applies after each step while a
+    reused pruned expert trains (empty: no masks). Kept beside plain weights, not as
+    ``torch.nn.utils.prune``'s reparametrisation, whose computed ``weight`` (a non-leaf
+    tensor after a forward pass with gradients) makes the network impossible to deep-copy.
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
@@ -57,6 +70,7 @@ class Expert:
     prune_buffer: ReservoirBuffer
     steps: int = 0
     pruned_at: int = -1  # ``steps`` when last pruned and fine-tuned (-1: never; masks stay)
+    masks: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def pruned(self) -> bool:
@@ -65,6 +79,19 @@ class Expert:
     def pruned_and_current(self) -> bool:
         """Pruned and fine-tuned, and not trained since: its deployed copy is itself."""
         return self.pruned_at == self.steps
+
+    def mask_pruned(self) -> None:
+        """Train from now on under masks of the current zeros, so a pruned expert stays pruned."""
+        self.masks = zero_masks(self.model)
+
+    @torch.no_grad()
+    def keep_pruned(self) -> None:
+        """Zero the masked weights again after an optimiser step (gradients, momentum and
+        weight decay move them): the same network as training ``weight_orig * weight_mask``."""
+        if self.masks:
+            params = dict(self.model.named_parameters())
+            for name, mask in self.masks.items():
+                params[name].mul_(mask)
 
 
 class ExpertPool:
@@ -166,15 +193,21 @@ class ExpertPool:
             "model": e.model.state_dict(), "optimizer": e.optimizer.state_dict(),
             "tracker": e.tracker.state_dict(), "detector": e.detector.state_dict(),
             "prune_buffer": e.prune_buffer.state_dict(), "steps": e.steps,
-            "pruned_at": e.pruned_at,
+            "pruned_at": e.pruned_at, "masks": dict(e.masks),
         } for e in self.experts]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.experts = []
         for s in state["experts"]:
             e = self._make(with_head(copy.deepcopy(self.template).to(self.device), self.n_outputs))
-            mask_like(e.model, s["model"])  # a reused pruned expert trains under its masks
+            # checkpoints written before the masks were explicit hold a reused pruned expert
+            # in torch's pruning form (weight_orig, weight_mask): load it, then fold it
+            torch_masks = any(k.endswith("weight_mask") for k in s["model"])
+            mask_like(e.model, s["model"])
             e.model.load_state_dict(s["model"])
+            fold_masks(e.model)
+            e.masks = (zero_masks(e.model) if torch_masks else
+                       {k: m.to(self.device) for k, m in s.get("masks", {}).items()})
             e.optimizer.load_state_dict(s["optimizer"])
             e.tracker.load_state_dict(s["tracker"])
             e.detector.load_state_dict(s["detector"])

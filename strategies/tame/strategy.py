@@ -70,15 +70,20 @@ Where we depart from the paper or its code, and why:
   ``expert_prune`` and fine-tuned on its pruning buffer when it stops training (at the
   switch away from it), its masks are folded into plain weights and its momentum buffers
   dropped; a reused pruned expert trains under masks rebuilt from its zeros, so it stays
-  pruned, and is pruned and fine-tuned again when it stops. Training then holds pruned
-  experts plus one dense expert (``params_held_peak`` in the summary counts nonzero weights:
-  the figure a sparse storage would hold; the pruned experts are stored as dense tensors with
-  zeros, so RSS does not shrink by the pruned share). Its window and tau stay those of the
-  dense expert, as the paper's rule has them: moving them by the loss pruning added on the
-  pruning buffer made pruned experts accept new tasks (2 wrong reuses in 3 test streams),
-  while keeping them can turn a recurring task away (1 of 5 recurrences on the test
-  stream spawned a new expert). ``prune_at='end'`` is the previous behaviour: pruned copies
-  at deployment, training experts dense.
+  pruned, and is pruned and fine-tuned again when it stops. Those masks are kept beside
+  plain weights (``Expert.masks``, re-applied after each step: the same network as torch's
+  ``weight_orig * weight_mask``) and checkpointed with the expert; pruned deployed copies are
+  folded too. Torch's pruning form lives only during a fine-tuning: its computed ``weight``
+  is a non-leaf tensor, which made the deployment's copy of a reused pruned expert (and any
+  deep copy of the strategy) raise RuntimeError. Older checkpoints in that form still load.
+  Training then holds pruned experts plus one dense expert (``params_held_peak`` in the
+  summary counts nonzero weights: the figure a sparse storage would hold; the pruned experts
+  are stored as dense tensors with zeros, so RSS does not shrink by the pruned share). Its
+  window and tau stay those of the dense expert, as the paper's rule has them: moving them by
+  the loss pruning added on the pruning buffer made pruned experts accept new tasks (2 wrong
+  reuses in 3 test streams), while keeping them can turn a recurring task away (1 of 5
+  recurrences on the test stream spawned a new expert). ``prune_at='end'`` is the previous
+  behaviour: pruned copies at deployment, training experts dense.
 - Every evaluation is scored by what TAME would predict at that moment (issue 17: with only
   the paper's after-stream training, every mid-stream row was scored by a one-expert
   deployment made at the first evaluation, so forgetting read -0.70). Before an evaluation
@@ -113,7 +118,6 @@ from continual.models.parameters import (
     check_share,
     count_parameters,
     fold_masks,
-    mask_zeros,
     prune_to_sparsity,
     pruned_like,
 )
@@ -319,7 +323,7 @@ class TAME(GradientStrategy):
             # Its smoothed loss continues from its own last value: record() applies the
             # candidate update on this batch.
             if self.pool[match[0]].pruned:
-                mask_zeros(self.pool[match[0]].model)  # a pruned expert stays pruned
+                self.pool[match[0]].mask_pruned()  # a pruned expert stays pruned
             return match[0], "reuse", match[1]
         new = self.pool.spawn()
         self.selector.grow(len(self.pool))
@@ -327,8 +331,8 @@ class TAME(GradientStrategy):
 
     def _retire(self, i: int) -> None:
         """Expert i stops training (a switch): with ``prune_at='switch'`` prune it now and
-        fine-tune it on its pruning buffer, fold the masks and drop its momentum buffers, so
-        the pool holds pruned experts plus the one being trained."""
+        fine-tune it on its pruning buffer (masks folded), drop its masks and momentum buffers,
+        so the pool holds pruned experts plus the one being trained."""
         e = self.pool[i]
         if not (self.do_prune and self.prune_at == "switch") or e.pruned_and_current():
             return
@@ -337,7 +341,7 @@ class TAME(GradientStrategy):
         # accept new tasks (2 wrong reuses in 3 test streams; benchmarks/results/tame.md).
         with torch.inference_mode(False), torch.enable_grad():
             self._prune_expert(e, e.model)
-        fold_masks(e.model)
+        e.masks = {}  # rebuilt from its zeros if it is reused
         e.optimizer.state.clear()
         e.pruned_at = e.steps
         self.online_prunes += 1
@@ -373,6 +377,7 @@ class TAME(GradientStrategy):
                 value = finite_loss_value(loss)
                 decision = value if new_decision is None else new_decision
         guarded_step(expert.optimizer, loss, check=False)  # checked above
+        expert.keep_pruned()
         expert.tracker.record(decision)
         expert.steps += 1
         expert.prune_buffer.add(x, y)
@@ -417,6 +422,7 @@ class TAME(GradientStrategy):
                 prune_to_sparsity(selector, self.selector_prune)
                 self._fit(selector, xs, ids, self.prune_epochs, self.selector_finetune_lr,
                           "TAME's selector fine-tuning after pruning")
+                fold_masks(selector)
             for e, model in zip(self.pool.experts, experts):
                 if not e.pruned_and_current():
                     self._prune_expert(e, model)
@@ -427,12 +433,15 @@ class TAME(GradientStrategy):
                                   full=full)
 
     def _prune_expert(self, e: Expert, model: nn.Module) -> None:
-        """Prune ``model`` (expert e or its copy) and fine-tune it on e's pruning buffer."""
+        """Prune ``model`` (expert e or its copy), fine-tune it on e's pruning buffer and fold
+        the masks (plain weights with zeros: no pruning reparametrisation outlives the
+        fine-tuning, so the pool and the deployment can be deep-copied)."""
         prune_to_sparsity(model, self.expert_prune)
         if len(e.prune_buffer):
             px, py = e.prune_buffer.items()
             self._fit(model, px, py, self.prune_epochs, self.expert_finetune_lr,
                       "TAME's expert fine-tuning after pruning")
+        fold_masks(model)
 
     def _fit(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epochs: int, lr: float,
              where: str) -> float:
@@ -561,6 +570,7 @@ class TAME(GradientStrategy):
         experts = [pruned_like(self.pool.template, s).to(self.device) for s in dep["experts"]]
         for m in [sel, *experts]:
             if m is not None:
+                fold_masks(m)  # older checkpoints hold pruned copies in torch's pruning form
                 m.eval()
         self.deployed = _Deployed(selector=sel, experts=experts, version=dep["version"],
                                   full=bool(dep.get("full", True)))
