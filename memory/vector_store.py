@@ -6,29 +6,22 @@ columns beside them (label, task, time written, time last recalled, times
 recalled, strength, and optionally the raw input tensor so memories can be
 replayed). ``search`` finds nearest neighbours with FAISS:
 
-- ``flat``: exact search with FAISS's brute-force kernel (``faiss.knn``, the
-  same code ``IndexFlat.search`` runs) over the store's own vector array, so
-  overwriting an evicted memory is an in-place row write;
-- ``ivf``: IVF-Flat (Jegou et al. 2011, "Product quantization for nearest
-  neighbor search", Sec. 3.1, without the quantization), trained once, on the
-  vectors held when ``train_size`` of them have arrived; before that, search
-  is exact. Departure: the coarse quantizer is not retrained when the data
-  drift later;
-- ``hnsw``: HNSW (Malkov & Yashunin 2018). FAISS's HNSW cannot delete, so an
-  overwritten or removed memory's graph node is masked out of searches (an
-  ``IDSelectorBitmap``) and the graph is rebuilt from the live vectors once
-  masked nodes outnumber live ones.
+- ``flat``: exact search with FAISS's brute-force kernel over the store's own array;
+- ``ivf``: IVF-Flat, trained once on the vectors held when ``train_size`` have arrived
+  (exact search before); not retrained when the data drift later;
+- ``hnsw``: HNSW; overwritten or removed memories are masked out of the graph, which is
+  rebuilt once masked nodes outnumber live ones.
 
-On a GPU (``device="cuda"`` or ``"cuda:N"``, or ``"auto"`` when ``faiss.get_num_gpus() > 0``)
-``flat`` keeps a copy of the vectors in a CUDA tensor searched by FAISS's GPU
-brute-force kNN (``bfKnn``, what ``GpuIndexFlat`` runs); a search with CUDA queries stays on
-the GPU and copies back only the hits (one synchronisation). ``ivf`` searches a GPU copy of
-its index: new vectors are added to both copies, and the GPU copy is rebuilt from the CPU one
-(an O(n) upload) only after a removal or an overwrite, which a GPU IVF cannot do in place.
-FAISS's GPU search returns at most ``GPU_MAX_K`` neighbours, so a larger k is refused there.
-All GPU stores of a process share one ``StandardGpuResources`` (its scratch memory lives
-outside torch's allocator). FAISS has no GPU HNSW, so ``hnsw`` stays on the CPU. The CPU copy
-(host arrays) is always the store's reference: ``get``, ``sample`` and ``save`` read it.
+Each kind is a class in ``continual.memory.indexes``; the file format is
+``continual.memory.store_file``. On a GPU (``device="cuda"`` or ``"cuda:N"``, or ``"auto"``
+when ``faiss.get_num_gpus() > 0``) ``flat`` searches a CUDA copy of the vectors with FAISS's
+GPU brute force (a search with CUDA queries stays on the GPU and copies back only the hits)
+and ``ivf`` a GPU copy of its index (appended to in place; rebuilt, an O(n) upload, only after
+a removal or an overwrite). FAISS's GPU search returns at most ``GPU_MAX_K`` neighbours, so a
+larger k is refused there. All GPU stores of a process share one ``StandardGpuResources`` (its
+scratch memory lives outside torch's allocator). FAISS has no GPU HNSW, so ``hnsw`` stays on
+the CPU. The CPU copy (host arrays) is always the store's reference: ``get``, ``sample`` and
+``save`` read it.
 
 Every memory lives in a slot 0..len-1 (slots stay dense: ``remove`` moves the
 last memories into the holes); ids map to slots through a sorted id array, so
@@ -38,13 +31,7 @@ to the FAISS call.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import os
-import struct
-import zipfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,15 +47,20 @@ from continual.memory.eviction import (
     EvictionView,
     make_eviction,
 )
+from continual.memory.indexes import FlatIndex, HnswIndex, IvfIndex, StoreIndex, TorchMirror, to_host
+from continual.memory.store_file import DAMAGED, FORMAT_VERSION, StoreFileError, decode, encode
 from continual.types import ConfigError
 
 __all__ = [
     "Memories",
     "Payload",
     "SearchResult",
+    "FORMAT_VERSION",
     "StoreFileError",
+    "TorchMirror",
     "VectorStore",
     "resolve_device",
+    "to_host",
 ]
 
 METRICS = ("l2", "ip", "cosine")
@@ -76,9 +68,6 @@ KINDS = ("flat", "ivf", "hnsw")
 DEVICES = ("auto", "cpu", "cuda", "cuda:N")
 #: the most neighbours FAISS's GPU k-selection returns (faiss/gpu/utils/DeviceDefs.cuh)
 GPU_MAX_K = 2048
-FORMAT_VERSION = 1
-_MAGIC = b"CVSTORE\x00"
-_HEADER = struct.Struct("<8sIQ32s")  # magic, format version, payload length, sha256(payload)
 
 # payload columns: name -> (dtype, value in the sentinel row that a missing hit (-1) reads)
 _COLUMNS: dict[str, tuple[type, int | float]] = {
@@ -91,10 +80,6 @@ _COLUMNS: dict[str, tuple[type, int | float]] = {
     "strength": (np.float64, 0.0),
 }
 _PAYLOAD = ("label", "task", "time", "last_recall", "recalls", "strength")
-
-
-class StoreFileError(ConfigError):
-    """A saved store that cannot be read back: truncated, altered, or another format."""
 
 
 @dataclass
@@ -178,53 +163,6 @@ def resolve_device(device: str, num_gpus: int, kind: str = "flat") -> str:
 
 def _faiss_gpu_count() -> int:
     return faiss.get_num_gpus()
-
-
-class TorchMirror:
-    """A copy of the store's vectors as a torch tensor, searched by ``knn``.
-
-    knn(queries (Q, d), base (n, d), k) -> (distances (Q, k), positions (Q, k)),
-    tensors on ``device``. On the GPU the store uses FAISS's bfKnn
-    (``_make_gpu_mirror``); tests may build one on the CPU.
-    """
-
-    def __init__(
-        self,
-        dim: int,
-        device: torch.device,
-        knn: Callable[[torch.Tensor, torch.Tensor, int], tuple[torch.Tensor, torch.Tensor]],
-    ) -> None:
-        self.device = device
-        self.knn_fn = knn
-        self.rows = torch.empty((0, dim), dtype=torch.float32, device=device)
-
-    def reserve(self, size: int, n: int) -> None:
-        """Make room for ``size`` rows, keeping the first n."""
-        if self.rows.shape[0] < size:
-            rows = torch.empty((size, self.rows.shape[1]), dtype=torch.float32, device=self.device)
-            rows[:n] = self.rows[:n]
-            self.rows = rows
-
-    def write(self, slots: np.ndarray, vectors: np.ndarray) -> None:
-        """rows[slots] = vectors (vectors: (len(slots), d) float32 on the host)."""
-        index = torch.from_numpy(slots).to(self.device, non_blocking=True)
-        self.rows[index] = torch.from_numpy(vectors).to(self.device, non_blocking=True)
-
-    def knn(self, queries: np.ndarray | torch.Tensor, k: int, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest of the first n rows for queries (Q, d), host arrays or tensors on the
-        mirror's device; returns host arrays, copied back with one synchronisation."""
-        q = queries if isinstance(queries, torch.Tensor) else torch.from_numpy(queries)
-        dist, pos = self.knn_fn(q.to(self.device, non_blocking=True), self.rows[:n], k)
-        return to_host(dist, pos.to(torch.int64))
-
-
-def to_host(*tensors: torch.Tensor) -> tuple[np.ndarray, ...]:
-    """NumPy copies of tensors: from a GPU, all copied without blocking, then one wait."""
-    if not any(t.is_cuda for t in tensors):
-        return tuple(t.numpy() for t in tensors)
-    host = [t.to("cpu", non_blocking=True) for t in tensors]
-    torch.cuda.current_stream(tensors[0].device).synchronize()
-    return tuple(h.numpy() for h in host)
 
 
 def _make_gpu_mirror(dim: int, metric: int, device_index: int) -> TorchMirror:
@@ -411,18 +349,19 @@ class VectorStore:
         self._vectors = np.zeros((1, self.dim), dtype=np.float32)  # rows: slots + sentinel
         self._cols = {name: np.full(1, fill, dtype) for name, (dtype, fill) in _COLUMNS.items()}
         self._inputs: torch.Tensor | None = None  # (alloc + 1, *input_shape) once used
-        self._ann: Any = None  # the ivf (once trained) or hnsw FAISS index
-        self._ann_version = 0  # bumped at every change of _ann (GPU copies compare it)
-        self._gpu_ann: Any = None
-        self._gpu_ann_version = -1
-        self._mirror: TorchMirror | None = None
-        # hnsw: graph node -> slot (-1 masked; one sentinel at the end) and slot -> node
-        self._node_slot = np.full(1, -1, dtype=np.int64)
-        self._slot_node = np.full(1, -1, dtype=np.int64)
-        self._masked = 0
-        self._selector: Any = None
-        if kind == "hnsw":
-            self._ann = self._new_hnsw()
+        self._index = self._new_index()
+
+    def _new_index(self) -> StoreIndex:
+        """The search index of this kind; its GPU pieces are built here, on the store's GPU."""
+        metric, gpu = self._faiss_metric, self.gpu_index
+        if self.kind == "flat":
+            mirror = None if gpu is None else (lambda: _make_gpu_mirror(self.dim, metric, gpu))
+            return FlatIndex(self.dim, metric, mirror)
+        if self.kind == "ivf":
+            copy = None if gpu is None else (
+                lambda index: _make_gpu_index(index, shared_gpu_resources(), gpu))
+            return IvfIndex(self.dim, metric, self.nlist, self._nprobe, self.train_size, copy)
+        return HnswIndex(self.dim, metric, self.hnsw_m, self.ef_construction, self._ef_search)
 
     # ------------------------------------------------------------------ properties
     def __len__(self) -> int:
@@ -453,7 +392,7 @@ class VectorStore:
     @property
     def is_trained(self) -> bool:
         """False only for an ``ivf`` store still searching exactly (too few vectors yet)."""
-        return self.kind != "ivf" or self._ann is not None
+        return self._index.is_trained
 
     @property
     def nprobe(self) -> int:
@@ -465,10 +404,8 @@ class VectorStore:
         if value < 1:
             raise ConfigError(f"nprobe must be >= 1, got {value}")
         self._nprobe = int(value)
-        if self.kind == "ivf" and self._ann is not None:
-            self._ann.nprobe = self._nprobe
-            if self._gpu_ann is not None:
-                self._gpu_ann.nprobe = self._nprobe
+        if isinstance(self._index, IvfIndex):
+            self._index.set_nprobe(self._nprobe)
 
     @property
     def ef_search(self) -> int:
@@ -480,8 +417,8 @@ class VectorStore:
         if value < 1:
             raise ConfigError(f"ef_search must be >= 1, got {value}")
         self._ef_search = int(value)
-        if self.kind == "hnsw":
-            self._ann.hnsw.efSearch = self._ef_search
+        if isinstance(self._index, HnswIndex):
+            self._index.set_ef_search(self._ef_search)
 
     def ids(self) -> np.ndarray:
         """(len,) ids of all stored memories, in slot order (a copy)."""
@@ -593,14 +530,11 @@ class VectorStore:
 
         self._vectors = regrow(self._vectors, 0.0)
         self._cols = {k: regrow(v, _COLUMNS[k][1]) for k, v in self._cols.items()}
-        if self.kind == "hnsw":
-            self._slot_node = regrow(self._slot_node, -1)
         if self._inputs is not None:
             inputs = self._inputs.new_zeros((grown + 1, *self._inputs.shape[1:]))
             inputs[:n] = self._inputs[:n]
             self._inputs = inputs
-        if self._mirror is not None:
-            self._mirror.reserve(grown, n)
+        self._index.reserve(grown, n)
         self._alloc = grown
 
     def _check_inputs(self, inputs: Any, m: int) -> torch.Tensor | None:
@@ -744,30 +678,7 @@ class VectorStore:
     def _write_vectors(self, slots: np.ndarray, x: np.ndarray, reused: int) -> None:
         """Write vectors (len(slots), dim) into slots; the first ``reused`` held old ones."""
         self._vectors[slots] = x
-        if self._mirror is None and self.device == "cuda" and self.kind == "flat":
-            self._mirror = _make_gpu_mirror(self.dim, self._faiss_metric, self.gpu_index)
-            self._mirror.reserve(self._alloc, 0)
-            self._mirror.write(np.arange(self._n), self._vectors[: self._n])
-        elif self._mirror is not None:
-            self._mirror.write(slots, x)
-        if self.kind == "ivf":
-            if self._ann is None:
-                if self._n >= self.train_size:
-                    self._train_ivf()
-                return
-            if reused:  # a GPU IVF cannot remove: its copy is rebuilt before the next search
-                self._ann.remove_ids(faiss.IDSelectorArray(slots[:reused]))
-                self._ann_version += 1
-            self._ann.add_with_ids(x, slots)
-            if self._gpu_ann is not None and self._gpu_ann_version == self._ann_version:
-                self._gpu_ann.add_with_ids(x, slots)  # appends keep the GPU copy current
-            else:
-                self._ann_version += 1
-        elif self.kind == "hnsw":
-            if reused:
-                self._mask_nodes(self._slot_node[slots[:reused]])
-            self._hnsw_append(slots, x)
-            self._maybe_rebuild_hnsw()
+        self._index.add(slots, x, reused, self._vectors[: self._n])
 
     def _delete_slots(self, slots: np.ndarray) -> None:
         """Drop the memories in ``slots``; move the last ones into the holes."""
@@ -778,106 +689,21 @@ class VectorStore:
         tail = np.ones(n - after, dtype=bool)
         tail[slots[slots >= after] - after] = False
         movers = after + np.flatnonzero(tail)  # surviving slots past the end, as many as holes
-        if self.kind == "hnsw":
-            self._mask_nodes(self._slot_node[slots])
         for col in self._cols.values():
             col[holes] = col[movers]
         self._vectors[holes] = self._vectors[movers]
         if self._inputs is not None:
             dev = self._inputs.device
             self._inputs[_on(holes, dev)] = self._inputs[_on(movers, dev)]
-        if self._mirror is not None:
-            self._mirror.write(holes, self._vectors[holes])
         self._ids.set_slots(self._cols["id"][holes], holes)
         self._n = after
-        if self.kind == "ivf" and self._ann is not None:
-            self._ann.remove_ids(faiss.IDSelectorArray(np.concatenate([slots, movers])))
-            self._ann.add_with_ids(self._vectors[holes], holes)
-            self._ann_version += 1
-        elif self.kind == "hnsw":
-            nodes = self._slot_node[movers]
-            self._slot_node[holes] = nodes
-            self._node_slot[nodes] = holes
-            self._maybe_rebuild_hnsw()
+        self._index.delete(slots, holes, movers, self._vectors[:after])
 
     def remove(self, ids: Any) -> None:
         """Forget the memories with these ids (ConfigError if any is unknown)."""
         _, slots = self._as_ids(ids)
         if slots.size:
             self._delete_slots(slots)
-
-    # ------------------------------------------------------------------ indexes
-    def _train_ivf(self) -> None:
-        quantizer = faiss.IndexFlat(self.dim, self._faiss_metric)
-        # (faiss's Python wrapper keeps the quantizer alive as long as the index)
-        index = faiss.IndexIVFFlat(quantizer, self.dim, self.nlist, self._faiss_metric)
-        live = self._vectors[: self._n]
-        index.train(live)
-        # a hashtable direct map makes remove_ids cost O(removed) instead of O(n)
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        index.add_with_ids(live, np.arange(self._n, dtype=np.int64))
-        index.nprobe = self._nprobe
-        self._ann = index
-        self._ann_version += 1
-
-    def _new_hnsw(self) -> Any:
-        index = faiss.IndexHNSWFlat(self.dim, self.hnsw_m, self._faiss_metric)
-        index.hnsw.efConstruction = self.ef_construction
-        index.hnsw.efSearch = self._ef_search
-        return index
-
-    def _hnsw_append(self, slots: np.ndarray, x: np.ndarray) -> None:
-        start = self._ann.ntotal
-        self._ann.add(x)
-        nodes = np.arange(start, start + x.shape[0], dtype=np.int64)
-        node_slot = np.empty(start + x.shape[0] + 1, dtype=np.int64)
-        node_slot[:start] = self._node_slot[:start]
-        node_slot[start:-1] = slots
-        node_slot[-1] = -1  # sentinel: a missing hit (-1) maps to slot -1
-        self._node_slot = node_slot
-        self._slot_node[slots] = nodes
-        self._selector = None
-
-    def _mask_nodes(self, nodes: np.ndarray) -> None:
-        self._node_slot[nodes] = -1
-        self._masked += nodes.shape[0]
-        self._selector = None
-
-    def _maybe_rebuild_hnsw(self) -> None:
-        if self._masked <= max(self._n, 1024):
-            return
-        self._ann = self._new_hnsw()
-        self._node_slot = np.full(1, -1, dtype=np.int64)
-        self._masked = 0
-        self._hnsw_append(np.arange(self._n, dtype=np.int64), self._vectors[: self._n])
-
-    def _hnsw_params(self) -> Any:
-        if not self._masked:
-            return None
-        if self._selector is None:
-            live = np.packbits(self._node_slot[:-1] >= 0, bitorder="little")
-            # n is the bitmap's length in bytes; node i is kept iff bit i % 8 of byte i // 8
-            selector = faiss.IDSelectorBitmap(live.shape[0], faiss.swig_ptr(live))
-            params = faiss.SearchParametersHNSW(sel=selector, efSearch=self._ef_search)
-            self._selector = (params, selector, live)  # keep the bitmap alive
-        return self._selector[0]
-
-    def _knn(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, slots) of the k nearest live memories; slot -1 where none."""
-        if self.kind == "hnsw":
-            dist, nodes = self._ann.search(q, k, params=self._hnsw_params())
-            return dist, self._node_slot[nodes]
-        if self.kind == "ivf" and self._ann is not None:
-            if self.device == "cuda":
-                if self._gpu_ann_version != self._ann_version:
-                    self._gpu_ann = None  # free the stale copy first
-                    self._gpu_ann = _make_gpu_index(self._ann, shared_gpu_resources(), self.gpu_index)
-                    self._gpu_ann_version = self._ann_version
-                return self._gpu_ann.search(q, k)
-            return self._ann.search(q, k)
-        if self._mirror is not None:
-            return self._mirror.knn(q, k, self._n)
-        return faiss.knn(q, self._vectors[: self._n], k, metric=self._faiss_metric)
 
     # ------------------------------------------------------------------ reading
     def _payload(self, slots: np.ndarray, with_inputs: bool) -> Payload:
@@ -906,8 +732,7 @@ class VectorStore:
         Returns ``SearchResult(ids, distances, payload)``; the payload is read
         after the recall was counted.
         """
-        on_gpu = isinstance(queries, torch.Tensor) and self._mirror is not None \
-            and queries.device == self._mirror.device
+        on_gpu = isinstance(queries, torch.Tensor) and queries.device == self._index.query_device
         q = self._gpu_queries(queries) if on_gpu else self._as_matrix(queries, "queries")
         if not isinstance(k, int | np.integer) or not 1 <= k <= self._n:
             raise ConfigError(
@@ -933,6 +758,17 @@ class VectorStore:
             cols["strength"][slots] += 1.0
             self._reset_sentinel()
         return SearchResult(cols["id"][slots], dist, self._payload(slots, with_inputs))
+
+    def _knn(self, q: np.ndarray | torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, slots) of the k nearest live memories; slot -1 where none (the one
+        FAISS call of a search: ``benchmarks/memory_store.py`` times it by wrapping this)."""
+        return self._index.knn(q, k, self._vectors[: self._n])
+
+    @property
+    def _ann(self) -> Any:
+        """The FAISS index of an ivf (once trained) or hnsw store, else None (benchmarks
+        search it directly)."""
+        return getattr(self._index, "ann", None)
 
     def _reset_sentinel(self) -> None:
         for name, (_, fill) in _COLUMNS.items():
@@ -1007,10 +843,10 @@ class VectorStore:
     def to_bytes(self) -> bytes:
         """The whole store as bytes (what ``save`` writes; ``from_bytes`` reads it).
 
-        Format: a header (magic, format version, payload length, sha256 of the
-        payload) then an ``.npz`` payload (no pickles): columns, vectors, raw
-        inputs as bytes, FAISS index bytes (``faiss.serialize_index``) and a JSON
-        ``meta`` record (configuration, clock, counters, generator state).
+        Format (``continual.memory.store_file``): a checked header then an ``.npz``
+        payload (no pickles): columns, vectors, raw inputs as bytes, the index's arrays
+        (FAISS index bytes, HNSW node maps) and a JSON ``meta`` record (configuration,
+        clock, counters, generator state).
         """
         n = self._n
         state = {
@@ -1020,7 +856,7 @@ class VectorStore:
             "next_id": self._next_id,
             "seen": self._seen,
             "now": self._now,
-            "masked": self._masked,
+            "masked": self._index.masked,
             "rng": self._rng.bit_generator.state,
             "inputs": None,
         }
@@ -1034,17 +870,8 @@ class VectorStore:
                 "device": str(self._inputs.device),
             }
             arrays["inputs"] = live.view(torch.uint8).numpy().reshape(-1)
-        if self._ann is not None:
-            arrays["index"] = faiss.serialize_index(self._ann)
-        if self.kind == "hnsw":
-            arrays["node_slot"] = self._node_slot
-            arrays["slot_node"] = self._slot_node[:n]
-        arrays["meta"] = np.frombuffer(json.dumps(state).encode(), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        payload = buffer.getvalue()
-        digest = hashlib.sha256(payload).digest()
-        return _HEADER.pack(_MAGIC, FORMAT_VERSION, len(payload), digest) + payload
+        arrays.update(self._index.state(n))
+        return encode(state, arrays)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the whole store to ``path`` atomically (temp file, fsync, rename; the file's
@@ -1083,35 +910,12 @@ class VectorStore:
         source: names the data in error messages (``load`` passes the path).
         inputs_device: as for ``load``.
         """
-        if len(data) < _HEADER.size:
-            raise StoreFileError(
-                f"{source}: {len(data)} bytes is too short for a VectorStore file (truncated?)"
-            )
-        magic, version, length, digest = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            raise StoreFileError(f"{source} is not a VectorStore file (bad magic bytes)")
-        if version != FORMAT_VERSION:
-            raise StoreFileError(
-                f"{source} has format version {version}; this code reads version {FORMAT_VERSION}"
-            )
-        payload = memoryview(data)[_HEADER.size :]
-        if len(payload) != length:
-            raise StoreFileError(
-                f"{source} is truncated or padded: header says {length} payload bytes, "
-                f"found {len(payload)}"
-            )
-        if hashlib.sha256(payload).digest() != digest:
-            raise StoreFileError(
-                f"{source} failed its sha256 check: the data was altered or damaged"
-            )
+        state, arrays = decode(data, source)
         try:
-            with np.load(io.BytesIO(payload), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            state = json.loads(arrays.pop("meta").tobytes())
             return cls._from_state(state, arrays, device, inputs_device)
         except StoreFileError:
             raise
-        except (KeyError, ValueError, TypeError, RuntimeError, OSError, zipfile.BadZipFile) as err:
+        except DAMAGED as err:
             raise StoreFileError(f"{source}: inconsistent VectorStore contents ({err})") from err
 
     @classmethod
@@ -1135,7 +939,7 @@ class VectorStore:
         order = np.argsort(ids, kind="stable")
         store._ids.append(ids[order], order.astype(np.int64))
         store._next_id, store._seen = int(state["next_id"]), int(state["seen"])
-        store._now, store._masked = int(state["now"]), int(state["masked"])
+        store._now, store._index.masked = int(state["now"]), int(state["masked"])
         rng = np.random.Generator(np.random.PCG64())
         rng.bit_generator.state = state["rng"]
         store._rng = rng
@@ -1146,20 +950,5 @@ class VectorStore:
             target = inputs_device if inputs_device is not None else _saved_device(spec["device"])
             store._inputs = raw.new_zeros((store._alloc + 1, *raw.shape[1:])).to(target)
             store._inputs[:n] = raw.to(target)
-        if "index" in arrays:
-            store._ann = faiss.deserialize_index(arrays["index"])
-            store._ann_version += 1
-            if store.kind == "ivf":
-                store._ann.nprobe = store._nprobe
-            else:
-                store._ann.hnsw.efSearch = store._ef_search
-        if store.kind == "hnsw":
-            store._node_slot = arrays["node_slot"].astype(np.int64)
-            store._slot_node[:n] = arrays["slot_node"]
-        if store._ann is not None and store.kind == "ivf" and store._ann.ntotal != n:
-            raise StoreFileError(f"the IVF index holds {store._ann.ntotal} vectors, expected {n}")
-        if store.device == "cuda" and store.kind == "flat" and n:
-            store._mirror = _make_gpu_mirror(store.dim, store._faiss_metric, store.gpu_index)
-            store._mirror.reserve(store._alloc, 0)
-            store._mirror.write(np.arange(n), store._vectors[:n])
+        store._index.load_state(arrays, n, store._vectors[:n])
         return store

@@ -1,4 +1,5 @@
-"""Store files written before issue 21's refactor (format version 1) still load, unchanged.
+"""Store files: those written before issue 21's refactor (format version 1) still load
+unchanged, and damaged or unsaveable stores are refused.
 
 ``data/store_v1_<kind>.cvs`` were written by the code of commit 0e008eb: dim 4, l2, capacity
 24, lru, seed 7; five adds of 6 vectors (labels, task = add number, 2-value inputs 12 a + 0..11),
@@ -12,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from continual.memory.eviction import FifoEviction
+from continual.memory.store_file import StoreFileError, decode, encode
 from continual.memory.vector_store import VectorStore
+from continual.types import ConfigError
 
 DATA = Path(__file__).parent / "data"
 KINDS = ("flat", "ivf", "hnsw")
@@ -41,3 +45,49 @@ def test_a_version_1_store_file_searches_as_it_did_when_saved(kind):
 def test_a_version_1_store_file_saves_back_to_the_same_bytes(kind):
     path = DATA / f"store_v1_{kind}.cvs"
     assert VectorStore.load(path, device="cpu").to_bytes() == path.read_bytes()
+
+
+def _rewritten(data: bytes, change) -> bytes:
+    """The store bytes with their record and arrays changed by ``change`` (checksum renewed)."""
+    meta, arrays = decode(data, "test")
+    change(meta, arrays)
+    return encode(meta, arrays)
+
+
+def test_a_file_whose_columns_disagree_with_its_count_is_refused_as_inconsistent():
+    s = VectorStore(4, device="cpu")
+    s.add(np.ones((5, 4), dtype=np.float32))
+
+    def drop_a_label(meta, arrays):
+        arrays["col_label"] = arrays["col_label"][:4]
+
+    with pytest.raises(StoreFileError, match="column lengths disagree with n=5"):
+        VectorStore.from_bytes(_rewritten(s.to_bytes(), drop_a_label), device="cpu")
+
+
+def test_a_file_whose_ivf_index_disagrees_with_its_vectors_is_refused():
+    s = VectorStore(4, kind="ivf", nlist=2, train_size=20, device="cpu")
+    s.add(np.random.default_rng(0).standard_normal((30, 4)).astype(np.float32))
+
+    def forget_one_row(meta, arrays):
+        meta["n"] = 29
+        for name in [k for k in arrays if k == "vectors" or k.startswith("col_")]:
+            arrays[name] = arrays[name][:29]
+
+    with pytest.raises(StoreFileError, match="the IVF index holds 30 vectors, expected 29"):
+        VectorStore.from_bytes(_rewritten(s.to_bytes(), forget_one_row), device="cpu")
+
+
+def test_a_file_missing_a_record_field_is_refused_as_inconsistent():
+    s = VectorStore(4, device="cpu")
+    with pytest.raises(StoreFileError, match="inconsistent VectorStore contents"):
+        VectorStore.from_bytes(_rewritten(s.to_bytes(), lambda meta, _: meta.pop("seen")), device="cpu")
+
+
+def test_a_store_with_a_custom_eviction_policy_refuses_to_save():
+    class Oldest(FifoEviction):  # a user's own policy: the file could not name it
+        name = "fifo"
+
+    s = VectorStore(4, capacity=3, eviction=Oldest(), device="cpu")
+    with pytest.raises(ConfigError, match="cannot save a store with a custom eviction policy"):
+        s.to_bytes()

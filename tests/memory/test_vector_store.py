@@ -63,9 +63,9 @@ def check_consistent(s: VectorStore) -> None:
     if len(s):
         np.testing.assert_array_equal(s.get(ids).ids, ids)
     if s.kind == "ivf" and s.is_trained:
-        assert s._ann.ntotal == len(s)
+        assert s._index.ann.ntotal == len(s)
     if s.kind == "hnsw":
-        assert int((s._node_slot[:-1] >= 0).sum()) == len(s)
+        assert int((s._index.node_slot[:-1] >= 0).sum()) == len(s)
 
 
 # ---------------------------------------------------------------- adding and searching
@@ -168,7 +168,7 @@ def test_ivf_trains_itself_once_train_size_vectors_arrived():
     s = store("ivf")
     s.add(base[:30])
     s.add(base[30:])
-    assert s.is_trained and s._ann.ntotal == 60
+    assert s.is_trained and s._index.ann.ntotal == 60
     np.testing.assert_array_equal(s.search(q, 4).ids, brute_l2(base, q, 4))  # nprobe == nlist
 
 
@@ -481,7 +481,7 @@ def test_hnsw_rebuilds_its_graph_once_masked_nodes_outnumber_live_ones():
     s = store("hnsw", capacity=20, eviction="fifo")
     for step in range(60):  # 1200 writes into 20 slots: 1180 graph nodes masked
         s.add(vectors(20, seed=step))
-    assert s._ann.ntotal < 1200  # rebuilt at least once
+    assert s._index.ann.ntotal < 1200  # rebuilt at least once
     last = vectors(20, seed=59)
     np.testing.assert_array_equal(s.search(last, 1).ids[:, 0], np.arange(1180, 1200))
     check_consistent(s)
