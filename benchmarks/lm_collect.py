@@ -80,20 +80,29 @@ def cpt_rows(summaries: list[dict]) -> list[dict]:
 
 
 def ckl_table(rows: list[dict]) -> str:
-    """Per method: IL / UL / NL exact match after training, FUAR, held-out loss (mean ± sd)."""
+    """Per method: IL / UL / NL exact match after training, FUAR, held-out loss (mean ± sd).
+
+    ``IL at M0`` is the method's own initial row: below 100 where the method's added modules
+    start random (K-Adapter, Modular), which FUAR's forgetting is measured from."""
     methods = sorted({r["method"] for r in rows}, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else 99, m))
-    by_seed = {r["seed"]: r for r in rows}  # M0 is the base model on each seed's split
-    lines = ["| method | seeds | IL | UL1 | NL1 | FUAR | heldout loss | train s |", "|" + " --- |" * 8,
-             f"| initial (M0) | {len(by_seed)} | " + " | ".join(
-                 _mean_sd([r[f"M0_{k}"] for r in by_seed.values()]) for k in ("IL", "UL1", "NL1"))
-             + " | - | " + _mean_sd([r["M0_heldout_loss"] for r in by_seed.values()]) + " | - |"]
+    base = {r["seed"]: r for r in rows if r["method"] not in ("ckl_kadapter", "ckl_modular")} or \
+        {r["seed"]: r for r in rows}  # M0 is the base model on each seed's split
+    lines = ["| method | seeds | IL at M0 | IL | UL1 | NL1 | FUAR | heldout loss | trainable | train s |",
+             "|" + " --- |" * 10,
+             f"| initial (M0) | {len(base)} | - | " + " | ".join(
+                 _mean_sd([r[f"M0_{k}"] for r in base.values()]) for k in ("IL", "UL1", "NL1"))
+             + " | - | " + _mean_sd([r["M0_heldout_loss"] for r in base.values()]) + " | - | - |"]
     for m in methods:
         runs = [r for r in rows if r["method"] == m]
         fuars = [r["FUAR"] for r in runs]
         nd = sum(v is None for v in fuars)
-        cells = [_mean_sd([r[f"M1_{k}"] for r in runs]) for k in ("IL", "UL1", "NL1")]
+        cells = [_mean_sd([r["M0_IL"] for r in runs])]
+        cells += [_mean_sd([r[f"M1_{k}"] for r in runs]) for k in ("IL", "UL1", "NL1")]
         cells.append(_mean_sd(fuars) + (f" ({nd} n.d.)" if nd and nd < len(fuars) else ""))
-        cells += [_mean_sd([r["M1_heldout_loss"] for r in runs]), f"{statistics.mean(r['train_s'] for r in runs):.0f}"]
+        cells.append(_mean_sd([r["M1_heldout_loss"] for r in runs]))
+        trainable = {r.get("trainable_params") for r in runs} - {None}
+        cells.append(f"{trainable.pop() / 1e6:.1f}M" if len(trainable) == 1 else "-")
+        cells.append(f"{statistics.mean(r['train_s'] for r in runs):.0f}")
         lines.append(f"| {m} | {len(runs)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -118,6 +127,24 @@ def cpt_table(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def joined_rows(rows: list[dict], paths: list[Path]) -> list[dict]:
+    """Rows of committed CKL CSVs for (method, seed) pairs that ``rows`` lack, numbers parsed."""
+    have = {(r["method"], int(r["seed"])) for r in rows}
+    out = []
+    for path in paths:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                if (r["method"], int(r["seed"])) in have:
+                    continue
+                row = {k: (None if v in ("", "None") else v) for k, v in r.items()}
+                for k, v in row.items():
+                    if k not in ("method", "experiment") and v is not None:
+                        row[k] = float(v) if k != "seed" else int(v)
+                out.append(row)
+                print(f"joined from {path.name}: {r['method']} seed {r['seed']}")
+    return out
+
+
 def write_csv(rows: list[dict], path: Path) -> None:
     fields = list(dict.fromkeys(k for r in rows for k in r))
     with open(path, "w", newline="") as f:
@@ -132,6 +159,9 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=Path("runs/lm"))
     p.add_argument("--no-csv", action="store_true", help="print the tables only")
     p.add_argument("--suffix", default="", help="written as lm_<kind>_runs<suffix>.csv")
+    p.add_argument("--also", type=Path, action="append", default=[],
+                   help="a committed lm_ckl_runs*.csv whose (method, seed) rows the runs lack join the "
+                        "CKL table (not the CSV written)")
     args = p.parse_args()
     if not args.runs.is_dir():
         raise SystemExit(f"no run folders under {args.runs}: run the studies first (docs/language_models.md)")
@@ -141,6 +171,8 @@ def main() -> None:
             continue
         if not args.no_csv:
             write_csv(rows, OUT / f"lm_{kind}_runs{args.suffix}.csv")
+        if kind == "ckl":
+            rows = rows + joined_rows(rows, args.also)
         print(table(rows))
 
 
