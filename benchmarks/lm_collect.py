@@ -45,7 +45,11 @@ def _mean_sd(values: list[float | None]) -> str:
 
 
 def _summaries(root: Path) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(root.rglob("summary.json"))]
+    """Every summary.json under ``root``, with ``_run``: its folder relative to ``root``."""
+    out = []
+    for p in sorted(root.rglob("summary.json")):
+        out.append({**json.loads(p.read_text()), "_run": str(p.parent.relative_to(root))})
+    return out
 
 
 def ckl_rows(summaries: list[dict]) -> list[dict]:
@@ -53,7 +57,7 @@ def ckl_rows(summaries: list[dict]) -> list[dict]:
     for s in summaries:
         if s.get("protocol") != "knowledge":
             continue
-        row = {"method": s["strategy"], "seed": s["seed"]}
+        row = {"method": s["strategy"], "seed": s["seed"], "run": s.get("_run")}
         row.update({f"M0_{k}": v for k, v in s["initial_scores"].items()})
         row.update({f"M1_{k}": v for k, v in s["final_scores"].items()})
         row.update({"FUAR": s.get("FUAR"), "steps": s["steps"], "params": s["params"],
