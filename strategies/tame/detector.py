@@ -15,6 +15,7 @@ trained on the loss: a loss that fires belongs to whichever expert trains on it 
 
 from __future__ import annotations
 
+import abc
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -88,7 +89,7 @@ class LossTracker:
         self.smoothed = state["smoothed"]
 
 
-class SwitchDetector:
+class SwitchDetector(abc.ABC):
     """A task-switch detector on one expert's losses (river-style: ``update(loss)`` -> flag).
 
     tracker: the expert's loss statistics the rule reads (a fresh ``LossTracker`` if None);
@@ -104,9 +105,9 @@ class SwitchDetector:
         self.drift_detected = self.fires(loss, self.tracker)
         return self.drift_detected
 
+    @abc.abstractmethod
     def fires(self, loss: float, tracker: LossTracker) -> bool:
         """The rule: whether ``loss`` means a switch, judged against ``tracker``."""
-        raise NotImplementedError
 
     def state_dict(self) -> dict[str, Any]:
         return {}
