@@ -13,7 +13,9 @@ replayed). ``search`` finds nearest neighbours with FAISS:
   rebuilt once masked nodes outnumber live ones.
 
 Each kind is a class in ``continual.memory.indexes``; the file format is
-``continual.memory.store_file``. On a GPU (``device="cuda"`` or ``"cuda:N"``, or ``"auto"``
+``continual.memory.store_file``; devices and FAISS's GPU resources are
+``continual.memory.gpu``; payload columns and the id map ``continual.memory.payload``.
+On a GPU (``device="cuda"`` or ``"cuda:N"``, or ``"auto"``
 when ``faiss.get_num_gpus() > 0``) ``flat`` searches a CUDA copy of the vectors with FAISS's
 GPU brute force (a search with CUDA queries stays on the GPU and copies back only the hits)
 and ``ivf`` a GPU copy of its index (appended to in place; rebuilt, an O(n) upload, only after
@@ -32,14 +34,14 @@ to the FAISS call.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import faiss
 import numpy as np
 import torch
 
+from continual.memory import gpu
 from continual.memory.eviction import (
     EVICTION_POLICIES,
     EvictionPlan,
@@ -47,7 +49,9 @@ from continual.memory.eviction import (
     EvictionView,
     make_eviction,
 )
+from continual.memory.gpu import GPU_MAX_K, on_device, parse_device, resolve_device
 from continual.memory.indexes import FlatIndex, HnswIndex, IvfIndex, StoreIndex, TorchMirror, to_host
+from continual.memory.payload import COLUMNS, PAYLOAD, IdIndex, Memories, Payload, SearchResult
 from continual.memory.store_file import DAMAGED, FORMAT_VERSION, StoreFileError, decode, encode
 from continual.types import ConfigError
 
@@ -56,6 +60,7 @@ __all__ = [
     "Payload",
     "SearchResult",
     "FORMAT_VERSION",
+    "GPU_MAX_K",
     "StoreFileError",
     "TorchMirror",
     "VectorStore",
@@ -65,201 +70,6 @@ __all__ = [
 
 METRICS = ("l2", "ip", "cosine")
 KINDS = ("flat", "ivf", "hnsw")
-DEVICES = ("auto", "cpu", "cuda", "cuda:N")
-#: the most neighbours FAISS's GPU k-selection returns (faiss/gpu/utils/DeviceDefs.cuh)
-GPU_MAX_K = 2048
-
-# payload columns: name -> (dtype, value in the sentinel row that a missing hit (-1) reads)
-_COLUMNS: dict[str, tuple[type, int | float]] = {
-    "id": (np.int64, -1),
-    "label": (np.int64, -1),
-    "task": (np.int64, -1),
-    "time": (np.int64, -1),
-    "last_recall": (np.int64, -1),
-    "recalls": (np.int64, 0),
-    "strength": (np.float64, 0.0),
-}
-_PAYLOAD = ("label", "task", "time", "last_recall", "recalls", "strength")
-
-
-@dataclass
-class Payload:
-    """Payload columns of a set of memories; every column has the same shape S.
-
-    label, task: int64, -1 where not given (or where a search found no hit).
-    time: int64 clock time the memory was written.
-    last_recall: int64 clock time of its last recall (its write time if never).
-    recalls: int64 times it was returned by a recalling ``search``.
-    strength: float64 MemoryBank strength S (1 at write, +1 per recall).
-    inputs: (*S, *input_shape) raw inputs when the store keeps them and they were
-        asked for, else None.
-    """
-
-    label: np.ndarray
-    task: np.ndarray
-    time: np.ndarray
-    last_recall: np.ndarray
-    recalls: np.ndarray
-    strength: np.ndarray
-    inputs: torch.Tensor | None = None
-
-
-@dataclass
-class Memories:
-    """Memories read by ``get`` or ``sample``: ids (n,), vectors (n, dim), payload (n,)."""
-
-    ids: np.ndarray
-    vectors: np.ndarray
-    payload: Payload
-
-
-class SearchResult(NamedTuple):
-    """``search`` output for Q queries and k neighbours, nearest first.
-
-    ids: (Q, k) int64; -1 where an approximate index found fewer than k.
-    distances: (Q, k) float32 as FAISS returns them: squared L2 (smaller is
-        nearer) for ``l2``; inner product, or cosine similarity for ``cosine``
-        (larger is nearer).
-    payload: columns of shape (Q, k) (label -1 etc. where ids is -1).
-    """
-
-    ids: np.ndarray
-    distances: np.ndarray
-    payload: Payload
-
-
-def parse_device(device: str) -> tuple[str, int | None]:
-    """('auto' | 'cpu' | 'cuda', GPU index or None) of a device name; 'cuda:N' gives N."""
-    name, _, index = str(device).partition(":")
-    if name == "cuda" and index.isdigit():
-        return "cuda", int(index)
-    if index or name not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"unknown device {device!r}; use one of {DEVICES}")
-    return name, None
-
-
-def resolve_device(device: str, num_gpus: int, kind: str = "flat") -> str:
-    """'cpu' or 'cuda' for a requested ``device`` given how many GPUs FAISS sees
-    (the GPU index of 'cuda:N' is read by ``parse_device``)."""
-    device, _ = parse_device(device)
-    if device == "cpu":
-        return "cpu"
-    if kind == "hnsw":
-        if device == "cuda":
-            raise ConfigError(
-                "kind='hnsw' cannot run on the GPU (FAISS has no GPU HNSW); "
-                "use device='cpu' or 'auto', or kind='flat'/'ivf' on the GPU"
-            )
-        return "cpu"
-    if num_gpus > 0:
-        return "cuda"
-    if device == "cuda":
-        raise ConfigError(
-            "device='cuda' but FAISS sees no GPU (faiss.get_num_gpus() == 0); install "
-            "faiss-gpu on a CUDA machine, or use device='auto' to fall back to the CPU"
-        )
-    return "cpu"
-
-
-def _faiss_gpu_count() -> int:
-    return faiss.get_num_gpus()
-
-
-def _make_gpu_mirror(dim: int, metric: int, device_index: int) -> TorchMirror:
-    """A mirror on GPU ``device_index`` searched by faiss.knn_gpu (bfKnn), on torch's
-    current stream."""
-    import faiss.contrib.torch_utils  # noqa: F401  (lets faiss.knn_gpu take torch tensors)
-
-    if not torch.cuda.is_available():
-        raise ConfigError(
-            "FAISS sees a GPU but torch does not (torch.cuda.is_available() is False); "
-            "install a CUDA build of torch or use device='cpu'"
-        )
-    resources = shared_gpu_resources()
-
-    def knn(q: torch.Tensor, base: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return faiss.knn_gpu(resources, q, base, k, metric=metric, device=device_index)
-
-    return TorchMirror(dim, torch.device("cuda", device_index), knn)
-
-
-def _make_gpu_index(index: Any, resources: Any, device_index: int) -> Any:
-    """A copy of a CPU IVF index on GPU ``device_index`` with the same nprobe."""
-    gpu = faiss.index_cpu_to_gpu(resources, device_index, index)
-    gpu.nprobe = index.nprobe
-    return gpu
-
-
-def _new_gpu_resources() -> Any:
-    return faiss.StandardGpuResources()
-
-
-_GPU_RESOURCES: Any = None
-
-
-def shared_gpu_resources() -> Any:
-    """The process's one FAISS ``StandardGpuResources`` (each reserves up to ~1.5 GiB of
-    scratch memory outside torch's allocator, so every GPU store of the process shares it;
-    it serves any GPU)."""
-    global _GPU_RESOURCES
-    if _GPU_RESOURCES is None:
-        _GPU_RESOURCES = _new_gpu_resources()
-    return _GPU_RESOURCES
-
-
-def _on(index: np.ndarray, device: torch.device) -> torch.Tensor:
-    """A host index array as a tensor on ``device``, copied without blocking."""
-    return torch.from_numpy(index).to(device, non_blocking=True)
-
-
-def _saved_device(name: str) -> torch.device:
-    """The device a saved tensor was on, when this process has it; else the CPU (a store
-    saved on GPU 3 loads on a machine with fewer GPUs, or none)."""
-    device = torch.device(name)
-    if device.type != "cuda" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return device if (device.index or 0) < torch.cuda.device_count() else torch.device("cpu")
-
-
-class _IdIndex:
-    """Sorted map id -> slot; new ids are larger than all before, so adding appends."""
-
-    def __init__(self) -> None:
-        self.keys = np.empty(0, dtype=np.int64)
-        self.slots = np.empty(0, dtype=np.int64)  # -1 once the id is gone
-        self.size = 0
-        self.dead = 0
-
-    def append(self, ids: np.ndarray, slots: np.ndarray) -> None:
-        need = self.size + ids.shape[0]
-        if need > self.keys.shape[0]:
-            grown = max(need, 2 * self.keys.shape[0], 1024)
-            self.keys = np.resize(self.keys, grown)
-            self.slots = np.resize(self.slots, grown)
-        self.keys[self.size : need] = ids
-        self.slots[self.size : need] = slots
-        self.size = need
-
-    def positions(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in keys, known mask) of ids; a position is valid where known."""
-        if self.size == 0:
-            return np.zeros(ids.shape, dtype=np.int64), np.zeros(ids.shape, dtype=bool)
-        keys = self.keys[: self.size]
-        pos = np.minimum(np.searchsorted(keys, ids), self.size - 1)
-        return pos, (keys[pos] == ids) & (self.slots[pos] >= 0)
-
-    def set_slots(self, ids: np.ndarray, slots: np.ndarray) -> None:
-        self.slots[self.positions(ids)[0]] = slots
-
-    def drop(self, ids: np.ndarray) -> None:
-        self.slots[self.positions(ids)[0]] = -1
-        self.dead += ids.shape[0]
-        if self.dead > self.size // 2:
-            live = self.slots[: self.size] >= 0
-            kept = int(live.sum())
-            self.keys[:kept] = self.keys[: self.size][live]
-            self.slots[:kept] = self.slots[: self.size][live]
-            self.size, self.dead = kept, 0
 
 
 class VectorStore:
@@ -328,7 +138,7 @@ class VectorStore:
         self.kind = kind
         self.capacity = None if capacity is None else int(capacity)
         self.policy = make_eviction(eviction)
-        self.device = resolve_device(device, _faiss_gpu_count(), kind)
+        self.device = resolve_device(device, gpu.faiss_gpu_count(), kind)
         self.gpu_index = (parse_device(device)[1] or 0) if self.device == "cuda" else None
         self.nlist = nlist
         self.train_size = 39 * nlist if train_size is None else train_size
@@ -344,22 +154,23 @@ class VectorStore:
         self._next_id = 0
         self._seen = 0
         self._now = 0
-        self._ids = _IdIndex()
+        self._ids = IdIndex()
         self._alloc = 0
         self._vectors = np.zeros((1, self.dim), dtype=np.float32)  # rows: slots + sentinel
-        self._cols = {name: np.full(1, fill, dtype) for name, (dtype, fill) in _COLUMNS.items()}
+        self._cols = {name: np.full(1, fill, dtype) for name, (dtype, fill) in COLUMNS.items()}
         self._inputs: torch.Tensor | None = None  # (alloc + 1, *input_shape) once used
         self._index = self._new_index()
 
     def _new_index(self) -> StoreIndex:
         """The search index of this kind; its GPU pieces are built here, on the store's GPU."""
-        metric, gpu = self._faiss_metric, self.gpu_index
+        metric, device_index = self._faiss_metric, self.gpu_index
         if self.kind == "flat":
-            mirror = None if gpu is None else (lambda: _make_gpu_mirror(self.dim, metric, gpu))
+            mirror = None if device_index is None else (
+                lambda: gpu.make_gpu_mirror(self.dim, metric, device_index))
             return FlatIndex(self.dim, metric, mirror)
         if self.kind == "ivf":
-            copy = None if gpu is None else (
-                lambda index: _make_gpu_index(index, shared_gpu_resources(), gpu))
+            copy = None if device_index is None else (
+                lambda index: gpu.make_gpu_index(index, gpu.shared_gpu_resources(), device_index))
             return IvfIndex(self.dim, metric, self.nlist, self._nprobe, self.train_size, copy)
         return HnswIndex(self.dim, metric, self.hnsw_m, self.ef_construction, self._ef_search)
 
@@ -529,7 +340,7 @@ class VectorStore:
             return new
 
         self._vectors = regrow(self._vectors, 0.0)
-        self._cols = {k: regrow(v, _COLUMNS[k][1]) for k, v in self._cols.items()}
+        self._cols = {k: regrow(v, COLUMNS[k][1]) for k, v in self._cols.items()}
         if self._inputs is not None:
             inputs = self._inputs.new_zeros((grown + 1, *self._inputs.shape[1:]))
             inputs[:n] = self._inputs[:n]
@@ -607,7 +418,7 @@ class VectorStore:
         self._seen += m
         if admit is not None:
             x, labels, tasks = x[admit], labels[admit], tasks[admit]
-            raw = None if raw is None else raw[_on(np.flatnonzero(admit), raw.device)]
+            raw = None if raw is None else raw[on_device(np.flatnonzero(admit), raw.device)]
         k = x.shape[0]
         reuse, extra = evict[:k], evict[k:]
         fresh = k - reuse.shape[0]
@@ -630,7 +441,7 @@ class VectorStore:
         cols["recalls"][slots] = 0
         cols["strength"][slots] = 1.0
         if raw is not None:
-            self._inputs[_on(slots, raw.device)] = raw
+            self._inputs[on_device(slots, raw.device)] = raw
         self._ids.append(ids, slots)
         self._write_vectors(slots, x, reused=reuse.shape[0])
         if extra.size:
@@ -694,7 +505,7 @@ class VectorStore:
         self._vectors[holes] = self._vectors[movers]
         if self._inputs is not None:
             dev = self._inputs.device
-            self._inputs[_on(holes, dev)] = self._inputs[_on(movers, dev)]
+            self._inputs[on_device(holes, dev)] = self._inputs[on_device(movers, dev)]
         self._ids.set_slots(self._cols["id"][holes], holes)
         self._n = after
         self._index.delete(slots, holes, movers, self._vectors[:after])
@@ -710,9 +521,9 @@ class VectorStore:
         cols = self._cols
         inputs = None
         if with_inputs and self._inputs is not None:
-            flat = _on(slots.reshape(-1), self._inputs.device)
+            flat = on_device(slots.reshape(-1), self._inputs.device)
             inputs = self._inputs[flat].reshape(*slots.shape, *self._inputs.shape[1:])
-        return Payload(*(cols[name][slots] for name in _PAYLOAD), inputs=inputs)
+        return Payload(*(cols[name][slots] for name in PAYLOAD), inputs=inputs)
 
     def search(
         self,
@@ -771,7 +582,7 @@ class VectorStore:
         return getattr(self._index, "ann", None)
 
     def _reset_sentinel(self) -> None:
-        for name, (_, fill) in _COLUMNS.items():
+        for name, (_, fill) in COLUMNS.items():
             self._cols[name][-1] = fill
 
     def mark_recalled(self, ids: Any, time: int | None = None) -> None:
@@ -927,13 +738,13 @@ class VectorStore:
         n = int(state["n"])
         vectors = arrays["vectors"]
         if vectors.shape != (n, store.dim) or any(
-            arrays[f"col_{k}"].shape != (n,) for k in _COLUMNS
+            arrays[f"col_{k}"].shape != (n,) for k in COLUMNS
         ):
             raise StoreFileError(f"column lengths disagree with n={n}")
         store._reserve(n)
         store._n = n
         store._vectors[:n] = vectors
-        for name in _COLUMNS:
+        for name in COLUMNS:
             store._cols[name][:n] = arrays[f"col_{name}"]
         ids = store._cols["id"][:n]
         order = np.argsort(ids, kind="stable")
@@ -947,7 +758,7 @@ class VectorStore:
         if spec is not None:
             dtype = getattr(torch, spec["dtype"])
             raw = torch.from_numpy(arrays["inputs"].copy()).view(dtype).reshape(spec["shape"])
-            target = inputs_device if inputs_device is not None else _saved_device(spec["device"])
+            target = inputs_device if inputs_device is not None else gpu.saved_device(spec["device"])
             store._inputs = raw.new_zeros((store._alloc + 1, *raw.shape[1:])).to(target)
             store._inputs[:n] = raw.to(target)
         store._index.load_state(arrays, n, store._vectors[:n])

@@ -409,16 +409,16 @@ class LongTermMemory(SupervisedStrategy):
 
     def _store_device_name(self) -> str:
         """The store's device (see ``store_device`` in the class docstring)."""
-        from continual.memory import vector_store
+        from continual.memory import gpu
 
         if self.store_device not in ("auto", "cuda"):
             return self.store_device
         on_gpu = self.device.type == "cuda"
-        gpu = f"cuda:{self.device.index if on_gpu and self.device.index is not None else 0}"
+        model_gpu = f"cuda:{self.device.index if on_gpu and self.device.index is not None else 0}"
         if self.store_device == "cuda":
-            return gpu
-        if on_gpu and self.store_kind != "hnsw" and vector_store._faiss_gpu_count() > 0:
-            return gpu
+            return model_gpu
+        if on_gpu and self.store_kind != "hnsw" and gpu.faiss_gpu_count() > 0:
+            return model_gpu
         return "cpu"
 
     def _store_on_gpu(self) -> bool:

@@ -174,11 +174,11 @@ def _fake_faiss_gpu(monkeypatch, made: list | None = None):
             made.append(("ivf", index.ntotal, device_index, id(resources)))
         return faiss.clone_index(index)
 
-    monkeypatch.setattr(vs, "_faiss_gpu_count", lambda: 1)
-    monkeypatch.setattr(vs, "_make_gpu_mirror", mirror)
-    monkeypatch.setattr(vs, "_make_gpu_index", gpu_index)
-    monkeypatch.setattr(vs, "_new_gpu_resources", lambda: object())
-    monkeypatch.setattr(vs, "_GPU_RESOURCES", None)
+    monkeypatch.setattr(vs.gpu, "faiss_gpu_count", lambda: 1)
+    monkeypatch.setattr(vs.gpu, "make_gpu_mirror", mirror)
+    monkeypatch.setattr(vs.gpu, "make_gpu_index", gpu_index)
+    monkeypatch.setattr(vs.gpu, "new_gpu_resources", lambda: object())
+    monkeypatch.setattr(vs.gpu, "_GPU_RESOURCES", None)
     return vs
 
 
@@ -301,10 +301,10 @@ def test_a_saved_store_loads_its_inputs_where_asked(tmp_path):
 
 @pytest.mark.parametrize("saved", ["cuda:3", "cuda", "cpu"])
 def test_inputs_saved_on_a_gpu_this_process_lacks_load_on_the_cpu(monkeypatch, saved):
-    from continual.memory.vector_store import _saved_device
+    from continual.memory.gpu import saved_device
 
     _gpus(monkeypatch, 1 if saved == "cuda:3" else 0)
-    assert _saved_device(saved) == torch.device("cpu")
+    assert saved_device(saved) == torch.device("cpu")
 
 
 # ---------------------------------------------------------------- the GPU smoke script

@@ -399,10 +399,10 @@ def _torch_knn(q: torch.Tensor, base: torch.Tensor, k: int):
 def test_gpu_path_keeps_its_vector_copy_in_sync_through_evictions_and_removals(monkeypatch):
     # the GPU code path with its device-side search swapped for a CPU torch search:
     # it checks the store's bookkeeping of the copy, not FAISS's GPU kernel
-    monkeypatch.setattr(vs, "_faiss_gpu_count", lambda: 1)
+    monkeypatch.setattr(vs.gpu, "faiss_gpu_count", lambda: 1)
     monkeypatch.setattr(
-        vs,
-        "_make_gpu_mirror",
+        vs.gpu,
+        "make_gpu_mirror",
         lambda dim, metric, device_index: TorchMirror(dim, torch.device("cpu"), _torch_knn),
     )
     mirrored = VectorStore(DIM, capacity=50, eviction="reservoir", device="auto")
@@ -427,10 +427,10 @@ def test_gpu_ivf_copy_is_refreshed_after_the_index_changes(monkeypatch):
         copies.append(index.ntotal)
         return faiss.clone_index(index)
 
-    monkeypatch.setattr(vs, "_faiss_gpu_count", lambda: 1)
-    monkeypatch.setattr(vs, "_make_gpu_index", fake_gpu_copy)
-    monkeypatch.setattr(vs, "_new_gpu_resources", lambda: object())
-    monkeypatch.setattr(vs, "_GPU_RESOURCES", None)  # the shared resources: a fresh fake
+    monkeypatch.setattr(vs.gpu, "faiss_gpu_count", lambda: 1)
+    monkeypatch.setattr(vs.gpu, "make_gpu_index", fake_gpu_copy)
+    monkeypatch.setattr(vs.gpu, "new_gpu_resources", lambda: object())
+    monkeypatch.setattr(vs.gpu, "_GPU_RESOURCES", None)  # the shared resources: a fresh fake
     s = VectorStore(DIM, kind="ivf", device="cuda", **SMALL_IVF)
     base = vectors(60)
     s.add(base)
