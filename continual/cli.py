@@ -295,10 +295,12 @@ def run_experiment(
             "schedule": choices.get("schedule", type(schedule).__name__ if schedule is not None else None),
             "threads": _torch_threads(),
             "deterministic": bool(cfg.get("deterministic", False)),
+            "amp": str(cfg.get("amp", False)).lower(),
         },
         checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
         checkpoints=cfg.checkpoint.enabled, checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
         on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen, schedule=schedule,
+        amp=cfg.get("amp", False),
     )
     resume = resume_mode(cfg.resume)
     if resume == "false":

@@ -72,6 +72,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N (see continual.cli.resolve_device)
     deterministic: bool = False  # deterministic kernels (see continual.cli.set_determinism)
+    amp: Any = False  # false | bf16: observe() under torch.autocast (see continual.runner.amp_dtype)
     threads: Any = "auto"  # torch threads: auto (see continual.cli.choose_threads) or a number >= 1
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)

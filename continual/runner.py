@@ -96,6 +96,24 @@ DETAILS_FILE = "answers.jsonl"  # per-item eval results of streams that report t
 TRAINING_CONFIG_KEYS = ("stream", "strategy", "model", "schedule", "seed", "on_nan")
 
 
+AMP_CHOICES = ("false", "bf16")
+
+
+def amp_dtype(value: Any) -> torch.dtype | None:
+    """The autocast dtype of the ``amp`` setting: None for false (fp32), bfloat16 for bf16.
+
+    fp16 is refused: it needs a gradient scaler the strategies do not carry, and bf16 has
+    fp32's range (no scaler), which is what OnPro's official code gets from its GradScaler.
+    """
+    mode = str(value).lower() if isinstance(value, (bool, str)) or value is None else None
+    if mode in ("false", "none", "off"):
+        return None
+    if mode == "bf16":
+        return torch.bfloat16
+    raise ConfigError(f"amp must be one of {list(AMP_CHOICES)}, got {value!r}"
+                      + ("; fp16 needs a gradient scaler, use bf16" if mode == "fp16" else ""))
+
+
 class RunStopped(RuntimeError):
     """The run stopped on purpose (e.g. a NaN loss with on_nan=stop); the message says why."""
 
@@ -144,6 +162,7 @@ class Runner:
         on_nan: str = "stop",
         eval_unseen: bool = False,
         schedule: Schedule | None = None,
+        amp: Any = False,
     ) -> None:
         self.stream, self.strategy = stream, strategy
         self.out_dir = out_dir
@@ -172,6 +191,9 @@ class Runner:
         self.checkpoint_min_interval_s = float(checkpoint_min_interval_s)
         self._last_checkpoint_time = time.monotonic()
         self.on_nan = on_nan
+        # amp=bf16: every observe() (forward, loss; backward in guarded_step runs outside it)
+        # under torch.autocast on the run's device; evaluation and task-end hooks stay fp32
+        self.amp = amp_dtype(amp)
         if on_nan == "stop" and hasattr(strategy, "check_each_step"):
             # no sync per step: a non-finite loss stops the run at the end of its log window,
             # before the next eval row or checkpoint (see SupervisedStrategy.check_each_step)
@@ -417,7 +439,8 @@ class Runner:
                 with torch.inference_mode():
                     pre = (strategy.predict(batch.x, batch.task).argmax(1) == batch.y).sum()
             try:
-                out = strategy.observe(batch)
+                with self._autocast():
+                    out = strategy.observe(batch)
             except NonFiniteLoss as e:
                 if self.on_nan == "stop":
                     self._stop_nonfinite(f"{e} at step {st.step}")
@@ -426,7 +449,8 @@ class Runner:
             if self.branch is not None:
                 driver.apply_branch(self.branch, i_step - branch_from, n_anneal)
                 try:
-                    self.branch.observe(batch)
+                    with self._autocast():
+                        self.branch.observe(batch)
                 except NonFiniteLoss as e:
                     if self.on_nan == "stop":
                         self._stop_nonfinite(f"{e} in the anneal branch at step {st.step}")
@@ -490,6 +514,12 @@ class Runner:
             "Lower the learning rate, check the data, or set on_nan=skip to skip such batches"
         )
 
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """torch.autocast in the ``amp`` dtype on the run's device, or nothing (amp=false)."""
+        if self.amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp)
+
     # ------------------------------------------------------------------ checkpoints
     def fingerprint(self) -> dict[str, Any]:
         """What shapes training (the strategy's class, the stream, TRAINING_CONFIG_KEYS of the
@@ -499,6 +529,8 @@ class Runner:
         s = self.strategy
         fp = {"strategy_class": f"{type(s).__module__}.{type(s).__qualname__}", "stream_name": self.stream.name,
               **{k: self.config[k] for k in TRAINING_CONFIG_KEYS if k in self.config}}
+        if self.amp is not None:  # only when on: checkpoints of fp32 runs keep their fingerprint
+            fp["amp"] = str(self.amp).removeprefix("torch.")
         return json.loads(json.dumps(fp, sort_keys=True, default=str))
 
     def save_checkpoint(self) -> None:

@@ -95,6 +95,15 @@ def finite_loss_value(loss: torch.Tensor, where: str = "") -> float:
     return value
 
 
+def _no_autocast(loss: torch.Tensor) -> Any:
+    """Autocast off for the backward pass (torch's advice: autocast wraps the forward pass
+    and the loss only; backward ops take the dtypes their forward ops used)."""
+    device_type = loss.device.type
+    if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return nullcontext()
+
+
 def guarded_step(
     optimizer: torch.optim.Optimizer, loss: torch.Tensor, check: bool = True,
     clip_grad_norm: float | None = None, label: str | None = None,
@@ -109,7 +118,7 @@ def guarded_step(
     """
     value = finite_loss_value(loss) if check else loss.detach()
     optimizer.zero_grad(set_to_none=True)
-    with record_function(f"{label}.backward") if label else nullcontext():
+    with record_function(f"{label}.backward") if label else nullcontext(), _no_autocast(loss):
         loss.backward()
     if clip_grad_norm:
         params = [p for group in optimizer.param_groups for p in group["params"]]

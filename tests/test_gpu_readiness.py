@@ -370,3 +370,63 @@ def test_gpu_memory_check_fails_when_torch_sees_a_gpu_and_faiss_does_not(monkeyp
     monkeypatch.setattr(module, "environment", lambda: {})
     assert module.main(["--out", str(tmp_path / "r.json")]) == 1
     assert json.loads((tmp_path / "r.json").read_text())["status"].startswith("FAILED")
+
+
+# ---------------------------------------------------------------- amp (bf16 autocast)
+class _AmpSpy(torch.nn.Module):
+    """A linear model that records, per forward, the autocast state and its output dtype, and
+    per backward (a tensor hook) whether autocast was on."""
+
+    def __init__(self, n_inputs: int, n_classes: int) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(n_inputs, n_classes)
+        self.forwards: list[tuple[bool, torch.dtype]] = []
+        self.backwards: list[bool] = []
+
+    def forward(self, x):
+        out = self.fc(x.flatten(1))
+        self.forwards.append((torch.is_autocast_enabled("cpu"), out.dtype))
+        if out.requires_grad:
+            out.register_hook(lambda g: self.backwards.append(torch.is_autocast_enabled("cpu")))
+        return out
+
+
+def _amp_run(tmp_path, amp):
+    import numpy as np
+
+    from continual import streams
+    from continual.runner import Runner
+    from continual.strategies.naive import Naive
+
+    stream = streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=0)
+    model = _AmpSpy(int(np.prod(stream.input_shape)), stream.n_classes)
+    runner = Runner(stream, Naive(model, lr=0.05), out_dir=str(tmp_path / str(amp)), amp=amp)
+    return runner, runner.run(), model
+
+
+def test_amp_bf16_runs_each_training_forward_in_bf16_and_backward_and_eval_in_fp32(tmp_path):
+    runner, summary, model = _amp_run(tmp_path, "bf16")
+    training = [f for f in model.forwards if f[0]]
+    assert training and all(dtype == torch.bfloat16 for _, dtype in training)
+    assert len(training) == summary["steps"]  # one autocast forward per step; the rest is eval
+    assert all(dtype == torch.float32 for on, dtype in model.forwards if not on)
+    assert model.backwards == [False] * len(training)  # guarded_step: autocast off in backward
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
+    assert runner.fingerprint()["amp"] == "bfloat16"
+    assert summary["acc"] > 0.1  # learned something in bf16
+
+
+def test_amp_off_leaves_everything_fp32_and_the_fingerprint_as_before(tmp_path):
+    runner, _, model = _amp_run(tmp_path, False)
+    assert model.forwards and all(not on and dtype == torch.float32 for on, dtype in model.forwards)
+    assert "amp" not in runner.fingerprint()  # fp32 checkpoints written before amp existed resume
+
+
+@pytest.mark.parametrize("bad, hint", [("fp16", "gradient scaler"), ("yes", "amp must be one of")])
+def test_amp_refuses_what_it_cannot_do(bad, hint):
+    from continual.runner import amp_dtype
+
+    with pytest.raises(ConfigError, match=hint):
+        amp_dtype(bad)
+    assert amp_dtype("false") is None and amp_dtype(False) is None
+    assert amp_dtype("BF16") is torch.bfloat16
