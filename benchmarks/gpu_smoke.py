@@ -55,6 +55,7 @@ SYNC_TARGETS = {"er": 0, "joint": 0, "onpro": 2, "tame": 2, "ltm_knn": 2}
 FAST = ["stream=split_digits", "log.console=false", "report.per_run=false", "report.sweep=false"]
 STRATEGY_FAST = {"onpro": ["strategy.rotations=4"]}
 RESUME_STRATEGIES = ("er", "onpro", "ltm_knn")
+AMP_STRATEGIES = ("er", "onpro")  # amp=bf16 end to end (OnPro's official code trains under autocast)
 FAULT = "step:45"  # SIGKILL at the 45th step: after the checkpoint at step 40
 CHECKPOINTS = ["checkpoint.every=20", "log.every=10", "checkpoint.min_interval_s=0"]
 
@@ -242,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="gpu_smoke.json", help="where the JSON results go")
     p.add_argument("--jobs", type=int, default=4, help="end-to-end runs at a time")
-    p.add_argument("--only", nargs="*", choices=("e2e", "resume", "syncs", "faiss"),
-                   default=["e2e", "resume", "syncs", "faiss"])
+    p.add_argument("--only", nargs="*", choices=("e2e", "amp", "resume", "syncs", "faiss"),
+                   default=["e2e", "amp", "resume", "syncs", "faiss"])
     args = p.parse_args(argv)
     import torch
 
@@ -276,8 +277,25 @@ def main(argv: list[str] | None = None) -> int:
                 if not ok:
                     failed.append(f"e2e {name}")
                     print(r["stderr_tail"])
+                r["acc"] = _acc(r)
                 r.pop("summary", None)
             results["end_to_end"] = e2e
+        if "amp" in args.only:
+            results["amp_bf16"] = {}
+            for name in (n for n in AMP_STRATEGIES if n in names):
+                r = continual([*FAST, f"strategy={name}", "device=cuda", "amp=bf16",
+                               *STRATEGY_FAST.get(name, [])], work / f"amp_{name}")
+                summary = r.get("summary") or {}
+                r["acc"] = _acc(r)
+                r.pop("summary", None)
+                r["ok"] = r["rc"] == 0 and summary.get("amp") == "bf16"
+                fp32 = results.get("end_to_end", {}).get(name, {})
+                print(f"{'ok  ' if r['ok'] else 'FAIL'}  amp=bf16 {name}: rc {r['rc']}, {r['seconds']} s, "
+                      f"acc {r['acc']} (fp32 run above: {fp32.get('seconds')} s, acc {fp32.get('acc')})")
+                if not r["ok"]:
+                    failed.append(f"amp {name}")
+                    print(r["stderr_tail"])
+                results["amp_bf16"][name] = r
         if "resume" in args.only:
             results["kill_and_resume"] = {}
             for name in (n for n in RESUME_STRATEGIES if n in names):
