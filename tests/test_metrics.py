@@ -49,14 +49,42 @@ def test_single_task_has_no_forgetting_or_transfer():
     assert M.backward_transfer(R[:2], [1]) == 0.0
 
 
-def test_stability_gap_measures_the_dip_after_a_boundary():
-    # rows: init, end t0 (0.9), dips to 0.5 and 0.7 shortly after, end t1
-    S = np.array([[0.1, 0.1], [0.9, 0.1], [0.5, 0.3], [0.7, 0.6], [0.8, 0.9]])
-    samples = [0, 100, 110, 120, 200]
-    assert M.stability_gap(S, [1, 4], samples, window=50) == pytest.approx(0.4)
-    # a window that sees only the first eval point after the boundary
-    assert M.stability_gap(S, [1, 4], samples, window=10) == pytest.approx(0.4)
-    assert M.stability_gap(S, [1, 4], samples, window=5) == 0.0
+# Three tasks, eval points every few samples. Rows (samples seen): 0 init (0), 1 end of t0 (100),
+# 2 (105), 3 (110), 4 (111), 5 end of t1 (200), 6 (204), 7 (208), 8 (220), 9 end of t2 (300).
+GAP_R = np.array([
+    [0.1, 0.1, 0.1],
+    [0.9, 0.1, 0.1],   # end of t0: t0 at 0.9
+    [0.8, 0.3, 0.1],   # +5 samples
+    [0.6, 0.5, 0.1],   # +10: exactly at the edge of a 10-sample window, and t0's lowest in it
+    [0.2, 0.6, 0.1],   # +11: a deeper dip just outside it
+    [0.8, 0.9, 0.5],   # end of t1: t0 at 0.8, t1 at 0.9 (t2, not yet trained, at 0.5)
+    [0.7, 0.5, 0.2],   # +4
+    [0.75, 0.8, 0.3],  # +8
+    [0.1, 0.1, 0.4],   # +20: far outside a 10-sample window
+    [0.8, 0.8, 0.9],
+])
+GAP_SAMPLES = [0, 100, 105, 110, 111, 200, 204, 208, 220, 300]
+GAP_ENDS = [1, 5, 9]
+
+
+@pytest.mark.parametrize(("window", "expected"), [
+    # boundary 1 (t0): rows 2, 3 -> 0.9 - 0.6 = 0.3; boundary 2: rows 6, 7 -> t0 0.8 - 0.7 = 0.1,
+    # t1 0.9 - 0.5 = 0.4, mean 0.25 (t2, the task about to start, does not count); (0.3 + 0.25) / 2
+    (10, 0.275),
+    # one sample less: row 3 drops out of boundary 1's window -> 0.9 - 0.8 = 0.1; (0.1 + 0.25) / 2
+    (9, 0.175),
+    # one sample more: row 4's dip joins boundary 1's window -> 0.9 - 0.2 = 0.7; (0.7 + 0.25) / 2
+    (11, 0.475),
+    # no eval point within 4 samples of boundary 1: it is left out of the mean (not a zero)
+    (4, 0.25),
+])
+def test_stability_gap_takes_the_lowest_point_inside_the_window_after_each_boundary(window, expected):
+    assert M.stability_gap(GAP_R, GAP_ENDS, GAP_SAMPLES, window=window) == pytest.approx(expected)
+
+
+def test_stability_gap_is_zero_when_no_eval_point_falls_in_any_window():
+    assert M.stability_gap(GAP_R, GAP_ENDS, GAP_SAMPLES, window=3) == 0.0
+    assert M.stability_gap(GAP_R[[0, 1, 5, 9]], [1, 2, 3], [0, 100, 200, 300], window=50) == 0.0
 
 
 def test_online_accuracy():
