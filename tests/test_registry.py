@@ -4,7 +4,6 @@ import importlib
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -100,12 +99,11 @@ def test_load_imports_the_target_and_names_the_choices_when_unknown():
         registry.load("strategy", "nope")
 
 
-def test_listing_imports_no_torch_and_answers_fast():
+def test_listing_imports_neither_torch_nor_avalanche():
+    # what keeps `continual list` quick; its speed itself is not a unit test's business
     code = ("import sys, io; from continual.registry import print_list; print_list(io.StringIO()); "
             "assert 'torch' not in sys.modules and 'avalanche' not in sys.modules")
-    start = time.perf_counter()
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=60)
-    assert time.perf_counter() - start < 3.0
 
 
 def test_the_search_path_plugin_makes_plugin_configs_choosable(fake_plugin):
