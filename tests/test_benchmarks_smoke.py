@@ -10,8 +10,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-pytest.importorskip("avalanche")
-
 pytestmark = pytest.mark.slow  # a benchmark run in a subprocess
 
 

@@ -58,7 +58,6 @@ def test_report_of_a_real_sweep_counts_its_seeds(basic_sweep, tmp_path):
 
 @pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep, r = _sweep(tmp_path, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     _check_jobs(sweep)
     assert "Joblib.Parallel(n_jobs=2" in r.stdout + r.stderr
@@ -66,14 +65,12 @@ def test_joblib_launcher_runs_jobs_in_worker_processes(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_every_job(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     sweep, _ = _sweep(tmp_path, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10")
     _check_jobs(sweep)
     assert list((sweep / ".submitit").glob("*/*_log.out"))  # submitit's own job logs
 
 
 def test_slurm_launcher_config_composes_with_project_defaults(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     r = _continual("hydra/launcher=slurm", "hydra.launcher.partition=gpu", "--cfg", "hydra", "-p",
                    "hydra.launcher", "--resolve", cwd=tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr
