@@ -1,5 +1,6 @@
 """LTM (strategies/ltm.py): kNN reading, adaptive k, consolidation, forgetting, bad input,
-state round trips, and the GPU check's no-GPU path (exact resume after SIGKILL:
+state round trips, where the store lives (store_device), and the GPU check: its no-GPU path and
+self-check here, the GPU against the CPU where torch and FAISS see a GPU (exact resume after SIGKILL:
 tests/test_reliability.py)."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import json
 import sys
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 import torch
@@ -326,6 +328,12 @@ def test_shipped_capacities_spend_ers_byte_budget_on_28x28_images(name, key_byte
 # --------------------------------------------------------------------------- GPU check script
 
 
+NEEDS_GPU = pytest.mark.skipif(
+    not torch.cuda.is_available() or faiss.get_num_gpus() == 0,
+    reason="needs a CUDA GPU that torch and FAISS (faiss-gpu) both see; the CPU-only checks are the tests below",
+)
+
+
 def _gpu_check():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
@@ -344,11 +352,59 @@ def test_gpu_check_exits_cleanly_without_a_gpu(tmp_path, capsys, monkeypatch):
     assert json.loads((tmp_path / "gpu.json").read_text())["status"] == "skipped: no GPU"
 
 
-def test_gpu_check_comparison_runs_end_to_end_on_cpu_pairs():
+def test_gpu_check_self_check_puts_both_stores_on_the_cpu_and_finds_the_same_neighbours():
+    # the script's --second-device cpu self-check: its plumbing, not the GPU (see below)
     result = _gpu_check().run_check(n=3000, dim=16, queries=50, k=10, repeats=1,
                                     batch_sizes=(50,), second_device="cpu")
+    assert result["store_devices"] == {"cpu": "cpu", "second": "cpu"}
     assert result["same_neighbours"] and result["id_match_rate"] == 1.0
     assert result["throughput_ratio"] > 0
+
+
+@NEEDS_GPU
+def test_gpu_check_finds_the_cpu_stores_neighbours_with_the_store_on_the_gpu():
+    result = _gpu_check().run_check(n=20_000, dim=32, queries=200, k=10, repeats=1,
+                                    batch_sizes=(200,), second_device="cuda")
+    assert result["store_devices"] == {"cpu": "cpu", "second": "cuda"}
+    assert result["same_neighbours"], result
+
+
+@NEEDS_GPU
+def test_an_ltm_with_its_store_on_the_gpu_answers_as_with_its_store_on_the_cpu():
+    x, y = blobs(n_per_class=40, noise=0.5)
+    x, y = x.cuda(), y.cuda()
+    on_gpu = ltm(mlp().cuda(), k_choices=[1, 4], store_device="auto")  # auto follows the model
+    on_cpu = ltm(mlp().cuda(), k_choices=[1, 4], store_device="cpu")
+    outs_gpu, outs_cpu = feed(on_gpu, x, y), feed(on_cpu, x, y)
+    assert on_gpu.store.device == "cuda" and on_cpu.store.device == "cpu"
+    assert [int(o["online_correct"]) for o in outs_gpu] == [int(o["online_correct"]) for o in outs_cpu]
+    assert on_gpu.adaptive.k == on_cpu.adaptive.k
+    q = x[:30] + 0.05
+    torch.testing.assert_close(on_gpu.predict(q), on_cpu.predict(q))
+
+
+@pytest.mark.parametrize(("store_device", "expected"), [
+    ("auto", "cpu"),     # follows the model (on the CPU), even when FAISS sees a GPU
+    ("cpu", "cpu"),
+    ("cuda", "cuda:0"),  # the model's GPU; GPU 0 for a CPU model
+    ("cuda:1", "cuda:1"),  # as given
+])
+def test_store_device_names_the_stores_device_for_a_cpu_model(monkeypatch, store_device, expected):
+    from continual.memory import gpu
+
+    monkeypatch.setattr(gpu, "faiss_gpu_count", lambda: 1)
+    assert ltm(store_device=store_device)._store_device_name() == expected
+
+
+def test_store_device_cuda_is_refused_at_the_first_write_when_faiss_sees_no_gpu(monkeypatch):
+    from continual.memory import gpu
+
+    monkeypatch.setattr(gpu, "faiss_gpu_count", lambda: 0)  # also on a GPU machine
+    s = ltm(store_device="cuda")
+    x, y = blobs(n_per_class=2)
+    with pytest.raises(ConfigError, match="device='cuda' but FAISS sees no GPU"):
+        s.observe(Batch(x, y))
+    assert s.store is None
 
 
 def test_gpu_check_comparison_accepts_ties_and_rejects_wrong_neighbours():
