@@ -355,6 +355,85 @@ def test_onpro_passes_the_conformance_kit():
     assert set(results.values()) == {"passed"}
 
 
+# --------------------------------------------------------------------------- step rules
+# (the official train.py: train_task0 and train_other_tasks)
+
+
+def _onpro(**options):
+    return OnPro(build_model("mlp", (1, 4, 4), 12), rotations=1, proj_dim=16,
+                 **{"buffer_size": 200, **options})
+
+
+def _step(s, classes, n=10):
+    y = torch.tensor(classes).repeat(n // len(classes) + 1)[:n]
+    return s.observe(Batch(torch.rand(n, 1, 4, 4), y))
+
+
+def _train_task(s, task, classes, steps):
+    s.on_task_start(TaskInfo(task, classes, 12, 0))
+    return [_step(s, classes) for _ in range(steps)]
+
+
+def _watch(monkeypatch, s):
+    """What a step asks for: buffer sample sizes, APF calls, and the label mix CE trains on."""
+    import continual.strategies.onpro as onpro
+
+    seen = {"sample": [], "apf": 0, "mix": []}
+    sample, apf, ce = s._sample_buffer, onpro.apf_mixup, onpro.mixup_cross_entropy
+
+    def counted_apf(*args, **kwargs):
+        seen["apf"] += 1
+        return apf(*args, **kwargs)
+
+    monkeypatch.setattr(s, "_sample_buffer", lambda n: seen["sample"].append(n) or sample(n))
+    monkeypatch.setattr(onpro, "apf_mixup", counted_apf)
+    monkeypatch.setattr(onpro, "mixup_cross_entropy", lambda logits, mix: seen["mix"].append(mix) or ce(logits, mix))
+    return seen
+
+
+def test_the_first_step_of_the_first_task_takes_no_l_seen_and_every_later_step_does(monkeypatch):
+    s = _onpro()
+    s.on_task_start(TaskInfo(0, [0, 1], 12, 0))
+    y = torch.tensor([0, 1]).repeat(10)
+    s.buffer.add(torch.rand(20, 1, 4, 4), y, y)  # memories in the buffer do not change the rule
+    seen = _watch(monkeypatch, s)
+    first = _step(s, [0, 1])
+    assert first["ope_seen"].item() == 0.0 and seen["sample"] == []
+    second = _step(s, [0, 1])
+    assert second["ope_seen"].item() > 0.0
+    assert seen["sample"] == [64]  # the first task's L_seen sample: buffer_batch_size items
+
+
+def test_a_later_tasks_first_step_skips_apf_and_its_second_step_uses_it(monkeypatch):
+    s = _onpro(mixup_p=1.0)  # every APF item mixed: a mixed batch cannot pass for an unmixed one
+    _train_task(s, 0, [0, 1], steps=3)
+    seen = _watch(monkeypatch, s)
+    s.on_task_start(TaskInfo(1, [2, 3], 12, 0))
+    first = _step(s, [2, 3])
+    assert seen["apf"] == 0
+    assert torch.all(seen["mix"][0][:, 2] == 0)  # CE on the plain buffer sample
+    assert first["ope_seen"].item() > 0.0  # L_seen on every step of a later task, its first too
+    _step(s, [2, 3])
+    assert seen["apf"] == 1
+    assert seen["mix"][1][:, 2].max() > 0
+
+
+@pytest.mark.parametrize(("first_task", "later_batches", "sizes"), [
+    # 2 classes, then a batch of one new class (3 seen) and one of two (4 seen): 7 x seen
+    ([0, 1], [[2], [2, 3]], [21, 28]),
+    # 10 classes, then 2 more: 7 x 12 = 84, capped at buffer_batch_size 64
+    (list(range(10)), [[10, 11]], [64]),
+])
+def test_a_later_tasks_buffer_batch_is_7_per_class_seen_at_most_64(monkeypatch, first_task, later_batches, sizes):
+    s = _onpro()
+    _train_task(s, 0, first_task, steps=10)
+    seen = _watch(monkeypatch, s)
+    s.on_task_start(TaskInfo(1, sorted({c for b in later_batches for c in b}), 12, 0))
+    for classes in later_batches:
+        _step(s, classes)
+    assert seen["sample"] == sizes
+
+
 # --------------------------------------------------------------------------- inputs it refuses
 
 
