@@ -1,5 +1,8 @@
 """Avalanche benchmarks <-> our streams: ``from_avalanche(benchmark)`` and ``to_avalanche(stream)``.
 
+``avalanche_benchmark(factory, args)`` is ``from_avalanche`` for the CLI (``stream=avalanche``):
+it builds the benchmark from a dotted factory path and its keyword arguments.
+
 ``from_avalanche`` materialises an Avalanche benchmark (0.6: any ``CLScenario`` with train and
 test streams of dataset experiences) into a ``Stream``: experience i becomes task i.
 ``to_avalanche`` gives Avalanche users our generators -- class/domain-incremental, blurry,
@@ -85,6 +88,51 @@ def from_avalanche(
         labels = {int(t) for p in parts["train"] for t in p[2].unique()}
         presentation["task_labels"] = len(labels) > 1
     return Stream(name, dataset, tasks, seed=seed, **presentation)
+
+
+def avalanche_benchmark(
+    factory: str,
+    args: dict[str, Any] | None = None,
+    seed_arg: str | None = "seed",
+    name: str | None = None,
+    train_stream: str = "train_stream",
+    test_stream: str = "test_stream",
+    seed: int = 0,
+    **presentation: Any,
+) -> Stream:
+    """An Avalanche benchmark as our stream, from the command line (``conf/stream/avalanche.yaml``).
+
+    factory: dotted path of a callable returning an Avalanche benchmark, e.g.
+        ``avalanche.benchmarks.classic.SplitMNIST`` (the benchmark's own data rules apply:
+        Avalanche's classic benchmarks download their datasets when missing).
+    args: its keyword arguments (e.g. ``{n_experiences: 5, return_task_id: false}``).
+    seed_arg: the factory argument that receives the run's seed (Avalanche's classic
+        benchmarks call it ``seed``; null: the seed is not passed). A value in ``args`` wins.
+    name: the stream's name in run folders and reports (default: the factory's name).
+    Everything else is ``from_avalanche``'s (train/test stream names, presentation).
+    """
+    from hydra.utils import get_object
+
+    try:
+        make = get_object(factory)
+    except Exception as e:  # hydra wraps import errors in several types
+        raise ConfigError(f"stream.factory={factory!r} cannot be imported ({e}); give the dotted "
+                          "path of a function that returns an Avalanche benchmark") from None
+    if not callable(make):
+        raise ConfigError(f"stream.factory={factory!r} is not callable")
+    kwargs = dict(args or {})
+    if seed_arg is not None:
+        kwargs.setdefault(seed_arg, seed)
+    try:
+        benchmark = make(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"stream.factory {factory} refused its arguments {kwargs}: {e} "
+                          "(set stream.seed_arg=null if it takes no seed)") from None
+    return from_avalanche(benchmark, name=name or factory.rsplit(".", 1)[-1].lower(),
+                          train_stream=train_stream, test_stream=test_stream, seed=seed, **presentation)
+
+
+avalanche_benchmark.forwards_to = Stream  # config checking follows **presentation into Stream
 
 
 def _experience_data(x: torch.Tensor, y: torch.Tensor, task: torch.Tensor | int):
