@@ -184,7 +184,15 @@ def instantiate_checked(cfg: Any, group: str, **provided: Any) -> Any:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    options = OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else dict(cfg)
+    from omegaconf.errors import MissingMandatoryValue
+
+    try:
+        options = (OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+                   if not isinstance(cfg, dict) else dict(cfg))
+    except MissingMandatoryValue as e:
+        key = str(getattr(e, "full_key", "") or "").rsplit(".", 1)[-1] or "?"
+        raise ConfigError(f"{group}.{key} has no default and must be given: add {group}.{key}=... "
+                          f"(see its config file's comment)") from None
     target = options.pop("_target_", None)
     if target is None:
         raise ConfigError(f"{group} config has no _target_; choose a {group} from conf/{group}/")

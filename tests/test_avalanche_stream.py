@@ -95,3 +95,8 @@ def test_a_run_on_an_avalanche_benchmark_from_the_command_line(tiny_bench, tmp_p
     assert summary["stream"] == "tiny" and summary["n_tasks"] == 3
     assert summary["samples_seen"] == 120 and summary["steps"] == 12  # 3 experiences x 40, batch 10
     assert len(summary["final_task_acc"]) == 3 and 0.0 <= summary["acc"] <= 1.0
+
+
+def test_a_missing_factory_says_which_option_to_give():
+    with pytest.raises(ConfigError, match=r"stream.factory has no default and must be given"):
+        _stream()
