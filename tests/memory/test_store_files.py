@@ -8,13 +8,16 @@ a recalling search after each (lru evictions at capacity), then three ids remove
 
 from __future__ import annotations
 
+import hashlib
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from continual.memory.eviction import FifoEviction
-from continual.memory.store_file import StoreFileError, decode, encode
+from continual.memory.eviction import FifoEviction, LruEviction
+from continual.memory.store_file import FORMAT_VERSION, StoreFileError, decode, encode
 from continual.memory.vector_store import VectorStore
 from continual.types import ConfigError
 
@@ -91,3 +94,73 @@ def test_a_store_with_a_custom_eviction_policy_refuses_to_save():
     s = VectorStore(4, capacity=3, eviction=Oldest(), device="cpu")
     with pytest.raises(ConfigError, match="cannot save a store with a custom eviction policy"):
         s.to_bytes()
+
+
+def test_a_file_whose_checksummed_payload_is_no_npz_is_refused_as_inconsistent():
+    # header as the format says: magic, version (uint32), payload length (uint64), sha256
+    payload = b"not an npz archive at all"
+    header = struct.pack("<8sIQ32s", b"CVSTORE\x00", FORMAT_VERSION, len(payload), hashlib.sha256(payload).digest())
+    with pytest.raises(StoreFileError, match="test.cvs: inconsistent VectorStore contents"):
+        VectorStore.from_bytes(header + payload, device="cpu", source="test.cvs")
+
+
+def test_a_file_whose_vectors_have_another_dimension_is_refused():
+    s = VectorStore(4, device="cpu")
+    s.add(np.ones((5, 4), dtype=np.float32))
+
+    def widen(meta, arrays):
+        arrays["vectors"] = np.ones((5, 5), dtype=np.float32)
+
+    with pytest.raises(StoreFileError, match="column lengths disagree with n=5"):
+        VectorStore.from_bytes(_rewritten(s.to_bytes(), widen), device="cpu")
+
+
+def test_a_file_whose_raw_inputs_are_shorter_than_their_shape_is_refused_as_inconsistent():
+    s = VectorStore(4, device="cpu")
+    s.add(np.ones((5, 4), dtype=np.float32), inputs=torch.arange(10.0).view(5, 2))
+
+    def drop_a_byte(meta, arrays):
+        arrays["inputs"] = arrays["inputs"][:-1]
+
+    with pytest.raises(StoreFileError, match="inconsistent VectorStore contents"):
+        VectorStore.from_bytes(_rewritten(s.to_bytes(), drop_a_byte), device="cpu")
+
+
+def test_a_file_whose_hnsw_node_map_disagrees_with_its_count_is_refused_as_inconsistent():
+    s = VectorStore(4, kind="hnsw", device="cpu")
+    s.add(np.random.default_rng(0).standard_normal((6, 4)).astype(np.float32))
+
+    def forget_a_node(meta, arrays):
+        arrays["slot_node"] = arrays["slot_node"][:5]
+
+    with pytest.raises(StoreFileError, match="inconsistent VectorStore contents"):
+        VectorStore.from_bytes(_rewritten(s.to_bytes(), forget_a_node), device="cpu")
+
+
+class _Oldest(FifoEviction):
+    name = "oldest"  # a user's own policy under its own name: no file could name it
+
+
+@pytest.mark.parametrize("policy", [_Oldest, type("Impostor", (FifoEviction,), {"name": "fifo"})])
+def test_saving_a_store_with_a_custom_policy_writes_nothing_and_keeps_the_earlier_file(tmp_path, policy):
+    path = tmp_path / "store.cvs"
+    VectorStore(4, capacity=3, device="cpu").save(path)
+    before = path.read_bytes()
+    custom = VectorStore(4, capacity=3, eviction=policy(), device="cpu")
+    custom.add(np.ones((2, 4), dtype=np.float32))
+    with pytest.raises(ConfigError, match="cannot save a store with a custom eviction policy"):
+        custom.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["store.cvs"]  # no temporary file left behind
+
+
+def test_a_named_policy_passed_as_an_instance_saves_and_loads_back(tmp_path):
+    s = VectorStore(4, capacity=3, eviction=LruEviction(), device="cpu")
+    for row in np.eye(4, dtype=np.float32)[:3]:  # ids 0, 1, 2 written at times 1, 2, 3
+        s.add(row[None])
+    s.search(np.eye(4, dtype=np.float32)[:1], 1)  # id 0 recalled at time 3: id 1 is now the LRU
+    s.save(tmp_path / "store.cvs")
+    loaded = VectorStore.load(tmp_path / "store.cvs", device="cpu")
+    assert type(loaded.policy) is LruEviction
+    loaded.add(np.ones((1, 4), dtype=np.float32))  # full: evicts the least recently used
+    assert sorted(loaded.ids().tolist()) == [0, 2, 3]
