@@ -520,6 +520,10 @@ def main() -> None:
 
         report_main(args[1:])
         return
+    if any(a.endswith("hydra/launcher=ray_local") for a in args):
+        # Ray 2.x swaps a loopback node address for the machine's own unless this is set, and
+        # reads it at import: the local cluster then listens on 127.0.0.1 only (docs/scaling.md)
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     _hydra_main()
     if FAILED_JOBS:
         listing = "\n  ".join(FAILED_JOBS)
