@@ -239,6 +239,9 @@ class LongTermMemory(SupervisedStrategy):
         if n_classes is None or n_classes < 1:
             raise ConfigError(f"cannot tell the number of classes of {type(model).__name__}; pass n_classes")
         self.encoder, self.embed_dim, self.n_classes = encoder, embed_dim, int(n_classes)
+        from continual.memory.gpu import parse_device
+
+        parse_device(store_device)  # a name the store cannot take is refused here, not at the first write
         self.metric, self.store_kind, self.store_device = metric, store_kind, store_device
         self.store_options = dict(store_options or {})
         self.capacity, self.eviction = capacity, eviction

@@ -6,7 +6,8 @@ Learning", ICCV 2023 (arXiv 2308.00301); official code github.com/weilllllls/OnP
 
 One training step (section 3 of the paper, ``train.py`` of the official code):
 
-1. sample m = min(64, 7 x classes seen) buffer items;
+1. sample m = min(64, 7 x classes seen) buffer items on a later task (the official
+   ``train_other_tasks``); on the first task, ``buffer_batch_size`` items for L_seen only;
 2. APF (adaptive prototypical feedback, Sec. 3.3): mix a share ``mixup_base_rate``
    of them by random mixup and spend the rest on class pairs drawn with
    probability softmax(1 / ||p_a - p_b||) (Eq. 7) over the prototype distances;

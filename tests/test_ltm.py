@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -415,3 +416,9 @@ def test_gpu_check_comparison_accepts_ties_and_rejects_wrong_neighbours():
     assert tie["same_neighbours"] and tie["id_match_rate"] < 1
     wrong = compare(base, q, np.array([[0, 1, 2]]), np.array([[0, 1, 3]]), rtol=1e-6)
     assert not wrong["same_neighbours"]
+
+
+@pytest.mark.parametrize("bad", ["tpu", "cuda:x", "gpu:0"])
+def test_a_store_device_the_store_cannot_take_is_refused_when_the_strategy_is_built(bad):
+    with pytest.raises(ConfigError, match=rf"unknown device '{re.escape(bad)}'"):
+        ltm(store_device=bad)
