@@ -224,11 +224,12 @@ def build_schedule_from_config(cfg: Any, stream: Any):
 
 def run_experiment(
     cfg: Any, out_dir: str | None = None, choices: dict[str, str] | None = None, sweep_dir: str | None = None,
-    report: bool = True, job_num: int | None = None,
+    report: bool = True, job_num: int | None = None, swept: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Build stream, model and strategy from ``cfg`` and run them; returns the summary.
 
-    job_num: Hydra's job number in a multirun (it picks the GPU under ``device=cuda``)."""
+    job_num: Hydra's job number in a multirun (it picks the GPU under ``device=cuda``).
+    swept: the overrides the sweep varies, with this job's values (the loggers name runs by them)."""
     from omegaconf import OmegaConf
 
     from continual.config import accepted_options, instantiate_checked, resume_mode
@@ -282,7 +283,7 @@ def run_experiment(
     config["device"] = device
     from continual.loggers import abort_loggers, make_loggers
 
-    loggers += make_loggers(list(cfg.loggers), config, out_dir or os.getcwd(), choices, sweep_dir=sweep_dir)
+    loggers += make_loggers(config.get("loggers"), config, out_dir or os.getcwd(), choices, swept=swept)
     runner = Runner(
         stream, strategy, out_dir=out_dir or os.getcwd(),
         eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
@@ -421,9 +422,12 @@ def _hydra_main() -> None:
         hc = HydraConfig.get()
         out_dir = hc.runtime.output_dir
         try:
+            from continual.loggers import swept_overrides
+
             sweep_dir = hc.sweep.dir if hc.mode == RunMode.MULTIRUN else None
+            swept = swept_overrides(hc.overrides.task, sweep_dir, hc.sweeper.get("params"))
             summary = run_experiment(cfg, out_dir=out_dir, choices=dict(hc.runtime.choices), sweep_dir=sweep_dir,
-                                     job_num=hc.job.num if sweep_dir is not None else None)
+                                     job_num=hc.job.num if sweep_dir is not None else None, swept=swept)
         except (ConfigError, RunStopped, Exception) as e:
             _write_error(out_dir, e)
             kind = "configuration error" if isinstance(e, ConfigError) else "run failed"

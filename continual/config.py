@@ -76,7 +76,7 @@ class RunConfig:
     threads: Any = "auto"  # torch threads: auto (see continual.cli.choose_threads) or a number >= 1
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
-    loggers: list[str] = field(default_factory=list)
+    loggers: Any = field(default_factory=dict)  # {name: options}: the chosen conf/loggers/ files
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
     resume: Any = "auto"  # auto | true | false (see resume_mode)

@@ -52,11 +52,9 @@ from continual.report_format import (
     number,
 )
 from continual.report_hparams import describe, find_search, trial_rows
-from continual.report_plots import (  # noqa: F401  (accuracy_matrix_figure, figure_to_array: for the loggers)
+from continual.report_plots import (
     FIGURE_FORMATS,
     FigureWriter,
-    accuracy_matrix_figure,
-    figure_to_array,
     plot_comparison,
     plot_stream,
 )
@@ -82,7 +80,7 @@ RUN_MARKERS = ("summary.json", "metrics.jsonl", "scores.csv", "error.txt")
 #: folders inside a run that are never runs themselves
 NOT_RUNS = {"wandb", "tensorboard", "checkpoints", "__pycache__"}
 #: config keys that never split a group: seeds, logging, checkpointing, the device
-IGNORED_KEYS = re.compile(r"^(seed|device|threads|loggers|resume|on_nan)$|^(log|checkpoint)\.|(^|\.)seed$")
+IGNORED_KEYS = re.compile(r"^(seed|device|threads|loggers|resume|on_nan)$|^(log|loggers|checkpoint)\.|(^|\.)seed$")
 
 
 # ---------------------------------------------------------------------- reading runs

@@ -347,6 +347,8 @@ class Runner:
             R = self._task_matrix(signed=True)
             rec["forgetting"] = M.forgetting(R, rows) if len(rows) > 1 else None
             rec["bwt"] = M.backward_transfer(R, rows) if len(rows) > 1 else None
+            # per-task forgetting so far (the loggers' forgetting curves): the tasks before the newest metric row
+            rec.update({f"forgetting_task_{t}": float(f) for t, f in enumerate(M.forgetting_per_task(R, rows))})
         if row.val_scores is not None:
             rec.update({f"val_acc_task_{t}": v for t, v in enumerate(row.val_scores)})
             rec["val_acc"] = float(np.mean(row.val_scores[:seen]))
@@ -558,6 +560,9 @@ class Runner:
             self.checkpoint_dir, self.state.step, payload, keep=self.checkpoint_keep
         )
         self._last_checkpoint_time = time.monotonic()
+        for lg in self.loggers:
+            if hasattr(lg, "checkpoint"):  # e.g. wandb uploads it as an artifact (loggers.wandb.log_checkpoints)
+                lg.checkpoint(self.last_checkpoint, self.state.step)
 
     def resume(self) -> bool:
         """Restore the newest valid checkpoint in the run folder; False if there is none."""

@@ -1,26 +1,30 @@
 """Run loggers chosen by name (``loggers=[wandb,tensorboard]``): views of the run's records.
 
 Every logger gets the same records the Runner writes to ``metrics.jsonl`` (``log``),
-optionally ``start(runner)`` and ``progress(state)``, and ``finish(summary)``. A logger
-that fails (no network, bad key, missing package) warns once and is switched off; the
-run and its other loggers go on, and the run folder stays the complete record.
+optionally ``start(runner)``, ``progress(state)`` and ``checkpoint(path, step)``, and
+``finish(summary)``. A logger that fails (no network, bad key, missing package) warns once and
+is switched off; the run and its other loggers go on, and the run folder stays the complete
+record.
 
-Heavy packages (wandb, tensorboard) are imported only when their logger is asked for.
+Each logger's options are its config file in ``conf/loggers/`` (``loggers.wandb.log_checkpoints``);
+Hydra composes the chosen ones into ``cfg.loggers`` as ``{name: options}``. Heavy packages
+(wandb, tensorboard) are imported only when their logger is asked for.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from continual.types import ConfigError
 
-#: logger name -> "module:Class"; the class takes ``(config, out_dir, names, sweep_dir)``.
+#: logger name -> "module:Class"; the class takes ``(config, out_dir, names, **options)``.
 LOGGERS = {
     "wandb": "continual.loggers.wandb_logger:WandbLogger",
     "tensorboard": "continual.loggers.tensorboard_logger:TensorBoardLogger",
@@ -28,6 +32,9 @@ LOGGERS = {
 
 #: keys of a metrics.jsonl record that are bookkeeping, not scalars to plot
 NOT_SCALARS = {"type", "kind", "time", "step", "samples_seen"}
+
+#: config keys that do not change what a run computes: left out of the hparams a sweep compares
+NOT_SETTINGS = ("device", "threads", "loggers", "log", "checkpoint", "report", "resume", "eval")
 
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
@@ -48,19 +55,83 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def run_names(config: dict[str, Any], names: dict[str, str] | None) -> dict[str, Any]:
-    """Stream, strategy and model names and the seed of a run, from the Hydra choices
-    (``names``) where given, else from the resolved config."""
-    names = names or {}
+def run_names(config: dict[str, Any], choices: Mapping[str, str] | None = None,
+              swept: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """What a run is called: stream, strategy and model names and the seed (Hydra's choices
+    where given, else read from the resolved config), the experiment preset, the config-group
+    choices themselves (``hydra/*`` and ``loggers`` left out) and the sweep's overrides of this job."""
+    choices = {k: str(v) for k, v in (choices or {}).items()
+               if not k.startswith("hydra") and k != "loggers" and v is not None}
     stream_cfg = config.get("stream") or {}
     strategy_cfg = config.get("strategy") or {}
     model_cfg = config.get("model") or {}
-    stream = names.get("stream") or stream_cfg.get("name") or stream_cfg.get("dataset") or "stream"
+    stream = choices.get("stream") or stream_cfg.get("name") or stream_cfg.get("dataset") or "stream"
     target = str(strategy_cfg.get("_target_", "strategy"))
-    strategy = names.get("strategy") or target.rsplit(".", 1)[-1]
-    model = names.get("model") or model_cfg.get("name") or ""
+    strategy = choices.get("strategy") or target.rsplit(".", 1)[-1]
+    model = choices.get("model") or model_cfg.get("name") or ""
     return {"stream": str(stream), "strategy": str(strategy), "model": str(model),
-            "seed": config.get("seed", 0)}
+            "seed": config.get("seed", 0), "experiment": choices.get("experiment"),
+            "choices": choices, "swept": dict(swept or {})}
+
+
+def run_name(names: dict[str, Any], seed: bool = True) -> str:
+    """``<stream>-<strategy>-<seed>``, then the sweep's other overrides of this job
+    (``split_mnist-er-0 strategy.lr=0.1``), so the jobs of one sweep never share a name.
+    ``seed=False``: the same without the seed (the setting that seeds repeat)."""
+    base = f"{names['stream']}-{names['strategy']}" + (f"-{names['seed']}" if seed else "")
+    shown = {"stream", "strategy", "seed"}
+    extra = " ".join(f"{k}={v}" for k, v in sorted(names.get("swept", {}).items()) if k not in shown)
+    return f"{base} {extra}" if extra else base
+
+
+def experiment_name(names: dict[str, Any]) -> str:
+    """The group of a run: its ``+experiment=`` preset, else its setting without the seed
+    (``run_name(names, seed=False)``), so a group's runs differ by seed alone."""
+    return names.get("experiment") or run_name(names, seed=False)
+
+
+def swept_overrides(job_overrides: Sequence[str], sweep_dir: str | os.PathLike | None,
+                    sweeper_params: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The overrides a sweep varies, with this job's values: ``{"strategy.lr": "0.1"}``.
+
+    job_overrides: the job's own overrides (Hydra's ``hydra.overrides.task``, one value each).
+    sweep_dir: the multirun folder (None for a single run: nothing is swept). Hydra's basic
+        sweeper writes the sweep's overrides, ranges and lists unexpanded, to its
+        ``multirun.yaml``; a key given a sweep there (``a=1,2``, ``range(..)``, ``choice(..)``)
+        is swept, and so is every key of ``sweeper_params`` (``hydra.sweeper.params``: Optuna's
+        search space, the basic sweeper's params). When neither says, every override counts.
+    """
+    if sweep_dir is None:
+        return {}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    job = {o.key_or_group: o.get_value_element_as_str() for o in parser.parse_overrides(list(job_overrides))}
+    keys = set(sweeper_params or {})
+    known = bool(keys)
+    multirun = Path(sweep_dir) / "multirun.yaml"
+    if multirun.is_file():
+        from omegaconf import OmegaConf
+
+        try:
+            sweep = OmegaConf.load(multirun).hydra.overrides.task
+            keys |= {o.key_or_group for o in parser.parse_overrides(list(sweep)) if o.is_sweep_override()}
+            known = True
+        except Exception:  # another launcher's file: then every override counts
+            pass
+    return {k: v for k, v in job.items() if (k in keys or not known) and not k.startswith("hydra")}
+
+
+def logger_options(loggers: Sequence[str] | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``cfg.loggers`` as ``{name: options}``: Hydra's ``{wandb: {...}}``, or a plain list of
+    names (each with its defaults)."""
+    if not loggers:
+        return {}
+    if isinstance(loggers, Mapping):
+        return {str(k): dict(v or {}) for k, v in loggers.items()}
+    if isinstance(loggers, str):
+        loggers = [loggers]
+    return {str(name): {} for name in loggers}
 
 
 class GuardedLogger:
@@ -94,6 +165,9 @@ class GuardedLogger:
     def progress(self, state: Any) -> None:
         self._call("progress", state)
 
+    def checkpoint(self, path: Any, step: int) -> None:
+        self._call("checkpoint", path, step)
+
     def finish(self, summary: dict[str, Any]) -> None:
         self._call("finish", summary)
 
@@ -102,32 +176,40 @@ class GuardedLogger:
 
 
 def make_loggers(
-    names: Sequence[str],
+    loggers: Sequence[str] | Mapping[str, Any] | None,
     config: dict[str, Any],
     out_dir: str | os.PathLike,
-    choices: dict[str, str] | None = None,
-    sweep_dir: str | os.PathLike | None = None,
+    choices: Mapping[str, str] | None = None,
+    swept: Mapping[str, str] | None = None,
 ) -> list[GuardedLogger]:
-    """Build the loggers named in ``names`` (``cfg.loggers``) for one run.
+    """Build the loggers of one run.
 
+    loggers: ``cfg.loggers`` resolved: ``{name: options}`` (conf/loggers/<name>.yaml) or a
+        list of names.
     config: the run's resolved config (``OmegaConf.to_container(cfg, resolve=True)``).
     out_dir: the run folder; wandb and TensorBoard files go under it.
-    choices: Hydra's runtime choices (``stream``, ``strategy``, ``model`` names).
-    sweep_dir: the multirun folder when the run is one job of a sweep (the wandb group),
-        None for a single run.
-    Raises ConfigError for an unknown name. Nothing heavy is imported here: each logger
-    imports its package at its first call, and a failure there only warns.
+    choices: Hydra's runtime choices (``stream``, ``strategy``, ``model``, ``experiment`` names).
+    swept: the overrides the sweep varies, with this job's values (``swept_overrides``);
+        empty for a single run.
+    Raises ConfigError for an unknown name or option. Nothing heavy is imported here: each
+    logger imports its package at its first call, and a failure there only warns.
     """
-    unknown = sorted(set(names) - set(LOGGERS))
+    options = logger_options(loggers)
+    unknown = sorted(set(options) - set(LOGGERS))
     if unknown:
         raise ConfigError(f"unknown logger(s) {unknown} in loggers=[...]; choose from "
                           f"{sorted(LOGGERS)} (the console view is log.console=true|false)")
+    names = run_names(config, choices, swept)
     out = []
-    for name in dict.fromkeys(names):  # each once, in the order given
+    for name, opts in options.items():
         module, cls = LOGGERS[name].split(":")
         logger_cls = getattr(importlib.import_module(module), cls)
-        inner = logger_cls(config=config, out_dir=str(out_dir), names=run_names(config, choices),
-                           sweep_dir=None if sweep_dir is None else str(sweep_dir))
+        accepted = set(inspect.signature(logger_cls).parameters) - {"config", "out_dir", "names"}
+        bad = sorted(set(opts) - accepted)
+        if bad:
+            raise ConfigError(f"unknown option(s) {bad} of logger {name!r}; its options: {sorted(accepted)} "
+                              f"(conf/loggers/{name}.yaml)")
+        inner = logger_cls(config=config, out_dir=str(out_dir), names=names, **opts)
         out.append(GuardedLogger(name, inner))
     return out
 
@@ -142,10 +224,16 @@ def abort_loggers(loggers: Sequence[Any], error: BaseException | None = None) ->
                 pass
 
 
-def sweep_group(sweep_dir: str | os.PathLike | None) -> str | None:
-    """A readable, stable group name for a multirun folder: its last two path parts
-    (``multirun/2026-11-27/21-06-12`` -> ``2026-11-27/21-06-12``), at most 128 characters."""
-    if not sweep_dir:
-        return None
-    parts = Path(os.path.abspath(sweep_dir)).parts[1:]
-    return "/".join(parts[-2:])[-128:] or None
+def hparams(config: dict[str, Any], names: dict[str, Any]) -> dict[str, Any]:
+    """The settings a sweep compares runs by, flat (``strategy.lr``): the config-group choices
+    (``choices.strategy``), the swept overrides and every option that shapes training (class
+    paths left out: the choices name them), as numbers or strings (booleans, lists and None
+    as text)."""
+    from continual.records import flatten_keys
+
+    flat = {f"choices.{k}": v for k, v in names.get("choices", {}).items()}
+    flat.update(flatten_keys({k: v for k, v in config.items() if k not in NOT_SETTINGS}))
+    for key, value in names.get("swept", {}).items():  # the config holds their typed values
+        flat.setdefault(key, value)
+    return {key: value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else str(value)
+            for key, value in flat.items() if not key.endswith("_target_")}
