@@ -183,7 +183,6 @@ def instantiate_checked(cfg: Any, group: str, **provided: Any) -> Any:
     """``hydra.utils.instantiate`` after checking the options against the target."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-
     from omegaconf.errors import MissingMandatoryValue
 
     try:
