@@ -15,6 +15,18 @@ from typing import Any
 from continual.config import register_configs
 
 
+def mark(phase: str) -> None:
+    """Append ``<phase> <unix time>`` to the file named by ``$CONTINUAL_TIMELINE`` (unset: nothing).
+
+    benchmarks/first_result.py reads these marks to split a run's wall time into phases."""
+    path = os.environ.get("CONTINUAL_TIMELINE")
+    if path:
+        import time
+
+        with open(path, "a") as f:
+            f.write(f"{phase} {time.time():.6f}\n")
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -235,6 +247,7 @@ def run_experiment(
     from continual.config import accepted_options, instantiate_checked, resume_mode
     from continual.runner import Runner
 
+    mark("job_start")
     check_top_level(cfg)
     resume_mode(cfg.resume)  # a typo fails before any work
     per_run = str(cfg.report.per_run).lower()  # Hydra turns true/false into booleans
@@ -252,6 +265,7 @@ def run_experiment(
     device = resolve_device(cfg.device, job_num)
     use_device(device)
     stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))
+    mark("stream_built")
     provided: dict[str, Any] = {}
     if getattr(stream, "needs_model", False):  # language models: the stream needs the tokenizer
         model, provided["tokenizer"] = build_lm_from_config(cfg.model, stream, int(cfg.seed))
@@ -271,6 +285,7 @@ def run_experiment(
         provided["seed"] = int(cfg.seed)
     seed_everything(int(cfg.seed))
     strategy = instantiate_checked(strategy_cfg, "strategy", **provided)
+    mark("strategy_built")
     schedule = build_schedule_from_config(cfg.get("schedule"), stream)
     stream.to(device)
     loggers = []
@@ -315,7 +330,9 @@ def run_experiment(
         print("continual: resume=true but no valid checkpoint was found; starting from the beginning",
               file=sys.stderr)
     try:
+        mark("run_start")
         summary = runner.run()
+        mark("run_end")
     except BaseException as e:
         abort_loggers(loggers, e)  # wandb marks the run failed; never raises
         raise
@@ -323,6 +340,7 @@ def run_experiment(
         from continual.report import write_run_report
 
         write_run_report(runner.out_dir)  # never raises; warns on failure
+    mark("job_end")
     return summary
 
 
@@ -414,6 +432,7 @@ def _hydra_main() -> None:
 
     @hydra.main(version_base="1.3", config_path="pkg://continual.conf", config_name="config")
     def job(cfg) -> float:
+        mark("job_entry")
         from hydra.types import RunMode
 
         from continual.runner import RunStopped
@@ -509,6 +528,7 @@ def _default_choice(group: str) -> str | None:
 
 def main() -> None:
     """Entry point of the ``continual`` console script."""
+    mark("main")
     args = sys.argv[1:]
     problems = unknown_group_options(args) if args and args[0] not in ("list", "report") else []
     if problems:
@@ -529,6 +549,7 @@ def main() -> None:
         # reads it at import: the local cluster then listens on 127.0.0.1 only (docs/scaling.md)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     _hydra_main()
+    mark("main_end")
     if FAILED_JOBS:
         listing = "\n  ".join(FAILED_JOBS)
         print(f"continual: {len(FAILED_JOBS)} job(s) of the sweep failed (each folder's error.txt says why):\n"
