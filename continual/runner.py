@@ -114,6 +114,9 @@ def amp_dtype(value: Any) -> torch.dtype | None:
                       + ("; fp16 needs a gradient scaler, use bf16" if mode == "fp16" else ""))
 
 
+_NO_AUTOCAST = contextlib.nullcontext()  # reusable and reentrant: one for every step
+
+
 class RunStopped(RuntimeError):
     """The run stopped on purpose (e.g. a NaN loss with on_nan=stop); the message says why."""
 
@@ -430,6 +433,10 @@ class Runner:
         branch_from = seg_steps - n_anneal if n_anneal else -1
         if st.reports_online is None and not self.counts_online:
             st.reports_online = True  # nothing to count: no test-then-train forward pass
+        # read once per segment rather than once per step (benchmarks/engine_overhead.py
+        # measures what the loop adds to a hand-written one)
+        log_every, eval_every, checkpoint_every = self.log_every, self.eval_every, self.checkpoint_every
+        fault = self._fault
         t0 = time.perf_counter()
         for batch in stream.batches(seg, st.step, start):
             n = batch.y.shape[0]
@@ -468,23 +475,24 @@ class Runner:
             st.online_seen += n
             st.position += n
             n_in_window += 1
-            if st.step % self.log_every == 0:
+            if st.step % log_every == 0:
                 self._flush(sums, n_in_window, seg.task)
                 sums, n_in_window = {}, 0
                 for lg in self.loggers:
                     if hasattr(lg, "progress"):
                         lg.progress(st)
             # not at a segment's last step: its task-end row follows at the same step
-            if self.eval_every and st.step % self.eval_every == 0 and i_step < seg_steps:
+            if eval_every and st.step % eval_every == 0 and i_step < seg_steps:
                 st.train_seconds += time.perf_counter() - t0
                 self._check_pending(sums)
                 self.evaluate("periodic")
                 t0 = time.perf_counter()
-            if self.checkpoint_every and st.step % self.checkpoint_every == 0:
+            if checkpoint_every and st.step % checkpoint_every == 0:
                 st.train_seconds += time.perf_counter() - t0
                 self.save_checkpoint()
                 t0 = time.perf_counter()
-            self._maybe_fault("step")
+            if fault is not None:
+                self._maybe_fault("step")
         if n_in_window:
             self._flush(sums, n_in_window, seg.task)
         st.train_seconds += time.perf_counter() - t0
@@ -519,7 +527,7 @@ class Runner:
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         """torch.autocast in the ``amp`` dtype on the run's device, or nothing (amp=false)."""
         if self.amp is None:
-            return contextlib.nullcontext()
+            return _NO_AUTOCAST
         return torch.autocast(self.device.type, dtype=self.amp)
 
     # ------------------------------------------------------------------ checkpoints

@@ -95,13 +95,16 @@ def finite_loss_value(loss: torch.Tensor, where: str = "") -> float:
     return value
 
 
+_NULL_CONTEXT = nullcontext()  # reusable and reentrant: guarded_step runs once per step
+
+
 def _no_autocast(loss: torch.Tensor) -> Any:
     """Autocast off for the backward pass (torch's advice: autocast wraps the forward pass
     and the loss only; backward ops take the dtypes their forward ops used)."""
     device_type = loss.device.type
     if device_type in ("cpu", "cuda") and torch.is_autocast_enabled(device_type):
         return torch.autocast(device_type, enabled=False)
-    return nullcontext()
+    return _NULL_CONTEXT
 
 
 def guarded_step(
@@ -118,12 +121,12 @@ def guarded_step(
     """
     value = finite_loss_value(loss) if check else loss.detach()
     optimizer.zero_grad(set_to_none=True)
-    with record_function(f"{label}.backward") if label else nullcontext(), _no_autocast(loss):
+    with record_function(f"{label}.backward") if label else _NULL_CONTEXT, _no_autocast(loss):
         loss.backward()
     if clip_grad_norm:
         params = [p for group in optimizer.param_groups for p in group["params"]]
         torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
-    with record_function(f"{label}.optimizer") if label else nullcontext():
+    with record_function(f"{label}.optimizer") if label else _NULL_CONTEXT:
         optimizer.step()
     return value
 
@@ -257,7 +260,9 @@ class SupervisedStrategy(GradientStrategy):
         logits = self.model(x)
         out: dict[str, Any] = {"loss": self.step(F.cross_entropy(logits, y))}
         if n_online:
-            out["online_correct"] = (logits[:n_online].detach().argmax(1) == y[:n_online]).sum()
+            if n_online < y.shape[0]:  # replayed rows follow the incoming batch
+                logits, y = logits[:n_online], y[:n_online]
+            out["online_correct"] = (logits.detach().argmax(1) == y).sum()
         return out
 
     @torch.inference_mode()
