@@ -8,7 +8,9 @@ of two protocols:
   Avalanche ``train()`` call on an ``OnlineCLExperience`` holding that batch -- Avalanche's own
   online-CL protocol (what ``split_online_stream(experience_size=batch_size)`` produces).
   Per-experience machinery (EWC importances, LwF's teacher, replay-buffer updates, NCM class
-  means) therefore runs after every batch, as it does in Avalanche's online scenarios.
+  means) therefore runs after every batch, as it does in Avalanche's online scenarios. The
+  batch's dataset is a slice of a shared chunk of samples (``OnlineData``), as
+  ``split_online_stream`` slices a task's dataset, which keeps Avalanche's buffers cheap.
 - ``protocol="experience"`` (visible boundaries only): ``observe`` collects the task's batches
   and ``on_task_end`` runs one Avalanche ``train()`` on the whole task as one experience, for
   as many epochs as the stream made passes -- Avalanche's usual offline protocol, under which
@@ -139,11 +141,33 @@ def _feature_parts(model: nn.Module, name: str) -> tuple[nn.Module, nn.Module]:
     return body, head
 
 
-class _LossRecorder:
-    """Avalanche plugin that keeps the last training iteration's loss (train() zeroes strategy.loss)."""
+# Avalanche strategies whose first training forward ends with the incoming rows (Naive and the
+# regularisers: those rows alone; DER: the replayed rows, then these; ER-ACE: these, the buffer
+# in a second forward): under protocol="online", with one minibatch per batch, those rows'
+# predictions are the test-then-train ones, counted as our own strategies count them
+# (strategies/base.py: pre-step training logits), which spares the runner a second forward
+# pass per batch (a few % of an online step; benchmarks/avalanche_sweep.py).
+OUTPUTS_END_WITH_THE_BATCH = ("naive", "ewc", "lwf", "si", "mas", "der", "er_ace")
 
-    def __init__(self) -> None:
+
+class _LossRecorder:
+    """Avalanche plugin that keeps the last training iteration's loss (train() zeroes
+    strategy.loss) and, if ``count_hits``, which rows the first forward of each train() call
+    got right (B_forward,) before any step, and that forward's output shape."""
+
+    def __init__(self, count_hits: bool = False) -> None:
         self.value: torch.Tensor | None = None
+        self.count_hits = count_hits
+        self.correct: torch.Tensor | None = None
+        self.shape: tuple[int, ...] = ()
+
+    def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+        self.correct = None
+
+    def after_forward(self, strategy: Any, **kwargs: Any) -> None:
+        if self.count_hits and self.correct is None:
+            out = strategy.mb_output.detach()
+            self.correct, self.shape = out.argmax(1) == strategy.mb_y, tuple(out.shape)
 
     def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
         self.value = strategy.loss.detach()
@@ -180,7 +204,10 @@ class AvalancheStrategy(GradientStrategy):
     optimiser (shared with our own strategies); train_mb_size: Avalanche's minibatch size
     (None: the incoming batch's size); train_epochs: epochs per experience (None: 1 online,
     the stream's passes per task in the experience protocol); options: the Avalanche
-    strategy's own keyword arguments (checked against its signature).
+    strategy's own keyword arguments (checked against its signature); online_chunk: samples
+    per shared Avalanche dataset under the online protocol (``OnlineData``: larger is faster
+    for replay strategies, smaller keeps less data alive on long streams; 1 gives every batch
+    its own).
     """
 
     def __init__(
@@ -195,11 +222,14 @@ class AvalancheStrategy(GradientStrategy):
         train_mb_size: int | None = None,
         train_epochs: int | None = None,
         options: dict[str, Any] | None = None,
+        online_chunk: int = 4096,
     ) -> None:
         from continual.strategies.base import make_optimizer
 
         if protocol not in PROTOCOLS:
             raise ConfigError(f"protocol must be one of {list(PROTOCOLS)}, got {protocol!r}")
+        if isinstance(online_chunk, bool) or not isinstance(online_chunk, int) or online_chunk < 1:
+            raise ConfigError(f"online_chunk must be a number of samples >= 1, got {online_chunk!r}")
         self.name, self.protocol = strategy, protocol
         self.train_mb_size, self.train_epochs = train_mb_size, train_epochs
         options = dict(options or {})
@@ -235,7 +265,8 @@ class AvalancheStrategy(GradientStrategy):
         self.optimizer = opt  # the same object as self.avl.optimizer (an LR schedule finds it)
         self._guard_updates()
         self._training_in_hook = False
-        self._loss_recorder = _LossRecorder()
+        self._loss_recorder = _LossRecorder(
+            count_hits=protocol == "online" and strategy in OUTPUTS_END_WITH_THE_BATCH and train_mb_size is None)
         self.avl.plugins.append(self._loss_recorder)
         self.model = self.avl.model
         self._n_experiences = 0
@@ -243,7 +274,9 @@ class AvalancheStrategy(GradientStrategy):
         self._task: TaskInfo | None = None
         self._first_in_task = True
         self._pending: list[tuple[torch.Tensor, ...]] = []
-        self._classes_per_experience: list[list[int]] = []
+        self._class_order: list[int] = []  # classes in the order they were first seen
+        self._experience_sizes: list[int] = []  # how many of them each experience brought
+        self._online_data = OnlineData(online_chunk)
 
     # ------------------------------------------------------------------ construction
     @staticmethod
@@ -346,10 +379,12 @@ class AvalancheStrategy(GradientStrategy):
         from avalanche.benchmarks.scenarios.dataset_scenario import DatasetExperience
         from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
 
-        labels = 0 if task is None else task.tolist()
-        data = _make_taskaware_tensor_classification_dataset(
-            x, y, targets=y.tolist(), task_labels=labels
-        )
+        if online:
+            data = self._online_data.slice(x, y, task)
+        else:
+            data = _make_taskaware_tensor_classification_dataset(
+                x, y, targets=y.tolist(), task_labels=0 if task is None else task.tolist()
+            )
         visible = self._task is not None
         if online:
             origin = DatasetExperience(
@@ -371,11 +406,12 @@ class AvalancheStrategy(GradientStrategy):
         exp.future_classes = []  # unknown to a learner
         # iCaRL reads the class order from the benchmark: give the past, and the classes not yet
         # seen (known from the head's size, not from the stream) as one trailing group
-        self._classes_per_experience.append(new)
-        order = [c for part in self._classes_per_experience for c in part]
+        self._class_order += new
+        self._experience_sizes.append(len(new))
         unseen = [c for c in range(self.n_classes or 0) if c not in self._seen_classes]
-        sizes = [len(c) for c in self._classes_per_experience] + ([len(unseen)] if unseen else [])
-        exp.benchmark = SimpleNamespace(n_classes_per_exp=sizes, classes_order=order + unseen)
+        exp.benchmark = SimpleNamespace(
+            n_classes_per_exp=self._experience_sizes + ([len(unseen)] if unseen else []),
+            classes_order=self._class_order + unseen)
         if self.name == "icarl" and not new:
             raise ConfigError(
                 "avalanche iCaRL needs every experience to bring new classes (class-incremental "
@@ -392,6 +428,7 @@ class AvalancheStrategy(GradientStrategy):
     # ------------------------------------------------------------------ the contract
     def on_task_start(self, info: TaskInfo) -> None:
         self._task, self._first_in_task, self._pending = info, True, []
+        self._online_data.start_task()
 
     def observe(self, batch: Batch) -> dict[str, Any]:
         """Online: one Avalanche train() on this batch; experience: keep it for the task's end."""
@@ -407,7 +444,19 @@ class AvalancheStrategy(GradientStrategy):
         exp = self._experience(batch.x.detach(), batch.y, batch.task, online=True)
         self._train(exp, self.train_epochs or 1, self.train_mb_size or batch.y.shape[0])
         self._first_in_task = False
-        return {} if self._loss_recorder.value is None else {"loss": self._loss_recorder.value.sum()}  # shape (1,)
+        recorder = self._loss_recorder
+        out = {} if recorder.value is None else {"loss": recorder.value.sum()}  # shape (1,)
+        if recorder.count_hits:
+            n = batch.y.shape[0]
+            if len(recorder.shape) != 2 or recorder.shape[0] < n or (
+                    recorder.shape[1] != (self.n_classes or self._infer_classes(batch.x))):
+                raise RuntimeError(
+                    f"avalanche {self.name}'s first training forward gave shape {recorder.shape} for "
+                    f"a batch of {n} and {self.n_classes} classes; OUTPUTS_END_WITH_THE_BATCH in "
+                    "continual/strategies/avalanche.py must not list it"
+                )
+            out["online_correct"] = recorder.correct[-n:].sum()
+        return out
 
     def on_task_end(self, info: TaskInfo) -> None:
         if self.protocol != "experience" or not self._pending:
@@ -487,6 +536,66 @@ class AvalancheStrategy(GradientStrategy):
     def summary(self) -> dict[str, Any]:
         return {"avalanche_strategy": self.name, "avalanche_protocol": self.protocol,
                 "skipped_nonfinite_hook_steps": self.skipped_nonfinite_hook_steps}
+
+
+class OnlineData:
+    """The online protocol's one-batch datasets, as slices of a few shared Avalanche datasets.
+
+    Avalanche concatenates datasets (every replay-buffer update and read: DER, ER-ACE, MIR,
+    Replay...) cheaply only while they are slices of the same underlying dataset; across
+    several it re-indexes every item in Python. Its own online streams
+    (``split_online_stream``) slice each task's dataset, so a class's buffer items share one;
+    with a new dataset per batch they did not, and ``avl_der`` ran 2.0-2.5x slower than the
+    same DER on ``split_online_stream`` (benchmarks/avalanche_sweep.py, RESULTS.md). So batches
+    are copied into chunks of ``chunk`` samples, each wrapped once in an Avalanche dataset over
+    mutable storage (its targets and task labels are plain lists, which Avalanche keeps by
+    reference), a batch's dataset is the subset of its rows (written before the subset is made,
+    never changed), and every task starts a new chunk (``start_task``), so a task no larger
+    than ``chunk`` is one dataset, as in Avalanche's own online stream.
+
+    Memory: a chunk lives while anything (a buffer) holds one of its rows. So the adapter keeps
+    at most a copy of the training data seen, and at most M chunks for a buffer of M items
+    (M x ``chunk`` samples on a long stream, where one dataset per batch kept M batches);
+    ``online_chunk=1`` restores that bound, at the speed cost above.
+    """
+
+    def __init__(self, chunk: int = 4096) -> None:
+        self.chunk = chunk
+        self._x: torch.Tensor | None = None
+        self._y: torch.Tensor | None = None
+        self._targets: list[int] = []
+        self._tasks: list[int] = []
+        self._dataset: Any = None
+        self._used = 0
+
+    def slice(self, x: torch.Tensor, y: torch.Tensor, task: torch.Tensor | None):
+        """An Avalanche dataset of (x (B, ...), y (B,), task labels (B,) or 0) as its rows."""
+        n = y.shape[0]
+        fits = (self._x is not None and self._used + n <= self._x.shape[0]
+                and self._x.shape[1:] == x.shape[1:] and self._x.dtype == x.dtype
+                and self._x.device == x.device)
+        if not fits:
+            self._new_chunk(x, y, max(self.chunk, n))
+        rows = range(self._used, self._used + n)
+        self._x[rows.start:rows.stop] = x
+        self._y[rows.start:rows.stop] = y
+        self._targets[rows.start:rows.stop] = y.tolist()
+        self._tasks[rows.start:rows.stop] = [0] * n if task is None else task.tolist()
+        self._used += n
+        return self._dataset.subset(rows)
+
+    def start_task(self) -> None:
+        """Put the next batch in a new chunk, so that a task's rows share chunks with no other task."""
+        self._x = None
+
+    def _new_chunk(self, x: torch.Tensor, y: torch.Tensor, size: int) -> None:
+        from avalanche.benchmarks.utils import _make_taskaware_tensor_classification_dataset
+
+        self._x = torch.empty((size, *x.shape[1:]), dtype=x.dtype, device=x.device)
+        self._y = torch.empty(size, dtype=y.dtype, device=y.device)
+        self._targets, self._tasks, self._used = [0] * size, [0] * size, 0
+        self._dataset = _make_taskaware_tensor_classification_dataset(
+            self._x, self._y, targets=self._targets, task_labels=self._tasks)
 
 
 def _first_occurrences(index: torch.Tensor) -> torch.Tensor:

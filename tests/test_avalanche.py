@@ -162,6 +162,84 @@ def test_unknown_avalanche_options_name_the_valid_ones():
                           options={"ewc_lamda": 1.0})
 
 
+ONLINE_OPTIONS = {"naive": {}, "ewc": {"mode": "online", "decay_factor": 0.9, "ewc_lambda": 1.0},
+                  "lwf": {"alpha": 1.0, "temperature": 2.0}, "si": {"si_lambda": 1e-4}, "mas": {},
+                  "der": {"mem_size": 20, "batch_size_mem": 10}, "er_ace": {"mem_size": 20, "batch_size_mem": 10}}
+
+
+@pytest.mark.parametrize("name", sorted(ONLINE_OPTIONS))
+def test_online_strategies_count_their_pre_step_predictions_as_online_correct(name):
+    """Their training forward ends with the batch's rows: the runner needs no second pass.
+    The last batch, of unseen classes, meets a buffer of seen ones (DER, ER-ACE) that the model
+    gets right, and the earlier batches' penalties."""
+    s = _digits()
+    avl = AvalancheStrategy(_model(s), strategy=name, protocol="online", lr=0.05,
+                            options=ONLINE_OPTIONS[name])
+    new_task = s.segments[1].start
+    for batch in (s.batch(0, 10), s.batch(0, 10), s.batch(0, 10), s.batch(new_task, new_task + 10)):
+        with torch.no_grad():
+            expected = int((avl.model(batch.x).argmax(1) == batch.y).sum())
+        assert int(avl.observe(batch)["online_correct"]) == expected
+
+
+def test_other_online_strategies_leave_online_accuracy_to_the_runner():
+    """Replay's forward mixes replayed and new rows: its outputs are not the batch's predictions."""
+    s = _digits()
+    avl = AvalancheStrategy(_model(s), strategy="replay", protocol="online", lr=0.05,
+                            options={"mem_size": 20})
+    assert "online_correct" not in avl.observe(s.batch(0, 10))
+
+
+def test_online_batches_read_back_exactly_from_shared_chunks():
+    """Each batch's dataset holds its own rows, also across a chunk's end and after later writes."""
+    from avalanche.benchmarks.utils.utils import concat_datasets
+
+    from continual.strategies.avalanche import OnlineData
+
+    data, g = OnlineData(chunk=8), torch.Generator().manual_seed(0)
+    batches = [(torch.rand(3, 1, 2, 2, generator=g), torch.tensor([i, i + 1, i + 2]),
+                None if i % 2 else torch.full((3,), i)) for i in range(4)]
+    slices = [data.slice(*b) for b in batches]  # rows 0-2, 3-5 of one chunk; the third needs a new one
+    for (x, y, task), d in zip(batches, slices):
+        assert torch.equal(torch.stack([d[i][0] for i in range(3)]), x)
+        assert [int(d[i][1]) for i in range(3)] == y.tolist() == list(d.targets)
+        assert list(d.targets_task_labels) == ([0] * 3 if task is None else task.tolist())
+    assert len(concat_datasets(slices[:2])._flat_data._datasets) == 1  # one chunk: one dataset
+
+
+def test_every_task_starts_a_new_online_chunk():
+    from avalanche.benchmarks.utils.utils import concat_datasets
+
+    from continual.strategies.avalanche import OnlineData
+
+    data, x, y = OnlineData(chunk=100), torch.zeros(2, 1, 2, 2), torch.tensor([0, 1])
+    same_task = [data.slice(x, y, None) for _ in range(2)]
+    data.start_task()
+    next_task = data.slice(x, y + 2, None)
+    assert len(concat_datasets(same_task)._flat_data._datasets) == 1
+    assert len(concat_datasets([same_task[0], next_task])._flat_data._datasets) == 2
+
+
+def test_the_online_chunk_changes_speed_only():
+    s = streams.class_incremental("digits", n_tasks=5, batch_size=10, train_per_class=12)
+    options = {"mem_size": 30, "batch_size_mem": 10, "alpha": 0.1, "beta": 0.5}
+    scores = []
+    for chunk in (1, 256):
+        avl = AvalancheStrategy(_model(s), strategy="der", protocol="online", lr=0.05,
+                                options=options, online_chunk=chunk)
+        torch.manual_seed(1)
+        for segment in s.segments:
+            for batch in s.batches(segment):
+                avl.observe(batch)
+        scores.append(avl.predict(s.eval_set(0)[0]))
+    assert torch.equal(scores[0], scores[1])
+
+
+def test_online_chunk_must_be_a_positive_number_of_samples():
+    with pytest.raises(ConfigError, match="online_chunk"):
+        AvalancheStrategy(_model(_digits()), strategy="naive", online_chunk=0)
+
+
 def test_observe_reports_the_training_loss_of_its_batch():
     """Avalanche zeroes ``strategy.loss`` when train() returns; the adapter reports the step's own."""
     s = _digits()
