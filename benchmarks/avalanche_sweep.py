@@ -506,7 +506,8 @@ def markdown(result: dict[str, Any]) -> str:
             f"CPU), Avalanche {a['wall_median']:.1f} s ({a['cpu_median']:.1f} s CPU): "
             f"**Avalanche/ours {s['avalanche_over_ours']:.2f}x wall, {s['avalanche_over_ours_cpu']:.2f}x "
             f"CPU** (target >= 3). Every round's wall seconds: ours {o['wall']}, Avalanche {a['wall']}"
-            + (f"; warm-up (cold) rounds: {s['cold_wall']}" if s["cold_wall"] else "") + ".\n")
+            + (f"; warm-up (cold) rounds: {({k: round(v, 1) for k, v in s['cold_wall'].items()})}"
+               if s["cold_wall"] else "") + ".\n")
         parts.append(md_table(["phase", "ours s", "ours %", "Avalanche s", "Avalanche %"],
                               phase_table(s["sides"])))
         parts.append(PHASE_NOTES.format(data=a["phases"]["data"]) + "\n")
