@@ -247,7 +247,10 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     wandb.teardown()
 
     run_id = (tmp_path / RUN_ID_FILE).read_text().strip()
-    old, new = (read_offline_run(f.rsplit("/", 1)[0]) for f in run_files(tmp_path))
+    # the two processes' folders are named run-<second>-<id>: started in the same second they tie,
+    # so tell them apart by where their histories start
+    old, new = sorted((read_offline_run(f.rsplit("/", 1)[0]) for f in run_files(tmp_path)),
+                      key=lambda w: w["history"][0]["_step"])
     assert set(old["ids"]) == set(new["ids"]) == {run_id}  # one wandb run, resumed
     old_steps, new_steps = ([r["_step"] for r in w["history"]] for w in (old, new))
     assert old_steps[-1] == crashed_at, (old_steps[-3:], crashed_at)
