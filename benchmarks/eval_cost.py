@@ -37,7 +37,8 @@ import torch  # noqa: E402
 
 from benchmarks.engine_overhead import LR, fresh_model, initial_model, make_stream  # noqa: E402
 from benchmarks.run import alternate, benchmark_cli, md_table  # noqa: E402
-from continual.runner import EvalRow, Runner  # noqa: E402
+from continual.evaluation import EvalRow  # noqa: E402
+from continual.runner import Runner  # noqa: E402
 from continual.strategies.naive import Naive  # noqa: E402
 from continual.streams.generators import class_incremental  # noqa: E402
 from continual.types import ConfigError  # noqa: E402
