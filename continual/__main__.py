@@ -1,3 +1,3 @@
-from continual.cli import main
+from continual.cli import entry
 
-main()
+entry()

@@ -557,5 +557,40 @@ def main() -> None:
         raise SystemExit(1)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The ``continual`` console script and ``python -m continual``: ``main()``, then leave
+    without the interpreter's teardown when nothing is left to finish.
+
+    Finalising torch's modules at exit costs 1.4-2.4 s on a 2-core machine (issue 18;
+    benchmarks/RESULTS.md), longer than the default run trains. Everything a run writes is
+    flushed or closed as it goes (records, summary, loggers' ``finish``), so after ``main``
+    returns the exit handlers run (``atexit``: logging, joblib/loky, wandb), the standard streams
+    are flushed and the process ends with ``os._exit``. It exits the normal way (teardown
+    included) on an error, while another non-daemon thread runs (the interpreter would wait for
+    it), or with ``CONTINUAL_FULL_EXIT=1`` (for tools that read the interpreter's exit).
+    ``main()`` itself returns as before, for callers in the same process."""
     main()
+    _exit_without_teardown()
+
+
+def _exit_without_teardown() -> None:
+    import atexit
+    import threading
+
+    if os.environ.get("CONTINUAL_FULL_EXIT", "") not in ("", "0"):
+        return
+    others = [t for t in threading.enumerate()
+              if t is not threading.main_thread() and t.is_alive() and not t.daemon]
+    if others:
+        return
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more to say on it
+            pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    entry()
