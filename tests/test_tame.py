@@ -490,6 +490,10 @@ def test_tame_passes_the_strategy_conformance_kit():
 
 # --------------------------------------------------------------------------- configuration
 @pytest.mark.parametrize("bad", [{"detector": "cusum"}, {"train_at": "never"}, {"window": 1},
+                                 {"window": "adaptive"}, {"window": 35.5},
+                                 {"window": "auto", "min_window": 1},
+                                 {"window": "auto", "window_fraction": 0.0},
+                                 {"patience": 0}, {"decision_statistic": "max"},
                                  {"prune_at": "never"}, {"refresh_epochs": -1},
                                  {"expert_prune": 1.0}, {"detector": "adwin",
                                                          "detector_params": {"nope": 1}}])
@@ -638,3 +642,116 @@ def test_tame_keeps_the_class_path_that_run_fingerprints_and_old_checkpoints_nam
     stream = recurring_stream(repeats=1)
     runner = Runner(stream, small_tame(stream), out_dir=str(tmp_path))
     assert runner.fingerprint()["strategy_class"] == "continual.strategies.tame.TAME"
+
+
+
+# --------------------------------------------------------------------------- the adaptive window
+def test_window_auto_gives_every_expert_the_adaptive_window():
+    # conf/strategy/tame.yaml's rule; tasks of 60 steps (a task shorter than 2 x min_window
+    # leaves the expert's learning curve in its window, see benchmarks/results/tame.md)
+    stream = sixty_step_tasks()
+    tame = small_tame(stream, window="auto", window_fraction=0.5, min_window=20, max_window=200,
+                      patience=2, decision_statistic="median", min_std=0.05)
+    run(tame, stream)
+    assert len(tame.pool) == 5
+    # each switch is confirmed on the batch after the boundary's, which was set aside
+    assert tame.detected_switches == [b + 20 for b in stream.true_boundaries]
+    assert tame.set_aside == 4
+    for e in tame.pool.experts:
+        rule = e.tracker.adaptive
+        assert (rule.fraction, rule.min_size, rule.max_size) == (0.5, 20, 200)
+        assert e.tracker.seen == e.steps + 1  # its trained steps and the initial loss
+        assert len(e.tracker.losses()) == min(len(e.tracker.window), rule.size(e.tracker.seen))
+
+
+def sixty_step_tasks():
+    return class_incremental(dataset=blobs(), n_tasks=5, boundaries="hidden", batch_size=20,
+                             passes=10, seed=0)
+
+
+def _patient_tame_after_its_first_task():
+    stream = sixty_step_tasks()
+    tame = small_tame(stream, patience=2)
+    batches = [list(stream.batches(seg)) for seg in stream.segments[:2]]
+    for b in batches[0]:
+        tame.observe(b)
+    return tame, batches
+
+
+def test_patience_sets_a_firing_batch_aside_untrained_and_unrecorded():
+    tame, (first, second) = _patient_tame_after_its_first_task()
+    expert = tame.pool[0]
+    weights = copy.deepcopy(expert.model.state_dict())
+    before = (copy.deepcopy(expert.tracker.state_dict()), expert.steps, len(expert.prune_buffer),
+              tame.version)
+    out = tame.observe(second[0])  # the new task's first batch fires
+    assert (out["set_aside"], out["switch"], len(tame.pool)) == (1.0, 0.0, 1)
+    assert all(torch.equal(weights[k], v) for k, v in expert.model.state_dict().items())
+    assert (expert.tracker.state_dict(), expert.steps, len(expert.prune_buffer),
+            tame.version) == before
+    assert tame.samples_seen == 20 * (len(first) + 1)
+    out = tame.observe(second[1])  # and the next confirms it
+    assert (out["set_aside"], out["switch"], len(tame.pool), tame.active) == (0.0, 1.0, 2, 1)
+    assert tame.detected_switches == [20 * (len(first) + 1)]
+    assert tame.summary()["set_aside_batches"] == 1
+
+
+def test_patience_drops_a_one_batch_outlier_and_keeps_the_expert():
+    tame, (first, second) = _patient_tame_after_its_first_task()
+    assert tame.observe(second[0])["set_aside"] == 1.0  # one batch of another task
+    out = tame.observe(first[0])  # then the expert's own task again
+    assert (out["set_aside"], out["switch"], len(tame.pool), tame.active) == (0.0, 0.0, 1, 0)
+    assert tame.detected_switches == [] and tame.set_aside == 1
+
+
+def test_a_set_aside_batch_awaits_its_confirmation_across_a_resume():
+    tame, (first, second) = _patient_tame_after_its_first_task()
+    tame.observe(second[0])
+    state = tame.state_dict()
+    other = small_tame(sixty_step_tasks(), patience=2)
+    other.load_state_dict(state)
+    assert other.pool[0].detector.set_aside and other.set_aside == 1
+    assert other.observe(second[1])["switch"] == 1.0
+
+
+def compose_strategy(name: str) -> dict:
+    from hydra import compose, initialize_config_module
+
+    from continual.config import register_configs
+
+    register_configs()
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[f"strategy={name}"])
+    return {k: cfg.strategy[k] for k in ("window", "patience", "decision_statistic", "min_std")}
+
+
+def test_the_default_tame_preset_has_the_adaptive_window_and_tame_paper_the_papers():
+    assert compose_strategy("tame") == {"window": "auto", "patience": 2,
+                                        "decision_statistic": "median", "min_std": 0.05}
+    paper = {"window": 100, "patience": 1, "decision_statistic": "mean", "min_std": 0.005}
+    assert compose_strategy("tame_paper") == paper
+    # the code's presets keep the paper's rule with the code's W
+    for name in ("tame_code", "tame_code_within_task"):
+        assert compose_strategy(name) == {**paper, "window": 35}
+
+
+def test_median_decisions_ignore_one_confidently_wrong_sample():
+    from continual.strategies.tame.experts import batch_loss
+
+    logits = torch.tensor([[9.0, -9.0]] * 9 + [[-30.0, 30.0]])  # the tenth is wrong, confidently
+    y = torch.zeros(10, dtype=torch.long)
+    assert batch_loss(logits, y, sigmoid=False) == pytest.approx(6.0, abs=1e-3)  # the mean: 60 / 10
+    assert batch_loss(logits, y, sigmoid=False, statistic="median") < 1e-6
+
+
+def test_with_median_decisions_the_window_holds_the_batch_median():
+    stream = recurring_stream(repeats=1)
+    tame = small_tame(stream, decision_statistic="median")
+    batches = list(stream.batches(stream.segments[0]))
+    for b in batches[:10]:
+        tame.observe(b)
+    b = batches[10]
+    median = tame.pool.loss(tame.active, b.x, b.y)  # how first_match scores an expert
+    mean = tame.observe(b)["loss"]  # what it trains on
+    assert tame.pool[tame.active].tracker.window[-1] == pytest.approx(median)
+    assert median != pytest.approx(mean)

@@ -7,6 +7,7 @@ routes inputs to experts. ``continual.strategies.tame.TAME`` is the Hydra ``_tar
 
 from continual.strategies.tame.detector import (
     DETECTORS,
+    AdaptiveWindow,
     LossTracker,
     RiverDetector,
     SwitchDetector,
@@ -23,6 +24,6 @@ from continual.strategies.tame.strategy import TAME
 TAME.__module__ = __name__
 
 __all__ = [
-    "DETECTORS", "TAME", "Expert", "ExpertPool", "ExpertSelector", "LossTracker", "RiverDetector",
-    "SwitchDetector", "ThresholdDetector", "detect_shifts", "make_detector",
+    "DETECTORS", "TAME", "AdaptiveWindow", "Expert", "ExpertPool", "ExpertSelector", "LossTracker",
+    "RiverDetector", "SwitchDetector", "ThresholdDetector", "detect_shifts", "make_detector",
 ]

@@ -14,12 +14,27 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from continual.memory.buffers import ReservoirBuffer
 from continual.models.parameters import count_parameters, fold_masks, mask_like, prunable
 from continual.strategies.base import cross_entropy, make_optimizer
 from continual.strategies.tame.detector import LossTracker, RiverDetector, ThresholdDetector
-from continual.types import NonFiniteLoss
+from continual.types import ConfigError, NonFiniteLoss
+
+DECISION_STATISTICS = ("mean", "median")
+
+
+def batch_loss(logits: torch.Tensor, y: torch.Tensor, sigmoid: bool, statistic: str = "mean") -> float:
+    """A batch's loss as switch decisions read it, from logits (B, C) and labels (B,): the mean
+    cross-entropy (the paper), or the median of the per-sample cross-entropies (the lower
+    middle value for an even B; beyond the paper, see ``continual.strategies.tame.strategy``):
+    a task switch moves every sample's loss, one confidently wrong sample only a small batch's
+    mean."""
+    if statistic == "mean":
+        return float(cross_entropy(logits, y, sigmoid))
+    per_sample = F.cross_entropy(torch.sigmoid(logits) if sigmoid else logits, y, reduction="none")
+    return float(per_sample.median())
 
 
 def mode_dependent(model: nn.Module) -> bool:
@@ -101,7 +116,8 @@ class ExpertPool:
     detector, reading that tracker.
 
     n_outputs: the experts' head size (None: the template's; the code's label setting uses
-    classes per task).
+    classes per task). statistic: ``mean`` or ``median``, the batch loss every switch decision
+    reads (``batch_loss``).
     """
 
     def __init__(
@@ -109,8 +125,12 @@ class ExpertPool:
         make_switch_detector: Callable[[LossTracker], ThresholdDetector | RiverDetector],
         lr: float = 0.05, momentum: float = 0.9, weight_decay: float = 5e-4,
         prune_capacity: int = 500, sigmoid: bool = True, seed: int = 0,
-        n_outputs: int | None = None,
+        n_outputs: int | None = None, statistic: str = "mean",
     ) -> None:
+        if statistic not in DECISION_STATISTICS:
+            raise ConfigError(f"decision_statistic must be one of {list(DECISION_STATISTICS)}, "
+                              f"got {statistic!r}")
+        self.statistic = statistic
         self.template = template
         self.device = next(template.parameters()).device
         self.make_tracker, self.make_detector = make_tracker, make_switch_detector
@@ -150,22 +170,30 @@ class ExpertPool:
 
     @torch.no_grad()
     def loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float:
-        """Expert i's mean loss on (x: (B, ...), y: (B,)), eval mode, no gradient: the one
-        loss scale of every switch decision (the window, tau and the candidates)."""
+        """Expert i's batch loss (``batch_loss``) on (x: (B, ...), y: (B,)), eval mode, no
+        gradient: the one loss scale of every switch decision (the window, tau and the
+        candidates)."""
         model = self.experts[i].model
         model.eval()
-        return float(cross_entropy(model(x), y, self.sigmoid))
+        return batch_loss(model(x), y, self.sigmoid, self.statistic)
 
     def decision_loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float | None:
         """Expert i's eval-mode loss on the batch, taken before its step; None for a model
-        that behaves the same in both modes (its training loss is that value: no second
-        forward pass)."""
+        that behaves the same in both modes (its training forward pass gives that value,
+        ``training_decision``: no second forward pass)."""
         if not self.mode_dependent:
             return None
         value = self.loss(i, x, y)
         if not math.isfinite(value):
             raise NonFiniteLoss(f"TAME's eval-mode decision loss of expert {i} is {value}")
         return value
+
+    def training_decision(self, logits: torch.Tensor, y: torch.Tensor, mean_loss: float) -> float:
+        """The decision loss of a model that behaves the same in both modes, from its training
+        forward pass: logits (B, C) and the finite mean loss it trains on."""
+        if self.statistic == "mean":
+            return mean_loss
+        return batch_loss(logits.detach(), y, self.sigmoid, self.statistic)
 
     def first_match(
         self, x: torch.Tensor, y: torch.Tensor, exclude: int | None = None

@@ -48,6 +48,26 @@ Where we depart from the paper or its code, and why:
   and its gradient) lr 0.1 with momentum 0.9 gives divergence spikes in fresh experts,
   which the detector rightly reads as switches (Split-Fashion-MNIST boundary precision
   0.82 at 0.1, 1.00 at 0.05; benchmarks/results/tame.md).
+- The switch rule (``conf/strategy/tame.yaml``'s defaults, issue 17; beyond the paper and the
+  code, whose rule is preset ``tame_paper``: a fixed W=100, floor 0.005, batch means, each
+  firing a switch), four parts, each measured alone and together in
+  benchmarks/results/tame.md ("A window that fits the stream"):
+  ``window='auto'``: tau is taken over the expert's latest
+  clamp(ceil(window_fraction * seen), min_window, max_window) losses, ``seen`` the losses it has
+  recorded (``detector.AdaptiveWindow``; 0.5, 20, 1000 in the config). A fixed W longer than a
+  task keeps the expert's learning curve in the window and misses the next switch (W=100 finds
+  1 of 4 on online Split-MNIST, 80 steps a task); the latter half of what the expert has seen
+  drops its learning curve whatever the task's length. But a window of converged losses is
+  quiet, and so: ``patience=2``: a batch that fires is set aside (not trained on, not recorded,
+  dropped) and the switch is made only if the next batch fires too, since a switch lasts and a
+  one-step divergence of the expert does not; the old expert, untrained on the batch set
+  aside, meets the next batch of a new task with the same high loss. ``decision_statistic=
+  'median'``: every decision reads the median of the batch's per-sample losses, as a switch
+  moves every sample's loss while one confidently wrong sample (loss 20-50) lifts the mean of
+  a batch of 10 by 2-5 and, recorded, lifts tau past the next switch. ``min_std`` 0.05: with
+  the paper's 0.005 a window of converged 2-class losses (about 0.001) puts tau 0.02 above
+  them. A task shorter than about 2 x min_window steps keeps its learning curve in the window,
+  and its switches are missed as W=100 misses them on short tasks.
 - A new expert is not checked on its first step (its window holds only ln(n_classes)).
 - Smoothed losses advance only while an expert is active (the code also updates an
   inactive expert's smoothed loss every batch, so a reactivated expert carries the other
@@ -130,7 +150,7 @@ from continual.strategies.base import (
     require_at_least,
     snapshot,
 )
-from continual.strategies.tame.detector import LossTracker, make_detector
+from continual.strategies.tame.detector import AdaptiveWindow, LossTracker, make_detector
 from continual.strategies.tame.experts import Expert, ExpertPool
 from continual.strategies.tame.selector import ExpertSelector
 from continual.types import Batch, ConfigError
@@ -160,8 +180,17 @@ class TAME(GradientStrategy):
 
     Args (defaults: the paper's values, the code's optimiser; ``conf/strategy/tame.yaml``):
         model: template for experts and selector (a ``Classifier``), re-initialised per copy.
-        window, alpha, n_sigma, min_std: the detector's W, smoothing factor, tau's sigma
-            multiple and std floor.
+        window, alpha, n_sigma, min_std: the detector's W (or ``'auto'``: a window that
+            grows with the expert, see below), smoothing factor, tau's sigma multiple and std
+            floor.
+        window_fraction, min_window, max_window: with ``window='auto'``, tau is taken over
+            the expert's latest clamp(ceil(window_fraction * seen), min_window, max_window)
+            losses, ``seen`` the losses it has recorded (``AdaptiveWindow``; beyond the paper).
+        patience: how many batches in a row must fire for a switch (1: the paper); the first
+            patience - 1 of them are set aside, neither trained on nor recorded (beyond the
+            paper, see above; ``set_aside_batches`` in the summary counts them).
+        decision_statistic: the batch loss every switch decision reads: ``mean`` (the paper)
+            or ``median`` of the per-sample losses (beyond the paper, see above).
         initial_loss: the value a new expert's window starts with (None: ln(outputs)).
         clip_window: the window takes min(loss, tau) (not in the paper; off by default).
         detector: ``threshold`` (paper), ``adwin``, ``page_hinkley`` or ``kswin``;
@@ -191,7 +220,10 @@ class TAME(GradientStrategy):
     def __init__(
         self,
         model: nn.Module,
-        window: int = 100,
+        window: int | str = 100,
+        window_fraction: float = 0.5,
+        min_window: int = 20,
+        max_window: int = 1000,
         alpha: float = 0.2,
         n_sigma: float = 3.0,
         min_std: float = 0.005,
@@ -199,6 +231,8 @@ class TAME(GradientStrategy):
         clip_window: bool = False,
         detector: str = "threshold",
         detector_params: dict[str, Any] | None = None,
+        patience: int = 1,
+        decision_statistic: str = "mean",
         lr: float = 0.05,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -226,7 +260,8 @@ class TAME(GradientStrategy):
             raise ConfigError(f"train_at must be one of {list(TRAIN_AT)}, got {train_at!r}")
         if prune_at not in PRUNE_AT:
             raise ConfigError(f"prune_at must be one of {list(PRUNE_AT)}, got {prune_at!r}")
-        self.make_detector = lambda tracker=None: make_detector(detector, detector_params, tracker)
+        self.make_detector = lambda tracker=None: make_detector(detector, detector_params, tracker,
+                                                                 patience)
         self.make_detector()  # fail on an unknown detector or bad parameters now
         if max_experts < 1:
             raise ConfigError(f"max_experts must be at least 1, got {max_experts}")
@@ -249,14 +284,14 @@ class TAME(GradientStrategy):
         # column c of a prediction is output c mod n_outputs: a task's classes, in order
         self.output_of_class = torch.arange(n_classes) % n_outputs
         start = math.log(n_outputs) if initial_loss is None else float(initial_loss)
-        tracker = dict(window=window, alpha=alpha, n_sigma=n_sigma, min_std=min_std,
-                       initial_loss=start,
-                       clip=clip_window)
+        tracker = dict(alpha=alpha, n_sigma=n_sigma, min_std=min_std, initial_loss=start,
+                       clip=clip_window, **self._window_options(window, window_fraction,
+                                                                min_window, max_window))
         LossTracker(**tracker)  # fail on bad window parameters now, not at the first expert
         self.sigmoid = bool(sigmoid_outputs)
         self.pool = ExpertPool(
             model, lambda: LossTracker(**tracker), self.make_detector, lr, momentum, weight_decay,
-            prune_capacity, self.sigmoid, seed, n_outputs,
+            prune_capacity, self.sigmoid, seed, n_outputs, decision_statistic,
         )
         self.selector = ExpertSelector(model, n_classes, selector_capacity, seed)
         self.device = self.pool.device
@@ -273,6 +308,7 @@ class TAME(GradientStrategy):
         self.expert_finetune_lr = expert_finetune_lr
         self.selector_finetune_lr = selector_finetune_lr
         self.max_experts = int(max_experts)
+        self.set_aside = 0  # batches set aside awaiting a switch's confirmation (patience > 1)
         self.generator = torch.Generator().manual_seed(seed)
         self.active = 0
         self.samples_seen = 0
@@ -284,6 +320,17 @@ class TAME(GradientStrategy):
         self.online_prunes = 0
         self.held_params_peak = 0
         self._params_cache: tuple[Any, int] = (None, 0)
+
+    @staticmethod
+    def _window_options(window: int | str, fraction: float, min_window: int,
+                        max_window: int) -> dict[str, Any]:
+        """The tracker's window: a fixed W (the paper), or ``'auto'``, an ``AdaptiveWindow``."""
+        if window == "auto":
+            return {"adaptive": AdaptiveWindow(fraction, min_window, max_window)}
+        if isinstance(window, bool) or not isinstance(window, int):
+            raise ConfigError(f"window is the number of losses tau is taken over (the paper: 100) "
+                              f"or 'auto' (a window that grows with the expert), got {window!r}")
+        return {"window": window}
 
     @staticmethod
     def _check_labels(labels: str, classes_per_task: int | None, n_classes: int) -> int:
@@ -361,8 +408,19 @@ class TAME(GradientStrategy):
         online_correct = (logits.detach().argmax(1) == y).sum()
         # checked before the detector, the window or any weight sees it (NonFiniteLoss)
         value = finite_loss_value(loss)
-        decision = value if decision is None else decision
-        if expert.steps and expert.detector.update(decision):
+        decision = self.pool.training_decision(logits, y, value) if decision is None else decision
+        fired = bool(expert.steps) and expert.detector.update(decision)
+        if not fired and expert.steps and expert.detector.set_aside:
+            # neither trained on nor recorded: a switch fires again on the next batch, a
+            # one-batch outlier (a transient divergence) does not and is dropped
+            self.set_aside += 1
+            self.samples_seen += int(x.shape[0])
+            return {
+                "loss": value, "online_correct": online_correct,
+                "n_experts": float(len(self.pool)), "active_expert": float(self.active),
+                "params": float(self._params()), "switch": 0.0, "set_aside": 1.0,
+            }
+        if fired:
             switched = 1.0
             self.detected_switches.append(self.samples_seen)
             new, action, new_decision = self._switch(x, y)
@@ -373,9 +431,11 @@ class TAME(GradientStrategy):
                 if new_decision is None:
                     new_decision = self.pool.decision_loss(new, x, y)
                 expert.model.train()
-                loss = cross_entropy(expert.model(x), y, self.sigmoid)
+                logits = expert.model(x)
+                loss = cross_entropy(logits, y, self.sigmoid)
                 value = finite_loss_value(loss)
-                decision = value if new_decision is None else new_decision
+                decision = (self.pool.training_decision(logits, y, value) if new_decision is None
+                            else new_decision)
         guarded_step(expert.optimizer, loss, check=False)  # checked above
         expert.keep_pruned()
         expert.tracker.record(decision)
@@ -389,7 +449,7 @@ class TAME(GradientStrategy):
         return {
             "loss": value, "online_correct": online_correct, "n_experts": float(len(self.pool)),
             "active_expert": float(self.active), "params": float(held),
-            "switch": switched,
+            "switch": switched, "set_aside": 0.0,
         }
 
     # ------------------------------------------------------------------ selector, pruning
@@ -522,6 +582,7 @@ class TAME(GradientStrategy):
             "params_deployed_nonzero": self.n_parameters(deployed=True),
             "params_held_peak": self.held_params_peak,
             "online_prunes": self.online_prunes,
+            "set_aside_batches": self.set_aside,
             "refreshes": self.refreshes,
             "refresh_seconds": round(self.refresh_seconds, 3),
             "switch_events": [list(e) for e in self.switch_events],
@@ -538,6 +599,7 @@ class TAME(GradientStrategy):
             "skipped_nonfinite_hook_steps": self.skipped_nonfinite_hook_steps,
             "counters": [self.refreshes, self.refresh_seconds, self.online_prunes,
                          self.held_params_peak],
+            "set_aside": self.set_aside,
             "deployed": None if not self.deployed.experts else {
                 "selector": None if self.deployed.selector is None
                 else self.deployed.selector.state_dict(),
@@ -560,6 +622,7 @@ class TAME(GradientStrategy):
             refreshes, seconds, prunes, peak = state["counters"]
             self.refreshes, self.refresh_seconds = int(refreshes), float(seconds)
             self.online_prunes, self.held_params_peak = int(prunes), int(peak)
+        self.set_aside = int(state.get("set_aside", 0))  # states before patience: none
         dep = state["deployed"]
         if dep is None:
             self.deployed = _Deployed(selector=None)
