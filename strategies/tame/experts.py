@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from continual.memory.buffers import ReservoirBuffer
 from continual.models.parameters import count_parameters, fold_masks, mask_like, prunable
-from continual.strategies.base import cross_entropy, make_optimizer
+from continual.strategies.base import cross_entropy, finite_loss_value, make_optimizer
 from continual.strategies.tame.detector import LossTracker, RiverDetector, ThresholdDetector
 from continual.types import ConfigError, NonFiniteLoss
 
@@ -180,7 +180,7 @@ class ExpertPool:
     def decision_loss(self, i: int, x: torch.Tensor, y: torch.Tensor) -> float | None:
         """Expert i's eval-mode loss on the batch, taken before its step; None for a model
         that behaves the same in both modes (its training forward pass gives that value,
-        ``training_decision``: no second forward pass)."""
+        ``training_values``: no second forward pass)."""
         if not self.mode_dependent:
             return None
         value = self.loss(i, x, y)
@@ -188,12 +188,20 @@ class ExpertPool:
             raise NonFiniteLoss(f"TAME's eval-mode decision loss of expert {i} is {value}")
         return value
 
-    def training_decision(self, logits: torch.Tensor, y: torch.Tensor, mean_loss: float) -> float:
-        """The decision loss of a model that behaves the same in both modes, from its training
-        forward pass: logits (B, C) and the finite mean loss it trains on."""
+    def training_values(self, logits: torch.Tensor, y: torch.Tensor,
+                        loss: torch.Tensor) -> tuple[float, float]:
+        """(the loss it trains on, its decision loss) for a model that behaves the same in both
+        modes, from its training forward pass: logits (B, C), y (B,) and the mean loss, in one
+        host transfer (a GPU waits once); NonFiniteLoss when the loss is NaN or Inf."""
         if self.statistic == "mean":
-            return mean_loss
-        return batch_loss(logits.detach(), y, self.sigmoid, self.statistic)
+            value = finite_loss_value(loss)
+            return value, value
+        target = torch.sigmoid(logits.detach()) if self.sigmoid else logits.detach()
+        median = F.cross_entropy(target, y, reduction="none").median()
+        value, decision = torch.stack([loss.detach().float(), median.float()]).tolist()
+        if not math.isfinite(value):
+            raise NonFiniteLoss(f"loss is {value}")
+        return value, decision
 
     def first_match(
         self, x: torch.Tensor, y: torch.Tensor, exclude: int | None = None

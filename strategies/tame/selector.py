@@ -55,12 +55,18 @@ class ExpertSelector:
             new.bias[: old.out_features] = old.bias
         self.model.head, self.n_experts = new, n_experts
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, expert: int) -> None:
-        """Offer inputs x: (B, ...) with class labels y: (B,) seen while ``expert`` was active."""
-        tags = torch.full_like(y, int(expert))
-        for c in torch.unique(y).tolist():
-            m = y == c
-            self.buffers[int(c)].add(x[m], tags[m])
+    def add(self, x: torch.Tensor, y: torch.Tensor, expert: int,
+            y_host: torch.Tensor | None = None) -> None:
+        """Offer inputs x: (B, ...) with class labels y: (B,) seen while ``expert`` was active;
+        y_host: y on the CPU if the caller has it (else copied: one wait on a GPU). The batch is
+        split by class on the host and gathered on the device with host-made indices, so a GPU
+        does not wait once per class (a boolean mask on the device would)."""
+        y_host = y.detach().cpu() if y_host is None else y_host
+        for c in torch.unique(y_host).tolist():
+            idx = (y_host == c).nonzero().squeeze(1)
+            rows = x.index_select(0, idx.to(x.device, non_blocking=True))
+            tags = torch.full((idx.numel(),), int(expert), dtype=y.dtype, device=y.device)
+            self.buffers[int(c)].add(rows, tags)
 
     def items(self) -> tuple[torch.Tensor, torch.Tensor]:
         """All stored (x, expert id)."""

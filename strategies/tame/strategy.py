@@ -393,6 +393,14 @@ class TAME(GradientStrategy):
         e.pruned_at = e.steps
         self.online_prunes += 1
 
+    def _values(self, logits: torch.Tensor, y: torch.Tensor, loss: torch.Tensor,
+                decision: float | None) -> tuple[float, float]:
+        """(training loss, decision loss) on the host: the eval-mode decision already taken
+        (a mode-dependent model) or the one the training forward pass gives."""
+        if decision is None:
+            return self.pool.training_values(logits, y, loss)
+        return finite_loss_value(loss), decision
+
     def observe(self, batch: Batch) -> dict[str, Any]:
         """One step: detect a switch from the active expert's loss, then train the active expert."""
         x, y = batch.x, self.target(batch.y)
@@ -406,9 +414,9 @@ class TAME(GradientStrategy):
         logits = expert.model(x)
         loss = cross_entropy(logits, y, self.sigmoid)
         online_correct = (logits.detach().argmax(1) == y).sum()
-        # checked before the detector, the window or any weight sees it (NonFiniteLoss)
-        value = finite_loss_value(loss)
-        decision = self.pool.training_decision(logits, y, value) if decision is None else decision
+        # checked before the detector, the window or any weight sees it (NonFiniteLoss); the
+        # loss and the decision reach the host together: one wait on a GPU
+        value, decision = self._values(logits, y, loss, decision)
         fired = bool(expert.steps) and expert.detector.update(decision)
         if not fired and expert.steps and expert.detector.set_aside:
             # neither trained on nor recorded: a switch fires again on the next batch, a
@@ -433,15 +441,14 @@ class TAME(GradientStrategy):
                 expert.model.train()
                 logits = expert.model(x)
                 loss = cross_entropy(logits, y, self.sigmoid)
-                value = finite_loss_value(loss)
-                decision = (self.pool.training_decision(logits, y, value) if new_decision is None
-                            else new_decision)
+                value, decision = self._values(logits, y, loss, new_decision)
         guarded_step(expert.optimizer, loss, check=False)  # checked above
         expert.keep_pruned()
         expert.tracker.record(decision)
         expert.steps += 1
         expert.prune_buffer.add(x, y)
-        self.selector.add(x, batch.y, self.active)  # per-class sampling by the global class
+        # per-class sampling by the global class, split on the host (the second and last wait)
+        self.selector.add(x, batch.y, self.active, batch.y.detach().cpu())
         self.samples_seen += int(x.shape[0])
         self.version += 1
         held = self._params()
