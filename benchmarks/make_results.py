@@ -18,6 +18,7 @@ SECTIONS = [  # (file, what it is); missing files are listed as not yet measured
     ("results/lm.md", "CKL with FUAR and infinite LR schedules (issue 6, re-run through the one engine: issue 14)"),
     ("results/schedules_vision.md", "LR schedules on a vision stream (issue 14)"),
     ("results/threads.md", "the threads setting (issue 18)"),
+    ("results/speed.md", "time to first result, the README's sweep against Avalanche, the adapter's cost (issue 18)"),
 ]
 
 
