@@ -22,7 +22,7 @@ import numpy as np
 from continual.report_format import number
 
 if TYPE_CHECKING:
-    from continual.report import Group, RunData
+    from continual.report_runs import Group, RunData
 
 #: the figure formats ``continual report --figures`` accepts
 FIGURE_FORMATS = ("png", "svg", "pdf")

@@ -191,8 +191,8 @@ def test_sparse_eval_points_are_points_and_dense_ones_are_lines_with_a_band():
 
 
 def test_task_curves_draw_each_task_with_its_seed_spread(two_streams):
-    from continual.report import find_runs, group_runs
     from continual.report_plots import _curves, is_dense
+    from continual.report_runs import find_runs, group_runs
 
     groups = {(g.stream, g.strategy): g for g in group_runs(find_runs(two_streams))}
     x, mean, std = _curves(groups[("split_digits", "er")], "acc_task_0")
