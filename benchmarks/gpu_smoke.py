@@ -167,8 +167,8 @@ def count_syncs(name: str, device: str, work: Path) -> dict[str, Any]:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from continual.cli import build_model_from_config, instantiate_target
     from continual.config import accepted_options, instantiate_checked, register_configs
+    from continual.experiment import build_model_from_config, instantiate_target
     from continual.runner import Runner
 
     register_configs()

@@ -37,7 +37,7 @@ import json, resource, sys, time, torch
 torch.set_num_threads(1)
 from hydra import compose, initialize_config_module
 from continual.config import register_configs
-from continual.cli import run_experiment
+from continual.experiment import run_experiment
 register_configs()
 strategy, steps, out, keys, extra = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(","), sys.argv[5:]
 n_tasks = max(1, -(-steps * 10 // 4000))

@@ -71,7 +71,7 @@ def strategy_config(name: str) -> dict[str, Any] | None:
 
 
 def build_strategy(cfg: dict[str, Any], model):
-    """As ``continual.cli.run_experiment`` does: the model, and the run seed if accepted."""
+    """As ``continual.experiment.run_experiment`` does: the model, and the run seed if accepted."""
     from continual.config import _locate, accepted_options, instantiate_checked
 
     provided: dict[str, Any] = {"model": model}

@@ -78,7 +78,7 @@ def main() -> None:
         best = min(med["1"], med["2"])
         print(f"{name}: auto {med['auto']:.3f}, threads=1 {med['1']:.3f}, threads=2 {med['2']:.3f}; "
               f"auto / best explicit {med['auto'] / best:.3f}")
-    from continual.cli import choose_threads
+    from continual.experiment import choose_threads
 
     one, two = resnet_step(1), resnet_step(2)
     print(f"ResNet-18 step (batch 10, 32x32): 1 thread {one:.3f} s, 2 threads {two:.3f} s; auto picks "

@@ -70,10 +70,10 @@ class RunConfig:
     model: Any = None
     schedule: Any = None  # the lr schedule of every gradient strategy (conf/schedule/; default constant)
     seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (see continual.cli.resolve_device)
-    deterministic: bool = False  # deterministic kernels (see continual.cli.set_determinism)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (see continual.experiment.resolve_device)
+    deterministic: bool = False  # deterministic kernels (see continual.experiment.set_determinism)
     amp: Any = False  # false | bf16: observe() under torch.autocast (see continual.runner.amp_dtype)
-    threads: Any = "auto"  # torch threads: auto (see continual.cli.choose_threads) or a number >= 1
+    threads: Any = "auto"  # torch threads: auto (see continual.experiment.choose_threads) or a number >= 1
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     loggers: Any = field(default_factory=dict)  # {name: options}: the chosen conf/loggers/ files

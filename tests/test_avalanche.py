@@ -73,8 +73,8 @@ def test_an_avalanche_strategy_runs_end_to_end_through_the_cli(tmp_path):
 def test_a_per_task_avalanche_strategy_runs_from_its_config(tmp_path):
     from hydra import compose, initialize_config_module
 
-    from continual.cli import run_experiment
     from continual.config import register_configs
+    from continual.experiment import run_experiment
 
     register_configs()
     with initialize_config_module(config_module="continual.conf", version_base="1.3"):

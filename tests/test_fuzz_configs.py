@@ -113,8 +113,8 @@ def run(tmp_path_factory):
     """run(strategy, overrides) -> (summary or None, ConfigError or None, the run folder)."""
     from hydra import compose, initialize_config_module
 
-    from continual.cli import run_experiment
     from continual.config import register_configs
+    from continual.experiment import run_experiment
 
     register_configs()
     with initialize_config_module(config_module="continual.conf", version_base="1.3"):

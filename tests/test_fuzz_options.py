@@ -59,7 +59,7 @@ def compose():
 
 @pytest.mark.parametrize(("group", "name", "key", "value"), list(_cases()))
 def test_a_bad_numeric_option_runs_or_fails_clearly(compose, tmp_path, group, name, key, value):
-    from continual.cli import run_experiment
+    from continual.experiment import run_experiment
 
     strategy = name if group == "strategy" else "naive"
     args = ["stream=split_digits", f"strategy={strategy}", "log.console=false", "checkpoint.enabled=false",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from continual.cli import resolve_device, set_determinism
+from continual.experiment import resolve_device, set_determinism
 from continual.types import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -136,8 +136,8 @@ def test_summary_records_the_deterministic_setting(tmp_path, restore_determinism
 
     from hydra import compose, initialize_config_module
 
-    from continual.cli import run_experiment
     from continual.config import register_configs
+    from continual.experiment import run_experiment
 
     register_configs()
     with initialize_config_module(config_module="continual.conf", version_base="1.3"):

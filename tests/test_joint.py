@@ -19,8 +19,8 @@ from continual.types import NonFiniteLoss, TaskInfo
 def _run_config(strategy: str, tmp_path, *overrides: str) -> dict:
     from hydra import compose, initialize_config_module
 
-    from continual.cli import run_experiment
     from continual.config import register_configs
+    from continual.experiment import run_experiment
 
     register_configs()
     with initialize_config_module(config_module="continual.conf", version_base="1.3"):

@@ -169,7 +169,7 @@ def test_a_typo_in_a_group_option_lists_the_valid_ones_without_a_plus(tmp_path):
 
 
 def test_threads_auto_picks_one_for_small_models_and_sweeps_and_respects_the_env(monkeypatch):
-    from continual.cli import choose_threads
+    from continual.experiment import choose_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert choose_threads("auto", 270_000, in_sweep=False) == 1

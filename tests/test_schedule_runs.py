@@ -15,7 +15,7 @@ import torch
 from _cli import run_continual, run_records
 
 from continual import streams
-from continual.cli import build_schedule_from_config
+from continual.experiment import build_schedule_from_config
 from continual.models import build_model
 from continual.runner import Runner
 from continual.strategies.base import SupervisedStrategy

@@ -620,8 +620,8 @@ def test_bad_label_setting_raises_config_error(bad):
 def test_the_code_label_setting_runs_from_the_cli_preset(tmp_path):
     from hydra import compose, initialize_config_module
 
-    from continual.cli import run_experiment
     from continual.config import register_configs
+    from continual.experiment import run_experiment
 
     register_configs()
     with initialize_config_module(config_module="continual.conf", version_base="1.3"):
