@@ -4,8 +4,10 @@ Runs the README's main job (Split-MNIST 5k, ER, MLP, online) as a new user would
 process, ``OMP_NUM_THREADS`` unset, ``threads=auto`` - and with ``threads=1`` and ``threads=2``,
 alternated ``--repeats`` times, and prints the median ``train_seconds`` of each and the ratio
 auto / best explicit (target <= 1.10, issue 18). Then the same for a 4-job basic-launcher sweep
-(wall seconds of the whole command), and one ResNet-18 step on 32x32 inputs with 1 and 2
-threads next to what ``auto`` picks for it at this moment (the load average decides).
+(wall seconds of the whole command) and for the joblib (2 workers) and submitit-local
+(``hydra/launcher=local``) launchers (their jobs' train_seconds summed), and one ResNet-18
+step on 32x32 inputs with 1 and 2 threads next to what ``auto`` picks for it at this moment
+(the load average decides).
 
     python3 benchmarks/threads.py [--repeats 3]
 """
@@ -38,13 +40,23 @@ def single_run(threads: str) -> float:
         return json.loads((Path(out) / "summary.json").read_text())["train_seconds"]
 
 
-def sweep(threads: str) -> float:
+def sweep(threads: str, launcher: str = "basic") -> float:
+    """The 4-job sweep's wall seconds (basic launcher), or the sum of its jobs' train_seconds
+    (joblib, 2 workers; ``local``, submitit's local executor): what parallel jobs each spend."""
+    extra = [] if launcher == "basic" else [f"hydra/launcher={launcher}"]
+    extra += ["hydra.launcher.n_jobs=2"] if launcher == "joblib" else []
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         subprocess.run([sys.executable, "-m", "continual", "-m", "strategy=naive,er", "seed=0,1",
-                        f"threads={threads}", "log.console=false", f"hydra.sweep.dir={out}"],
+                        f"threads={threads}", "log.console=false", f"hydra.sweep.dir={out}", *extra],
                        env=_env(), check=True, capture_output=True, cwd=out)
-        return time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+        if launcher == "basic":
+            return wall
+        runs = [json.loads(p.read_text())["train_seconds"] for p in Path(out).rglob("summary.json")]
+        if len(runs) != 4:
+            raise SystemExit(f"threads: the {launcher} sweep wrote {len(runs)} summaries, not 4")
+        return sum(runs)
 
 
 def resnet_step(threads: int) -> float:
@@ -73,7 +85,10 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     args = p.parse_args()
     print(f"cores {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
-    for name, fn in (("default run, train_seconds", single_run), ("4-job basic sweep, wall s", sweep)):
+    rows = (("default run, train_seconds", single_run), ("4-job basic sweep, wall s", sweep),
+            ("4-job joblib sweep (2 workers), train_seconds summed", lambda t: sweep(t, "joblib")),
+            ("4-job submitit local sweep, train_seconds summed", lambda t: sweep(t, "local")))
+    for name, fn in rows:
         med = alternate(fn, ["auto", "1", "2"], args.repeats)
         best = min(med["1"], med["2"])
         print(f"{name}: auto {med['auto']:.3f}, threads=1 {med['1']:.3f}, threads=2 {med['2']:.3f}; "
