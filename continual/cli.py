@@ -101,15 +101,17 @@ def compose_each_job_once() -> None:
     compose = getattr(ConfigLoaderImpl, "load_sweep_config", None)
     if compose is None or getattr(compose, "composes_once", False):
         return
-    kept: dict[tuple[int, tuple[str, ...]], Any] = {}
+    # (id of the master config, overrides) -> (that master config, the job's config); holding
+    # the master config keeps its id from being reused by another while the entry waits
+    kept: dict[tuple[int, tuple[str, ...]], tuple[Any, Any]] = {}
 
     def load_sweep_config(self: Any, master_config: Any, sweep_overrides: list[str]) -> Any:
         key = (id(master_config), tuple(sweep_overrides))
         if key in kept:
-            return kept.pop(key)
+            return kept.pop(key)[1]
         config = compose(self, master_config, sweep_overrides)
         if _checking_a_batch() and len(kept) < SWEEP_CONFIGS_KEPT:
-            kept[key] = config
+            kept[key] = (master_config, config)
         return config
 
     load_sweep_config.composes_once = True  # type: ignore[attr-defined]

@@ -31,10 +31,16 @@ def batch_loss(logits: torch.Tensor, y: torch.Tensor, sigmoid: bool, statistic: 
     middle value for an even B; beyond the paper, see ``continual.strategies.tame.strategy``):
     a task switch moves every sample's loss, one confidently wrong sample only a small batch's
     mean."""
+    return float(batch_loss_tensor(logits, y, sigmoid, statistic))
+
+
+def batch_loss_tensor(logits: torch.Tensor, y: torch.Tensor, sigmoid: bool,
+                      statistic: str = "mean") -> torch.Tensor:
+    """``batch_loss`` as a 0-d tensor on the logits' device (no host transfer)."""
     if statistic == "mean":
-        return float(cross_entropy(logits, y, sigmoid))
+        return cross_entropy(logits, y, sigmoid)
     per_sample = F.cross_entropy(torch.sigmoid(logits) if sigmoid else logits, y, reduction="none")
-    return float(per_sample.median())
+    return per_sample.median()
 
 
 def mode_dependent(model: nn.Module) -> bool:
@@ -196,9 +202,8 @@ class ExpertPool:
         if self.statistic == "mean":
             value = finite_loss_value(loss)
             return value, value
-        target = torch.sigmoid(logits.detach()) if self.sigmoid else logits.detach()
-        median = F.cross_entropy(target, y, reduction="none").median()
-        value, decision = torch.stack([loss.detach().float(), median.float()]).tolist()
+        decision = batch_loss_tensor(logits.detach(), y, self.sigmoid, self.statistic)
+        value, decision = torch.stack([loss.detach().float(), decision.float()]).tolist()
         if not math.isfinite(value):
             raise NonFiniteLoss(f"loss is {value}")
         return value, decision

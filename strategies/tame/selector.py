@@ -55,13 +55,12 @@ class ExpertSelector:
             new.bias[: old.out_features] = old.bias
         self.model.head, self.n_experts = new, n_experts
 
-    def add(self, x: torch.Tensor, y: torch.Tensor, expert: int,
-            y_host: torch.Tensor | None = None) -> None:
-        """Offer inputs x: (B, ...) with class labels y: (B,) seen while ``expert`` was active;
-        y_host: y on the CPU if the caller has it (else copied: one wait on a GPU). The batch is
-        split by class on the host and gathered on the device with host-made indices, so a GPU
-        does not wait once per class (a boolean mask on the device would)."""
-        y_host = y.detach().cpu() if y_host is None else y_host
+    def add(self, x: torch.Tensor, y: torch.Tensor, expert: int) -> None:
+        """Offer inputs x: (B, ...) with class labels y: (B,) seen while ``expert`` was active.
+        The batch is split by class on a host copy of y (one wait on a GPU) and gathered on the
+        device with host-made indices, so a GPU does not wait once per class (a boolean mask on
+        the device would)."""
+        y_host = y.detach().cpu()
         for c in torch.unique(y_host).tolist():
             idx = (y_host == c).nonzero().squeeze(1)
             rows = x.index_select(0, idx.to(x.device, non_blocking=True))

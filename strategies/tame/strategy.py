@@ -448,7 +448,7 @@ class TAME(GradientStrategy):
         expert.steps += 1
         expert.prune_buffer.add(x, y)
         # per-class sampling by the global class, split on the host (the second and last wait)
-        self.selector.add(x, batch.y, self.active, batch.y.detach().cpu())
+        self.selector.add(x, batch.y, self.active)
         self.samples_seen += int(x.shape[0])
         self.version += 1
         held = self._params()
