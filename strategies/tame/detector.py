@@ -23,6 +23,7 @@ first ones set aside by the caller (``SwitchDetector.set_aside``).
 from __future__ import annotations
 
 import abc
+import itertools
 import math
 from collections import deque
 from collections.abc import Sequence
@@ -101,7 +102,8 @@ class LossTracker:
         """The window tau is taken over: every loss held, or the adaptive window's latest."""
         if self.adaptive is None:
             return list(self.window)
-        return list(self.window)[-self.adaptive.size(self.seen):]
+        size = self.adaptive.size(self.seen)
+        return list(itertools.islice(self.window, max(0, len(self.window) - size), None))
 
     def mean(self) -> float:
         window = self.losses()
@@ -132,9 +134,9 @@ class LossTracker:
         With ``clip`` the window gets min(loss, tau): a single spike that did not move the
         smoothed loss past tau is not let in to raise tau for the next W steps.
         """
-        tau = self.threshold()
+        value = min(float(loss), self.threshold()) if self.clip else float(loss)
         self.smoothed = self.candidate(loss)
-        self.window.append(min(float(loss), tau) if self.clip else float(loss))
+        self.window.append(value)
         self.seen += 1
 
     def state_dict(self) -> dict[str, Any]:
