@@ -6,10 +6,10 @@ alternated ``--repeats`` times, and prints the median ``train_seconds`` of each 
 auto / best explicit (target <= 1.10, issue 18). Then the same for a 4-job basic-launcher sweep
 (wall seconds of the whole command) and for the joblib (2 workers) and submitit-local
 (``hydra/launcher=local``) launchers (their jobs' train_seconds summed), and one ResNet-18
-step on 32x32 inputs with 1 and 2 threads next to what ``auto`` picks for it at this moment
-(the load average decides).
+step on 32x32 inputs (11.2M parameters) with ``auto`` (decided in each fresh process, right
+after the previous one ended, as ``choose_threads`` decides it for a run), 1 and 2 threads.
 
-    python3 benchmarks/threads.py [--repeats 3]
+    python3 benchmarks/threads.py [--repeats 3] [--part all|launchers|resnet]
 """
 
 from __future__ import annotations
@@ -59,17 +59,29 @@ def sweep(threads: str, launcher: str = "basic") -> float:
         return sum(runs)
 
 
-def resnet_step(threads: int) -> float:
+PICKED: list[int] = []  # the thread counts ``auto`` chose in resnet_step's processes
+
+
+def resnet_step(threads: str) -> float:
+    """Seconds of one ResNet-18 training step (batch 10, 32x32x3) in a fresh process whose thread
+    count is ``threads``: a number, or ``auto`` decided by ``choose_threads`` as a run decides it."""
     code = ("import time, torch; from continual.models import build_model\n"
-            f"torch.set_num_threads({threads}); m = build_model('resnet18', (3, 32, 32), 10)\n"
+            "from continual.experiment import choose_threads\n"
+            "m = build_model('resnet18', (3, 32, 32), 10)\n"
+            f"n = choose_threads({threads!r} if {threads!r} == 'auto' else int({threads!r}), "
+            "sum(p.numel() for p in m.parameters()), in_sweep=False)\n"
+            "torch.set_num_threads(n)\n"
             "opt = torch.optim.SGD(m.parameters(), lr=0.01); x = torch.randn(10, 3, 32, 32); "
             "y = torch.randint(0, 10, (10,))\n"
             "def step():\n loss = torch.nn.functional.cross_entropy(m(x), y); opt.zero_grad(); loss.backward(); "
             "opt.step()\n"
-            "[step() for _ in range(3)]; t = time.perf_counter(); [step() for _ in range(10)]\n"
-            "print((time.perf_counter() - t) / 10)")
+            "[step() for _ in range(3)]; t = time.perf_counter(); [step() for _ in range(20)]\n"
+            "print(n, (time.perf_counter() - t) / 20)")
     r = subprocess.run([sys.executable, "-c", code], env=_env(), check=True, capture_output=True, text=True)
-    return float(r.stdout.strip())
+    picked, seconds = r.stdout.split()
+    if threads == "auto":
+        PICKED.append(int(picked))
+    return float(seconds)
 
 
 def alternate(fn, settings: list[str], repeats: int) -> dict[str, float]:
@@ -83,22 +95,25 @@ def alternate(fn, settings: list[str], repeats: int) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--part", choices=("all", "launchers", "resnet"), default="all",
+                   help="the launchers' rows, the ResNet-18 row, or both")
     args = p.parse_args()
     print(f"cores {os.cpu_count()}, load average at start {os.getloadavg()[0]:.2f}")
     rows = (("default run, train_seconds", single_run), ("4-job basic sweep, wall s", sweep),
             ("4-job joblib sweep (2 workers), train_seconds summed", lambda t: sweep(t, "joblib")),
             ("4-job submitit local sweep, train_seconds summed", lambda t: sweep(t, "local")))
-    for name, fn in rows:
+    for name, fn in rows if args.part != "resnet" else ():
         med = alternate(fn, ["auto", "1", "2"], args.repeats)
         best = min(med["1"], med["2"])
         print(f"{name}: auto {med['auto']:.3f}, threads=1 {med['1']:.3f}, threads=2 {med['2']:.3f}; "
               f"auto / best explicit {med['auto'] / best:.3f}")
-    from continual.experiment import choose_threads
-
-    one, two = resnet_step(1), resnet_step(2)
-    print(f"ResNet-18 step (batch 10, 32x32): 1 thread {one:.3f} s, 2 threads {two:.3f} s; auto picks "
-          f"{choose_threads('auto', 11_173_962, in_sweep=False)} now (load average {os.getloadavg()[0]:.2f})")
-
+    if args.part == "launchers":
+        return
+    med = alternate(resnet_step, ["auto", "1", "2"], args.repeats)
+    best = min(med["1"], med["2"])
+    print(f"ResNet-18 step (batch 10, 32x32), s: auto {med['auto']:.3f} (picked {PICKED}), threads=1 "
+          f"{med['1']:.3f}, threads=2 {med['2']:.3f}; auto / best explicit {med['auto'] / best:.3f}; "
+          f"load average at end {os.getloadavg()[0]:.2f}")
 
 if __name__ == "__main__":
     main()

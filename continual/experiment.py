@@ -109,7 +109,8 @@ def choose_threads(setting: Any, n_params: int, in_sweep: bool) -> int | None:
 
     ``threads=N`` uses N. ``auto``: what the user's ``OMP_NUM_THREADS`` says when it is set;
     else one thread for a job of a sweep (jobs run side by side) and for a small model; else
-    the cores that are idle now (cores minus the 1-minute load average, at least 1). Measured
+    the cores that are idle now (``idle_cores``: /proc/stat sampled over 0.1 s; elsewhere cores
+    minus the 1-minute load average), at least 1 and at most the cores this process may use. Measured
     on 2 cores (benchmarks/RESULTS.md): with other processes running, a second thread makes a
     step 8-90x slower (ResNet-18 on 32x32 inputs: 0.38 s vs 3.1-3.7 s; the MLP: 0.7 ms vs 64 ms).
     """
@@ -124,7 +125,41 @@ def choose_threads(setting: Any, n_params: int, in_sweep: bool) -> int | None:
     if in_sweep or n_params < SMALL_MODEL_PARAMS:
         return 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, round(cores - os.getloadavg()[0])))
+    idle = idle_cores()
+    if idle is None:  # no /proc/stat (not Linux): the 1-minute load average, which lags by a minute
+        idle = (os.cpu_count() or 1) - os.getloadavg()[0]
+    return max(1, min(cores, round(idle)))
+
+
+def _cpu_times() -> tuple[int, int] | None:
+    """(idle, total) jiffies of all the machine's cores from /proc/stat's first line; None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 4:
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return idle, sum(fields[:8])  # guest time is already counted in user time
+
+
+def idle_cores(interval: float = 0.1) -> float | None:
+    """How many of the machine's cores were idle over the next ``interval`` seconds (sampled from
+    /proc/stat), or None where that cannot be read. Unlike the 1-minute load average it does not
+    count processes that finished in the last minute (benchmarks/results/threads.md: right after
+    other runs the load average read 1.3 on an idle 2-core machine, and ``auto`` picked 1 thread
+    where 2 were 1.66x faster)."""
+    import time
+
+    before = _cpu_times()
+    if before is None:
+        return None
+    time.sleep(interval)
+    after = _cpu_times()
+    if after is None or after[1] <= before[1]:
+        return None
+    return (os.cpu_count() or 1) * (after[0] - before[0]) / (after[1] - before[1])
 
 
 def _torch_threads() -> int:

@@ -182,6 +182,32 @@ def test_threads_auto_picks_one_for_small_models_and_sweeps_and_respects_the_env
         choose_threads(0, 1, in_sweep=False)
 
 
+def test_threads_auto_counts_the_cores_idle_now_not_the_lagging_load_average(monkeypatch):
+    import os
+
+    from continual import experiment
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 3.9, 3.9))  # a minute of finished runs
+    samples = iter([(1000, 4000), (1075, 4100)])  # 75 of 100 jiffies idle: 3 of 4 cores
+    monkeypatch.setattr(experiment, "_cpu_times", lambda: next(samples))
+    assert experiment.idle_cores(interval=0) == 3.0
+    samples = iter([(1000, 4000), (1075, 4100)])
+    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 3
+    samples = iter([(1000, 4000), (1000, 4100)])  # every core busy: still one thread
+    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 1
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    samples = iter([(1000, 4000), (1100, 4100)])  # all idle, but this process may use two
+    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 2
+    monkeypatch.setattr(experiment, "_cpu_times", lambda: None)  # not Linux: the load average
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
+    assert experiment.idle_cores() is None
+    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 3
+
+
 def test_the_run_records_the_thread_count_it_used(tmp_path):
     r = run_continual("stream=split_digits", "threads=2", "++stream.train_per_class=5", "++stream.test_per_class=5",
                       "log.console=false", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
