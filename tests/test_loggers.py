@@ -310,6 +310,22 @@ def test_swept_overrides_are_the_keys_the_sweep_varies(tmp_path):
     assert swept_overrides(job, tmp_path, {}) == {"strategy.lr": "0.1", "seed": "1", "eval.every": "10"}
 
 
+def test_the_sweep_file_is_read_once_per_sweep_and_again_when_it_changes(tmp_path, monkeypatch):
+    from omegaconf import OmegaConf
+
+    loads = []
+    real_load = OmegaConf.load
+    monkeypatch.setattr(OmegaConf, "load", lambda path: loads.append(path) or real_load(path))
+    (tmp_path / "multirun.yaml").write_text("hydra:\n  overrides:\n    task:\n    - seed=0,1\n")
+    for seed in ("0", "1"):  # the jobs of one sweep in one process
+        assert swept_overrides([f"seed={seed}", "strategy.lr=0.1"], tmp_path) == {"seed": seed}
+    assert len(loads) == 1
+    (tmp_path / "multirun.yaml").write_text(  # a new sweep in the same folder
+        "hydra:\n  overrides:\n    task:\n    - strategy.lr=0.01,0.1\n    - seed=0\n")
+    assert swept_overrides(["seed=0", "strategy.lr=0.1"], tmp_path) == {"strategy.lr": "0.1"}
+    assert len(loads) == 2
+
+
 def test_run_names_are_unique_within_a_sweep(tmp_path):
     (tmp_path / "multirun.yaml").write_text(
         "hydra:\n  overrides:\n    task:\n    - strategy.lr=0.01,0.1\n    - seed=0\n")

@@ -109,17 +109,37 @@ def swept_overrides(job_overrides: Sequence[str], sweep_dir: str | os.PathLike |
     job = {o.key_or_group: o.get_value_element_as_str() for o in parser.parse_overrides(list(job_overrides))}
     keys = set(sweeper_params or {})
     known = bool(keys)
-    multirun = Path(sweep_dir) / "multirun.yaml"
-    if multirun.is_file():
+    swept_keys = _sweep_file_keys(Path(sweep_dir) / "multirun.yaml")
+    if swept_keys is not None:
+        keys |= swept_keys
+        known = True
+    return {k: v for k, v in job.items() if (k in keys or not known) and not k.startswith("hydra")}
+
+
+#: multirun.yaml's swept keys by (path, mtime, size): every job of a sweep in one process
+#: (basic launcher) reads the same file, 15-20 ms a parse
+_SWEEP_KEYS: dict[tuple[str, int, int], frozenset[str] | None] = {}
+
+
+def _sweep_file_keys(multirun: Path) -> frozenset[str] | None:
+    """The keys ``multirun.yaml`` sweeps (``a=1,2``, ``range(..)``, ``choice(..)``); None when
+    there is no such file or it is another launcher's."""
+    try:
+        info = multirun.stat()
+    except OSError:
+        return None
+    key = (str(multirun.resolve()), info.st_mtime_ns, info.st_size)
+    if key not in _SWEEP_KEYS:
+        from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
         try:
             sweep = OmegaConf.load(multirun).hydra.overrides.task
-            keys |= {o.key_or_group for o in parser.parse_overrides(list(sweep)) if o.is_sweep_override()}
-            known = True
+            parsed = OverridesParser.create().parse_overrides(list(sweep))
+            _SWEEP_KEYS[key] = frozenset(o.key_or_group for o in parsed if o.is_sweep_override())
         except Exception:  # another launcher's file: then every override counts
-            pass
-    return {k: v for k, v in job.items() if (k in keys or not known) and not k.startswith("hydra")}
+            _SWEEP_KEYS[key] = None
+    return _SWEEP_KEYS[key]
 
 
 def logger_options(loggers: Sequence[str] | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
