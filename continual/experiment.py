@@ -94,11 +94,7 @@ def set_determinism(enabled: bool) -> None:
         raise ConfigError(f"deterministic must be true or false, got {enabled!r}")
     if enabled:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
-    if enabled or torch.are_deterministic_algorithms_enabled() or "torch._inductor.config" in sys.modules:
-        # torch.use_deterministic_algorithms imports torch._inductor (and with it torch._dynamo,
-        # about 1.5 s) to set inductor's flag too; when the flag is already off and inductor is
-        # not loaded there is nothing to restore, and the default run does not pay that import
-        torch.use_deterministic_algorithms(enabled)
+    torch.use_deterministic_algorithms(enabled)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = False
 
