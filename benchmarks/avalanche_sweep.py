@@ -357,8 +357,9 @@ def adapter_options(name: str) -> dict[str, Any]:
     return {"mem_size": MEMORY} if name == "replay" else {}
 
 
-def adapter_run(name: str, protocol: str, adapter: dict[str, Any], stream, model) -> dict[str, Any]:
-    """``AvalancheStrategy`` (the adapter, with ``adapter`` arguments) under our ``Runner``."""
+def adapter_run(name: str, protocol: str, adapter: dict[str, Any], stream, model, seed: int = 0) -> dict[str, Any]:
+    """``AvalancheStrategy`` (the adapter, with ``adapter`` arguments) under our ``Runner``;
+    ``seed`` seeds torch's generator (Avalanche's buffer draws and shuffling) before the run."""
     import torch
 
     from continual.runner import Runner
@@ -366,14 +367,15 @@ def adapter_run(name: str, protocol: str, adapter: dict[str, Any], stream, model
 
     strategy = AvalancheStrategy(model, strategy=name, protocol=protocol, lr=LR,
                                  options=adapter_options(name), **adapter)
-    torch.manual_seed(0)  # Avalanche's draws (buffers, shuffling) alike in every run
+    torch.manual_seed(seed)  # Avalanche's draws (buffers, shuffling) alike in every run
     with tempfile.TemporaryDirectory(prefix="bench_adapter_") as out:
         summary = Runner(stream, strategy, out_dir=out, log_every=10, device="cpu").run()
     return {"acc": summary["acc"]}
 
 
-def plain_avalanche_run(name: str, protocol: str, bench, stream, model) -> dict[str, Any]:
-    """The same strategy in a plain Avalanche loop; evaluated before training and at each task end."""
+def plain_avalanche_run(name: str, protocol: str, bench, stream, model, seed: int = 0) -> dict[str, Any]:
+    """The same strategy in a plain Avalanche loop; evaluated before training and at each task end
+    (``seed``: as in ``adapter_run``)."""
     import torch
     from avalanche.benchmarks.scenarios.online import split_online_stream
     from avalanche.evaluation.metrics import accuracy_metrics
@@ -384,7 +386,7 @@ def plain_avalanche_run(name: str, protocol: str, bench, stream, model) -> dict[
     evaluator = EvaluationPlugin(accuracy_metrics(experience=True), loggers=[])
     strategy = avalanche_strategy(AVALANCHE_STRATEGIES[name].rsplit(".", 1)[-1], model, evaluator,
                                   **adapter_options(name))
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     strategy.eval(bench.test_stream)
     for exp in bench.train_stream:
         if protocol == "online":

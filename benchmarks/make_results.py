@@ -19,6 +19,7 @@ SECTIONS = [  # (file, what it is); missing files are listed as not yet measured
     ("results/schedules_vision.md", "LR schedules on a vision stream (issue 14)"),
     ("results/threads.md", "the threads setting (issue 18)"),
     ("results/speed.md", "time to first result, the README's sweep against Avalanche, the adapter's cost (issue 18)"),
+    ("results/adapter_accuracy.md", "the adapter against plain Avalanche over torch seeds (issue 18)"),
 ]
 
 
