@@ -20,6 +20,8 @@ SECTIONS = [  # (file, what it is); missing files are listed as not yet measured
     ("results/threads.md", "the threads setting (issue 18)"),
     ("results/speed.md", "time to first result, the README's sweep against Avalanche, the adapter's cost (issue 18)"),
     ("results/adapter_accuracy.md", "the adapter against plain Avalanche over torch seeds (issue 18)"),
+    ("results/avalanche_sweep.md",
+     "The README's sweep against plain Avalanche and the adapter's cost, latest run (issue 18)"),
 ]
 
 
@@ -51,6 +53,8 @@ def main() -> None:
             text = path.read_text()
             if text.startswith("# "):  # demote the generated page's title
                 text = "#" + text
+            elif not text.startswith("#"):  # a generated page without a title gets its description
+                text = f"## {what}\n\n" + text
             parts.append(text.rstrip() + "\n")
         else:
             parts.append(f"## {what}\n\nNot measured yet ({name} is missing).\n")
