@@ -130,6 +130,8 @@ def _sweep_file_keys(multirun: Path) -> frozenset[str] | None:
         return None
     key = (str(multirun.resolve()), info.st_mtime_ns, info.st_size)
     if key not in _SWEEP_KEYS:
+        if len(_SWEEP_KEYS) >= 64:  # a long-lived process that ran many sweeps keeps the latest
+            _SWEEP_KEYS.clear()
         from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
 
