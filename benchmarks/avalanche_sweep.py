@@ -585,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="tiny data (30 train / 10 test images per class), one repeat, no warm-up")
     p.add_argument("--keep", default=None, help="copy every round's run folders here")
     p.add_argument("--json", default=None, help="default: benchmarks/results/avalanche_sweep.json "
-                   "(--quick: outputs/benchmarks-quick/avalanche_sweep.json); the markdown beside it")
+                   "(avalanche_sweep_<part>.json for one part; --quick: under outputs/benchmarks-quick/); "
+                   "the markdown beside it")
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     if args.side == "avalanche":
@@ -599,8 +600,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.repeats, args.warmup, args.adapter_repeats = 1, 0, min(args.adapter_repeats, 1)
     parts = set(args.parts.split(","))
-    json_path = Path(args.json or (QUICK_DIR / "avalanche_sweep.json" if args.quick
-                                   else HERE / "results" / "avalanche_sweep.json"))
+    if not parts <= {"sweep", "adapter"}:
+        p.error(f"--parts takes sweep, adapter or both, got {args.parts!r}")
+    # a run of one part writes its own file, so it never replaces the recorded run of both
+    stem = "avalanche_sweep" if parts == {"sweep", "adapter"} else f"avalanche_sweep_{''.join(sorted(parts))}"
+    json_path = Path(args.json or (QUICK_DIR / f"{stem}.json" if args.quick
+                                   else HERE / "results" / f"{stem}.json"))
     keep = Path(args.keep) if args.keep else None
     if keep is not None:
         keep.mkdir(parents=True, exist_ok=True)
