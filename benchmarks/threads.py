@@ -68,7 +68,7 @@ def resnet_step(threads: str) -> float:
     code = ("import time, torch; from continual.models import build_model\n"
             "from continual.experiment import choose_threads\n"
             "m = build_model('resnet18', (3, 32, 32), 10)\n"
-            f"n = choose_threads({threads!r} if {threads!r} == 'auto' else int({threads!r}), "
+            f"n = choose_threads({threads if threads == 'auto' else int(threads)!r}, "
             "sum(p.numel() for p in m.parameters()), in_sweep=False)\n"
             "torch.set_num_threads(n)\n"
             "opt = torch.optim.SGD(m.parameters(), lr=0.01); x = torch.randn(10, 3, 32, 32); "

@@ -204,7 +204,7 @@ def idle_cores(interval: float = 0.1) -> float | None:
     """How many of the machine's cores were idle over the next ``interval`` seconds (sampled from
     /proc/stat), or None where that cannot be read. Unlike the 1-minute load average it does not
     count processes that finished in the last minute (benchmarks/results/threads.md: right after
-    other runs the load average read 1.3 on an idle 2-core machine, and ``auto`` picked 1 thread
+    other runs the load average read 1.53 on an idle 2-core machine, and ``auto`` picked 1 thread
     where 2 were 1.66x faster)."""
     import time
 
