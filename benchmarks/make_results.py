@@ -20,6 +20,7 @@ SECTIONS = [  # (file, what it is); missing files are listed as not yet measured
     ("results/threads.md", "the threads setting (issue 18)"),
     ("results/speed.md", "time to first result, the README's sweep against Avalanche, the adapter's cost (issue 18)"),
     ("results/adapter_accuracy.md", "the adapter against plain Avalanche over torch seeds (issue 18)"),
+    ("results/avalanche_sweep_adapter.md", "The adapter's cost alone, a later run (issue 18, item 5)"),
     ("results/avalanche_sweep.md",
      "The README's sweep against plain Avalanche and the adapter's cost, latest run (issue 18)"),
 ]
