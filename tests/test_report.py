@@ -12,7 +12,7 @@ from _cli import run_continual
 from continual import streams
 from continual.models import build_model
 from continual.report import main, write_report, write_run_report
-from continual.report_runs import METRICS, find_runs
+from continual.report.runs import METRICS, find_runs
 from continual.runner import Runner
 from continual.strategies.er import ER
 from continual.strategies.naive import Naive

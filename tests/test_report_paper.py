@@ -11,7 +11,7 @@ import re
 import pytest
 
 from continual.report import main, write_report
-from continual.report_format import MISSING
+from continual.report.format import MISSING
 from continual.types import ConfigError
 
 
@@ -176,7 +176,7 @@ def test_figures_as_svg_or_pdf(two_streams, tmp_path, fmt, magic, mime):
 def test_sparse_eval_points_are_points_and_dense_ones_are_lines_with_a_band():
     import numpy as np
 
-    from continual.report_plots import _new_figure, draw_series
+    from continual.report.figures import _new_figure, draw_series
 
     x, mean, std = np.array([0.0, 100, 200]), np.array([0.1, 0.9, 0.5]), np.array([0.0, 0.05, 0.1])
     fig = _new_figure(4, 3)
@@ -191,8 +191,8 @@ def test_sparse_eval_points_are_points_and_dense_ones_are_lines_with_a_band():
 
 
 def test_task_curves_draw_each_task_with_its_seed_spread(two_streams):
-    from continual.report_plots import _curves, is_dense
-    from continual.report_runs import find_runs, group_runs
+    from continual.report.figures import _curves, is_dense
+    from continual.report.runs import find_runs, group_runs
 
     groups = {(g.stream, g.strategy): g for g in group_runs(find_runs(two_streams))}
     x, mean, std = _curves(groups[("split_digits", "er")], "acc_task_0")

@@ -2,7 +2,7 @@
 
 import json
 
-from continual.report_runs import find_runs, group_runs
+from continual.report.runs import find_runs, group_runs
 
 COSINE = {"_target_": "continual.strategies.schedules.CosineSchedule", "eta_max": 1.0, "eta_min": 0.1}
 INFINITE = {"_target_": "continual.strategies.schedules.InfiniteSchedule", "eta_max": 1.0, "eta_min": 0.1,

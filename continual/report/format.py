@@ -1,13 +1,13 @@
-"""How the report's tables look: cells (fractions or percent, ``-`` when undefined), the best
-cell of each stream, and the Markdown, HTML and LaTeX (booktabs) renderings of one table.
+"""How the report's numbers look: cells (fractions or percent, ``-`` when undefined) and the
+best cell of each stream.
 
-A table here is a header and rows of :class:`Cell`; each renderer escapes for its own format
-and marks a cell's ``best`` flag its own way (``**..**``, ``<b>``, ``\\textbf``).
+A table is a header and rows of :class:`Cell`; each writer (``markdown``, ``html_page``,
+``latex``) escapes for its own format and marks a cell's ``best`` flag its own way
+(``**..**``, ``<b>``, ``\\textbf``).
 """
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -102,64 +102,6 @@ def mark_best(rows: Sequence[Sequence[Cell]], blocks: Iterable[Sequence[int]]) -
 
 def as_cell(value: Any) -> Cell:
     return value if isinstance(value, Cell) else Cell(str(value))
-
-
-# ---------------------------------------------------------------------- renderers
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        c = as_cell(v)
-        text = c.plain().replace("|", "\\|").replace("\n", " ")
-        return f"**{text}**" if c.best else text
-
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def html_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    def cell(v: Any) -> str:
-        c = as_cell(v)
-        text = html.escape(c.plain())
-        return f"<td class='best'><b>{text}</b></td>" if c.best else f"<td>{text}</td>"
-
-    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(cell(v) for v in row) + "</tr>" for row in rows)
-    return f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-
-
-def latex_table(header: Sequence[str], rows: Sequence[Sequence[Any]], blocks: Sequence[Sequence[int]],
-                caption: str, label: str = "tab:continual", n_text_columns: int = 1) -> str:
-    """A booktabs ``table`` (``\\usepackage{booktabs}``): ``\\toprule``, a ``\\midrule``
-    between blocks (streams), best cells in ``\\textbf``; the first ``n_text_columns``
-    columns left-aligned, the numbers right-aligned."""
-
-    def signed(text: str) -> str:  # a minus sign, not a hyphen
-        return f"$-${latex_escape(text[1:])}" if len(text) > 1 and text[0] == "-" else latex_escape(text)
-
-    def cell(v: Any) -> str:
-        c = as_cell(v)
-        text = signed(c.text) + (f" $\\pm$ {latex_escape(c.std)}" if c.std else "")
-        return f"\\textbf{{{text}}}" if c.best else text
-
-    align = "l" * n_text_columns + "r" * (len(header) - n_text_columns)
-    lines = ["% written by `continual report`; needs \\usepackage{booktabs}",
-             "\\begin{table}[t]", "\\centering", f"\\caption{{{latex_escape(caption)}}}",
-             f"\\label{{{label}}}", f"\\begin{{tabular}}{{{align}}}", "\\toprule",
-             " & ".join(latex_escape(h) for h in header) + " \\\\", "\\midrule"]
-    for b, block in enumerate(blocks):
-        if b:
-            lines.append("\\midrule")
-        lines += [" & ".join(cell(rows[i][j]) for j in range(len(header))) + " \\\\" for i in block]
-    lines += ["\\bottomrule", "\\end{tabular}", "\\end{table}", ""]
-    return "\n".join(lines)
 
 
 def number(value: Any) -> float:

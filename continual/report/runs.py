@@ -5,7 +5,7 @@ std over seeds (``table_rows``).
 
 A group's setting is every config value that differs between runs of the same stream x
 strategy x model, except the seed and logging options (``assign_settings``). Rendering the
-tables and figures is ``continual.report``.
+tables and figures is the rest of ``continual.report``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from continual.records import flatten_keys
-from continual.report_format import number
+from continual.report.format import number
 from continual.types import ConfigError
 
 #: the table's columns, in order (each as mean and std over the group's runs)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from continual.records import flatten_keys
-from continual.report_format import MISSING, Cell, format_number, lower_is_better
+from continual.report.format import MISSING, Cell, format_number, lower_is_better
 
 
 @dataclass

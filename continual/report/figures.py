@@ -2,7 +2,7 @@
 and the final comparison, saved as PNG, SVG or PDF.
 
 Plots use matplotlib's object API with the Agg canvas, so no global backend is switched and
-no display is needed. Each saved figure is also kept as PNG or SVG bytes (``Figures.embedded``)
+no display is needed. Each saved figure is also kept as PNG or SVG bytes (``FigureWriter.embedded``)
 so the HTML report can carry it inline.
 """
 
@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from continual.report_format import number
+from continual.report.format import number
 
 if TYPE_CHECKING:
-    from continual.report_runs import Group, RunData
+    from continual.report.runs import Group, RunData
 
 #: the figure formats ``continual report --figures`` accepts
 FIGURE_FORMATS = ("png", "svg", "pdf")
@@ -199,16 +199,13 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "stream"
 
 
-def plot_stream(groups: Sequence[Group], out: FigureWriter) -> list[Path]:
-    """The three per-stream figures for ``groups`` (all of one stream); returns their paths."""
-    stream = groups[0].stream
-    slug = _slug(stream)
-    written = []
+def _eval_set_columns(groups: Sequence[Group]) -> list[str] | None:
+    """None for accuracy-scored streams (columns are tasks); else the stream's eval sets scored
+    like the headline (CKL: not its held-out loss), the runs' matrices cut to those columns."""
     first = groups[0].runs[0]
     score_name = first.score_name
-    headline = "acc" if score_name == "accuracy" else "score"
     columns = None if score_name == "accuracy" else first.columns
-    if columns is not None:  # only the eval sets scored like the headline (CKL: not its held-out loss)
+    if columns is not None:
         kind = {s["name"]: s["score"] for s in first.summary.get("eval_sets", [])}
         keep = [i for i, c in enumerate(columns) if kind.get(c, score_name) == score_name]
         columns = [columns[i] for i in keep]
@@ -216,25 +213,34 @@ def plot_stream(groups: Sequence[Group], out: FigureWriter) -> list[Path]:
             for r in g.runs:
                 if r.matrix.size and r.matrix.shape[1] == len(first.columns):
                     r.matrix = r.matrix[:, keep]
-    noun = "accuracy" if score_name == "accuracy" else score_name.replace("_", " ")
-    # accuracy matrices: one panel per group
+    return columns
+
+
+def _plot_matrices(groups: Sequence[Group], out: FigureWriter, columns: list[str] | None,
+                   noun: str) -> Path | None:
+    """Accuracy matrices: one panel per group; None when no run has a scores matrix."""
+    score_name = groups[0].runs[0].score_name
     with_matrix = [(g, *_mean_matrix(g)) for g in groups]
     with_matrix = [(g, m, lab) for g, m, lab in with_matrix if m.size]
-    if with_matrix:
-        cols = min(3, len(with_matrix))
-        rows = math.ceil(len(with_matrix) / cols)
-        n_tasks = with_matrix[0][1].shape[1]
-        n_rows = with_matrix[0][1].shape[0]
-        fig = _new_figure(max(4.5, cols * (2.2 + 0.5 * n_tasks)),
-                          rows * (1.5 + 0.25 * min(n_rows, 30)))
-        image = None
-        for i, (g, m, lab) in enumerate(with_matrix):
-            ax = fig.add_subplot(rows, cols, i + 1)
-            image = _draw_matrix(ax, m, lab, f"{g.label} (n={len(g.runs)})", columns, score_name)
-        fig.colorbar(image, ax=fig.axes, fraction=0.03)
-        fig.suptitle(f"{stream}: {noun} after each task", fontsize=10)
-        written.append(out.save(fig, f"accuracy_matrix_{slug}"))
-    # average accuracy and forgetting against samples seen
+    if not with_matrix:
+        return None
+    cols = min(3, len(with_matrix))
+    rows = math.ceil(len(with_matrix) / cols)
+    n_tasks = with_matrix[0][1].shape[1]
+    n_rows = with_matrix[0][1].shape[0]
+    fig = _new_figure(max(4.5, cols * (2.2 + 0.5 * n_tasks)),
+                      rows * (1.5 + 0.25 * min(n_rows, 30)))
+    image = None
+    for i, (g, m, lab) in enumerate(with_matrix):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        image = _draw_matrix(ax, m, lab, f"{g.label} (n={len(g.runs)})", columns, score_name)
+    fig.colorbar(image, ax=fig.axes, fraction=0.03)
+    fig.suptitle(f"{groups[0].stream}: {noun} after each task", fontsize=10)
+    return out.save(fig, f"accuracy_matrix_{_slug(groups[0].stream)}")
+
+
+def _plot_average(groups: Sequence[Group], out: FigureWriter, headline: str, noun: str) -> Path:
+    """Average accuracy (or the headline score) and forgetting against samples seen."""
     fig = _new_figure(10, 3.6)
     axes = [fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)]
     for key, ax in zip((headline, "forgetting"), axes):
@@ -248,9 +254,13 @@ def plot_stream(groups: Sequence[Group], out: FigureWriter) -> list[Path]:
         ax.set_ylabel(f"average {noun}" if key == headline else "forgetting")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{stream}: mean ± std over seeds; dotted lines: task boundaries", fontsize=10)
-    written.append(out.save(fig, f"accuracy_forgetting_{slug}"))
-    # per-task accuracy curves, one panel per group
+    fig.suptitle(f"{groups[0].stream}: mean ± std over seeds; dotted lines: task boundaries", fontsize=10)
+    return out.save(fig, f"accuracy_forgetting_{_slug(groups[0].stream)}")
+
+
+def _plot_tasks(groups: Sequence[Group], out: FigureWriter, columns: list[str] | None, noun: str) -> Path:
+    """Per-task accuracy curves (or each eval set's score), one panel per group."""
+    score_name = groups[0].runs[0].score_name
     cols = min(3, len(groups))
     rows = math.ceil(len(groups) / cols)
     fig = _new_figure(max(6.0, 4.2 * cols), 3.2 * rows)
@@ -275,9 +285,20 @@ def plot_stream(groups: Sequence[Group], out: FigureWriter) -> list[Path]:
         ax.set_ylabel(noun)
         if i == 0 and series:
             ax.legend(fontsize=6, ncol=2)
-    fig.suptitle(f"{stream}: {noun} on each eval set, mean ± std over seeds (dotted: task boundaries)", fontsize=10)
-    written.append(out.save(fig, f"task_accuracy_{slug}"))
-    return written
+    fig.suptitle(f"{groups[0].stream}: {noun} on each eval set, mean ± std over seeds (dotted: task boundaries)",
+                 fontsize=10)
+    return out.save(fig, f"task_accuracy_{_slug(groups[0].stream)}")
+
+
+def plot_stream(groups: Sequence[Group], out: FigureWriter) -> list[Path]:
+    """The three per-stream figures for ``groups`` (all of one stream); returns their paths."""
+    score_name = groups[0].runs[0].score_name
+    headline = "acc" if score_name == "accuracy" else "score"
+    columns = _eval_set_columns(groups)
+    noun = "accuracy" if score_name == "accuracy" else score_name.replace("_", " ")
+    matrices = _plot_matrices(groups, out, columns, noun)
+    return [*([matrices] if matrices is not None else []), _plot_average(groups, out, headline, noun),
+            _plot_tasks(groups, out, columns, noun)]
 
 
 def plot_comparison(groups: Sequence[Group], out: FigureWriter) -> Path:
@@ -307,3 +328,12 @@ def plot_comparison(groups: Sequence[Group], out: FigureWriter) -> Path:
     return out.save(fig, "comparison")
 
 
+def draw_figures(groups: Sequence[Group], out: FigureWriter) -> list[Path]:
+    """Every figure of the report: each stream's three, then the comparison; their paths."""
+    if not groups:
+        return []
+    files: list[Path] = []
+    for stream in sorted({g.stream for g in groups}):
+        files += plot_stream([g for g in groups if g.stream == stream], out)
+    files.append(plot_comparison(groups, out))
+    return files
