@@ -362,6 +362,7 @@ def adapter_run(name: str, protocol: str, adapter: dict[str, Any], stream, model
     ``seed`` seeds torch's generator (Avalanche's buffer draws and shuffling) before the run."""
     import torch
 
+    from continual.config import LogConfig
     from continual.runner import Runner
     from continual.strategies.avalanche import AvalancheStrategy
 
@@ -369,7 +370,7 @@ def adapter_run(name: str, protocol: str, adapter: dict[str, Any], stream, model
                                  options=adapter_options(name), **adapter)
     torch.manual_seed(seed)  # Avalanche's draws (buffers, shuffling) alike in every run
     with tempfile.TemporaryDirectory(prefix="bench_adapter_") as out:
-        summary = Runner(stream, strategy, out_dir=out, log_every=10, device="cpu").run()
+        summary = Runner(stream, strategy, out_dir=out, device="cpu", log=LogConfig(every=10)).run()
     return {"acc": summary["acc"]}
 
 

@@ -50,6 +50,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.run import alternate, benchmark_cli, md_table, mnist_dataset, ratio  # noqa: E402
+from continual.config import EvalConfig, LogConfig
 from continual.models import build_model  # noqa: E402
 from continual.runner import Runner  # noqa: E402
 from continual.strategies.er import ER  # noqa: E402
@@ -90,8 +91,9 @@ def runner_run(stream: Stream, model: torch.nn.Module, method: str, device: str,
     else:
         strategy = ER(model, buffer_size=BUFFER, replay_batch_size=stream.batch_size, lr=LR, seed=0)
     with tempfile.TemporaryDirectory(prefix="bench_runner_") as out:
-        summary = Runner(stream, strategy, out_dir=out, eval_every=eval_every,
-                         eval_max_per_task=eval_max_per_task, log_every=10, device=device).run()
+        summary = Runner(stream, strategy, out_dir=out, device=device,
+                         eval=EvalConfig(every=eval_every, max_per_task=eval_max_per_task),
+                         log=LogConfig(every=10)).run()
     return {"acc": summary["acc"], "online_acc": summary["online_acc"],
             "train_seconds": summary["train_seconds"]}
 

@@ -37,6 +37,7 @@ import torch  # noqa: E402
 
 from benchmarks.engine_overhead import LR, fresh_model, initial_model, make_stream  # noqa: E402
 from benchmarks.run import alternate, benchmark_cli, md_table  # noqa: E402
+from continual.config import EvalConfig
 from continual.evaluation import EvalRow  # noqa: E402
 from continual.runner import Runner  # noqa: E402
 from continual.strategies.naive import Naive  # noqa: E402
@@ -99,8 +100,8 @@ def timed_run(stream, model, eval_every: int, max_per_task: int | None,
     """One Naive run under TimedRunner; returns its timing split."""
     strategy = Naive(model, lr=LR)
     with tempfile.TemporaryDirectory(prefix="bench_eval_") as out:
-        runner = TimedRunner(stream, strategy, out_dir=out, eval_every=eval_every,
-                             eval_max_per_task=max_per_task, device=device, eval_unseen=unseen)
+        runner = TimedRunner(stream, strategy, out_dir=out, device=device,
+                             eval=EvalConfig(every=eval_every, max_per_task=max_per_task, unseen=unseen))
         summary = runner.run()
     periodic = runner.eval_time.get("periodic", [0.0, 0.0, 0])
     return {

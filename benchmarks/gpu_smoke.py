@@ -167,7 +167,7 @@ def count_syncs(name: str, device: str, work: Path) -> dict[str, Any]:
     from hydra import compose, initialize_config_module
     from omegaconf import OmegaConf
 
-    from continual.config import accepted_options, instantiate_checked, register_configs
+    from continual.config import CheckpointConfig, accepted_options, instantiate_checked, register_configs
     from continual.experiment import build_model_from_config, instantiate_target
     from continual.runner import Runner
 
@@ -193,7 +193,8 @@ def count_syncs(name: str, device: str, work: Path) -> dict[str, Any]:
         return out
 
     strategy.observe = counted
-    runner = Runner(stream, strategy, out_dir=str(work / f"syncs_{name}"), device=device, checkpoints=False)
+    runner = Runner(stream, strategy, out_dir=str(work / f"syncs_{name}"), device=device,
+                    checkpoint=CheckpointConfig(enabled=False))
     t0 = time.perf_counter()
     on_gpu = device.startswith("cuda")
     if on_gpu:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import alternate  # noqa: E402
 
+from continual.config import CheckpointConfig, LogConfig
 from continual.lm.evaluation import block_loss  # noqa: E402
 from continual.models.lm import tiny_causal_lm  # noqa: E402
 from continual.runner import Runner  # noqa: E402
@@ -58,7 +59,8 @@ def runner_competitor(stream, state, tokenizer):
         folder = tempfile.mkdtemp(prefix="lm_overhead_")
 
         def run():
-            summary = Runner(stream, strategy, out_dir=folder, checkpoints=False, log_every=10).run()
+            summary = Runner(stream, strategy, out_dir=folder, checkpoint=CheckpointConfig(enabled=False),
+                             log=LogConfig(every=10)).run()
             return {"final": [round(v, 6) for v in summary["final_loss"].values()]}
 
         return run

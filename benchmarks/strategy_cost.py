@@ -93,10 +93,11 @@ def _stream(quick: bool):
 def _one_run(stream, state, cfg: dict[str, Any]) -> dict[str, Any]:
     from benchmarks.engine_overhead import fresh_model
     from benchmarks.eval_cost import TimedRunner
+    from continual.config import CheckpointConfig
 
     strategy = build_strategy(cfg, fresh_model(stream, state, "cpu"))
     with tempfile.TemporaryDirectory(prefix="bench_strategy_") as out:
-        runner = TimedRunner(stream, strategy, out_dir=out, checkpoints=False)
+        runner = TimedRunner(stream, strategy, out_dir=out, checkpoint=CheckpointConfig(enabled=False))
         summary = runner.run()
     return {"acc": summary["acc"], "steps": summary["steps"],
             "train_wall": summary["train_seconds"],

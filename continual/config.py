@@ -52,6 +52,53 @@ class CheckpointConfig:
 
 
 RESUME_CHOICES = ("auto", "true", "false")
+AMP_CHOICES = ("false", "bf16")
+ON_NAN_CHOICES = ("stop", "skip")
+
+
+def amp_mode(value: Any) -> str:
+    """``amp`` as written: ``false`` (fp32) or ``bf16`` (``continual.runner.amp_dtype`` maps it).
+
+    fp16 is refused: it needs a gradient scaler the strategies do not carry, and bf16 has
+    fp32's range (no scaler), which is what OnPro's official code gets from its GradScaler.
+    """
+    mode = str(value).lower() if isinstance(value, (bool, str)) or value is None else None
+    if mode in ("false", "none", "off"):
+        return "false"
+    if mode == "bf16":
+        return mode
+    raise ConfigError(f"amp must be one of {list(AMP_CHOICES)}, got {value!r}"
+                      + ("; fp16 needs a gradient scaler, use bf16" if mode == "fp16" else ""))
+
+
+def check_run_options(eval: EvalConfig, log: LogConfig, checkpoint: CheckpointConfig, seed: int = 0,
+                      on_nan: str = "stop", amp: Any = False) -> None:
+    """Refuse run options that would fail deep inside the run or be silently reinterpreted: the
+    one check of the ``eval``, ``log`` and ``checkpoint`` sections and the run's seed, on_nan and
+    amp, made by the Runner and, before any work, by ``continual.experiment``."""
+    rules = (  # (value, allowed, what is expected)
+        (eval.every, lambda v: v >= 0, "eval.every must be >= 0 (0: task ends only)"),
+        (eval.max_per_task, lambda v: v is None or v >= 1,
+         "eval.max_per_task must be >= 1 test samples per task, or null for all"),
+        (eval.batch_size, lambda v: v >= 1, "eval.batch_size must be >= 1"),
+        (log.every, lambda v: v >= 1, "log.every must be >= 1 step per metrics.jsonl record"),
+        (seed, lambda v: 0 <= v < 2**32, "seed must be in 0..4294967295 (numpy's range)"),
+        (checkpoint.every, lambda v: v >= 0, "checkpoint.every must be >= 0 (0: task ends only)"),
+        (checkpoint.keep, lambda v: v >= 1, "checkpoint.keep must be >= 1 (the newest checkpoints kept)"),
+    )
+    for value, ok, expected in rules:
+        if isinstance(value, bool) or not (value is None or isinstance(value, int)) or not ok(value):
+            raise ConfigError(f"{expected}; got {value!r}")
+    if on_nan not in ON_NAN_CHOICES:
+        raise ConfigError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
+    if checkpoint.every and checkpoint.every % log.every:
+        raise ConfigError(
+            f"checkpoint.every={checkpoint.every} must be a multiple of log.every={log.every} "
+            "so that a checkpoint never splits a logging window"
+        )
+    if checkpoint.min_interval_s < 0:
+        raise ConfigError(f"checkpoint.min_interval_s must be >= 0, got {checkpoint.min_interval_s}")
+    amp_mode(amp)
 
 
 def resume_mode(value: Any) -> str:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from continual.types import Logger
 
-class ConsoleLogger:
+
+class ConsoleLogger(Logger):
     """Progress (task, samples/s, running online accuracy or train loss, the latest eval score,
     ETA) and a summary table."""
 
@@ -26,8 +28,8 @@ class ConsoleLogger:
         from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         self.runner = runner
-        self.counts_online = getattr(runner, "counts_online", True)
-        score = getattr(runner, "score_name", "accuracy")
+        self.counts_online = runner.counts_online
+        score = runner.evaluator.score_name
         eval_label = "eval acc" if score == "accuracy" else f"eval {score}"
         self.progress_bar = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(),

@@ -1,10 +1,10 @@
 """Evaluation of a run: the eval rows, scoring a strategy on every task, and the metrics the rows feed.
 
-Every kind of stream goes through this one path. A classification stream (``Stream``) is
-scored here, by accuracy per task (class-IL and task-IL, and on the held-out validation sets
-when the stream has them). A stream that declares ``eval_sets`` (language models: probe sets
-scored by exact match, corpora by held-out loss) scores them itself with
-``score_eval_sets(strategy)`` and maps a row to one score per task with ``task_scores``; the
+Every kind of stream goes through this one path. A ``ClassificationStream`` is scored here,
+by accuracy per task (class-IL and task-IL, and on the held-out validation sets when the
+stream has them). A ``SelfScoringStream`` (language models: probe sets scored by exact match,
+corpora by held-out loss) scores its ``eval_sets`` itself with ``score_eval_sets(strategy)``
+and maps a row to one score per task with ``task_scores``; the
 metrics then read that per-task matrix, sign-adjusted when lower is better, so forgetting > 0
 and BWT < 0 mean "worse" for every kind of score.
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from continual import metrics as M
-from continual.types import ConfigError, Strategy
+from continual.types import ClassificationStream, ConfigError, SelfScoringStream, Strategy, Stream
 
 DETAILS_FILE = "answers.jsonl"  # per-item eval results of streams that report them
 
@@ -51,12 +51,17 @@ class Evaluator:
     batch, ``unseen``: periodic eval points also score the tasks not started yet.
     """
 
-    def __init__(self, stream: Any, device: torch.device, max_per_task: int | None = None,
+    def __init__(self, stream: Stream, device: torch.device, max_per_task: int | None = None,
                  batch_size: int = 1024, unseen: bool = False) -> None:
+        if not isinstance(stream, (ClassificationStream, SelfScoringStream)):
+            raise ConfigError(
+                f"stream {type(stream).__name__} declares no way to be scored: subclass "
+                "continual.types.ClassificationStream (scored by accuracy per task) or "
+                "continual.types.SelfScoringStream (it scores its own eval sets); see docs/plugins.md")
         self.stream, self.device = stream, device
         self.max_per_task, self.batch_size, self.unseen = max_per_task, batch_size, unseen
         # None: a classification stream, scored here; else the stream's own eval sets
-        self.specs = getattr(stream, "eval_sets", None)
+        self.specs = stream.eval_sets if isinstance(stream, SelfScoringStream) else None
         task_sets = [s for s in self.specs if s.task is not None] if self.specs is not None else []
         self.higher_is_better = task_sets[0].higher_is_better if task_sets else True
         self.score_name = task_sets[0].score if task_sets else "accuracy"
@@ -93,7 +98,7 @@ class Evaluator:
 
     def _prepare_sets(self) -> None:
         s = self.stream
-        splits = ("test", "val") if getattr(s, "has_validation", False) else ("test",)
+        splits = ("test", "val") if s.has_validation else ("test",)
         sets: dict[str, list[Any]] = {split: [] for split in splits}
         for split in splits:
             for t in range(s.n_tasks):
@@ -160,8 +165,7 @@ class Evaluator:
         else:
             rec.update({s.name: v for s, v in zip(self.specs, row.scores)})
             rec["score"] = float(np.mean(row.task_scores[:seen]))
-            if hasattr(self.stream, "eval_metrics"):
-                rec.update(self.stream.eval_metrics(self.stream_rows(rows), self.task_end_rows(rows)))
+            rec.update(self.stream.eval_metrics(self.stream_rows(rows), self.task_end_rows(rows)))
         ends = self.metric_rows(rows)
         if ends:
             R = self.task_matrix(rows, signed=True)
@@ -217,8 +221,7 @@ class Evaluator:
             out["eval_sets"] = [dataclasses.asdict(s) for s in self.specs]
             out["final_scores"] = dict(zip(names, rows[-1].scores))
             out["initial_scores"] = dict(zip(names, rows[0].scores))
-            if hasattr(self.stream, "summary_metrics"):
-                out.update(self.stream.summary_metrics(self.stream_rows(rows), ends))
+            out.update(self.stream.summary_metrics(self.stream_rows(rows), ends))
         if classification and rows and rows[-1].val_scores is not None:
             V = val_matrix(rows)  # the held-out training samples, scored like the test sets
             out.update({

@@ -324,36 +324,80 @@ def run_experiment(
     swept: the overrides the sweep varies, with this job's values (the loggers name runs by them)."""
     from omegaconf import OmegaConf
 
-    from continual.config import accepted_options, instantiate_checked, resume_mode
+    from continual.config import resume_mode
+    from continual.loggers import abort_loggers
     from continual.runner import Runner
 
     mark("job_start")
-    check_top_level(cfg)
-    resume_mode(cfg.resume)  # a typo fails before any work
-    per_run = str(cfg.report.per_run).lower()  # Hydra turns true/false into booleans
-    if per_run not in ("auto", "true", "false"):
-        from continual.types import ConfigError
-
-        raise ConfigError(f"report.per_run must be auto, true or false, got {cfg.report.per_run!r}")
-    from continual.runner import check_run_options
-
-    check_run_options(eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
-                      eval_batch_size=cfg.eval.batch_size, log_every=cfg.log.every, seed=cfg.seed,
-                      checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep)
+    sections, per_run = check_config(cfg)  # every run option, before any work
     set_determinism(cfg.get("deterministic", False))  # before any CUDA work (cuBLAS reads its env once)
     seed_everything(int(cfg.seed))
     device = resolve_device(cfg.device, job_num)
     use_device(device)
+    stream, strategy, schedule = build_parts(cfg, device, sweep_dir is not None)
+    choices = choices or {}
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config["device"] = device
+    out_dir = out_dir or os.getcwd()
+    loggers = run_loggers(cfg, config, out_dir, choices, swept)
+    runner = Runner(stream, strategy, out_dir, **sections, seed=int(cfg.seed), device=device,
+                    on_nan=cfg.on_nan, amp=cfg.get("amp", False), schedule=schedule, loggers=loggers,
+                    config=config, extra_summary=summary_names(cfg, choices, schedule))
+    start_or_resume(runner, resume_mode(cfg.resume))
+    try:
+        mark("run_start")
+        summary = runner.run()
+        mark("run_end")
+    except BaseException as e:
+        abort_loggers(loggers, e)  # wandb marks the run failed; never raises
+        raise
+    if report and (per_run == "true" or (per_run == "auto" and sweep_dir is None)):
+        from continual.report import write_run_report
+
+        write_run_report(runner.out_dir)  # never raises; warns on failure
+    mark("job_end")
+    return summary
+
+
+def check_config(cfg: Any) -> tuple[dict[str, Any], str]:
+    """Refuse an unknown key or a bad value of the run's own options before any work; returns the
+    Runner's sections (``eval``, ``log``, ``checkpoint`` as ``continual.config`` objects) and
+    ``report.per_run``."""
+    from omegaconf import OmegaConf
+
+    from continual.config import CheckpointConfig, EvalConfig, LogConfig, check_run_options, resume_mode
+    from continual.types import ConfigError
+
+    check_top_level(cfg)
+    resume_mode(cfg.resume)
+    per_run = str(cfg.report.per_run).lower()  # Hydra turns true/false into booleans
+    if per_run not in ("auto", "true", "false"):
+        raise ConfigError(f"report.per_run must be auto, true or false, got {cfg.report.per_run!r}")
+    sections = {name: schema(**OmegaConf.to_container(cfg[name], resolve=True))
+                for name, schema in (("eval", EvalConfig), ("log", LogConfig), ("checkpoint", CheckpointConfig))}
+    check_run_options(**sections, seed=cfg.seed, on_nan=cfg.on_nan, amp=cfg.get("amp", False))
+    return sections, per_run
+
+
+def build_parts(cfg: Any, device: str, in_sweep: bool) -> tuple[Any, Any, Any]:
+    """The run's stream (on ``device``), strategy (its model built first, and the torch threads
+    chosen for it) and lr schedule (or None), from ``cfg``."""
+    from omegaconf import OmegaConf
+
+    from continual.config import accepted_options, instantiate_checked
+    from continual.runner import check_parts
+
     stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))
     mark("stream_built")
+    check_parts(stream, ())  # a continual.types.Stream, before anything reads it
     provided: dict[str, Any] = {}
-    if getattr(stream, "needs_model", False):  # language models: the stream needs the tokenizer
+    if stream.needs_model:  # language models: the stream needs the tokenizer
         model, provided["tokenizer"] = build_lm_from_config(cfg.model, stream, int(cfg.seed))
         model = model.to(device)
         stream.prepare(model, provided["tokenizer"])  # the knowledge stream probes the base model
     else:
         model = build_model_from_config(cfg.model, stream).to(device)
-    threads = choose_threads(cfg.threads, sum(p.numel() for p in model.parameters()), sweep_dir is not None)
+    threads = choose_threads(cfg.threads, sum(p.numel() for p in model.parameters()), in_sweep)
     if threads is not None:
         import torch
 
@@ -368,37 +412,38 @@ def run_experiment(
     mark("strategy_built")
     schedule = build_schedule_from_config(cfg.get("schedule"), stream)
     stream.to(device)
-    loggers = []
+    return stream, strategy, schedule
+
+
+def run_loggers(cfg: Any, config: dict[str, Any], out_dir: str, choices: dict[str, str],
+                swept: dict[str, str] | None) -> list[Any]:
+    """The console view (``log.console``) and the loggers ``cfg.loggers`` names."""
+    from continual.loggers import make_loggers
+
+    loggers: list[Any] = []
     if cfg.log.console:
         from continual.console import ConsoleLogger
 
         loggers.append(ConsoleLogger())
-    choices = choices or {}
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["device"] = device
-    from continual.loggers import abort_loggers, make_loggers
+    return loggers + make_loggers(config.get("loggers"), config, out_dir, choices, swept=swept)
 
-    loggers += make_loggers(config.get("loggers"), config, out_dir or os.getcwd(), choices, swept=swept)
-    runner = Runner(
-        stream, strategy, out_dir=out_dir or os.getcwd(),
-        eval_every=cfg.eval.every, eval_max_per_task=cfg.eval.max_per_task,
-        eval_batch_size=cfg.eval.batch_size, log_every=cfg.log.every,
-        stability_window=cfg.eval.stability_window, switch_tolerance=cfg.eval.switch_tolerance,
-        loggers=loggers, config=config, seed=int(cfg.seed), device=device,
-        extra_summary={
-            "strategy": choices.get("strategy", strategy_cfg["_target_"].rsplit(".", 1)[-1]),
-            "model": choices.get("model", ""),
-            "schedule": choices.get("schedule", type(schedule).__name__ if schedule is not None else None),
-            "threads": _torch_threads(),
-            "deterministic": bool(cfg.get("deterministic", False)),
-            "amp": str(cfg.get("amp", False)).lower(),
-        },
-        checkpoint_every=cfg.checkpoint.every, checkpoint_keep=cfg.checkpoint.keep,
-        checkpoints=cfg.checkpoint.enabled, checkpoint_min_interval_s=cfg.checkpoint.min_interval_s,
-        on_nan=cfg.on_nan, eval_unseen=cfg.eval.unseen, schedule=schedule,
-        amp=cfg.get("amp", False),
-    )
-    resume = resume_mode(cfg.resume)
+
+def summary_names(cfg: Any, choices: dict[str, str], schedule: Any) -> dict[str, Any]:
+    """What summary.json says the run was: strategy, model and schedule names, threads,
+    determinism and amp."""
+    return {
+        "strategy": choices.get("strategy", str(cfg.strategy["_target_"]).rsplit(".", 1)[-1]),
+        "model": choices.get("model", ""),
+        "schedule": choices.get("schedule", type(schedule).__name__ if schedule is not None else None),
+        "threads": _torch_threads(),
+        "deterministic": bool(cfg.get("deterministic", False)),
+        "amp": str(cfg.get("amp", False)).lower(),
+    }
+
+
+def start_or_resume(runner: Any, resume: str) -> None:
+    """``resume=false``: delete the folder's checkpoints; otherwise continue from the newest
+    valid one (``true`` says so when there is none)."""
     if resume == "false":
         from continual.checkpoint import list_checkpoints
 
@@ -409,19 +454,6 @@ def run_experiment(
     elif resume == "true":
         print("continual: resume=true but no valid checkpoint was found; starting from the beginning",
               file=sys.stderr)
-    try:
-        mark("run_start")
-        summary = runner.run()
-        mark("run_end")
-    except BaseException as e:
-        abort_loggers(loggers, e)  # wandb marks the run failed; never raises
-        raise
-    if report and (per_run == "true" or (per_run == "auto" and sweep_dir is None)):
-        from continual.report import write_run_report
-
-        write_run_report(runner.out_dir)  # never raises; warns on failure
-    mark("job_end")
-    return summary
 
 
 def check_top_level(cfg: Any) -> None:

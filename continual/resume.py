@@ -20,7 +20,7 @@ import torch
 from continual import checkpoint as C
 from continual.evaluation import DETAILS_FILE, EvalRow
 from continual.records import flatten_keys, write_atomic
-from continual.types import ConfigError, Strategy
+from continual.types import ConfigError, Strategy, strategy_member
 
 #: config keys that shape training: a checkpoint resumes only into a run with the same ones.
 #: Everything else (eval.*, log.*, loggers, checkpoint.*, resume, device) may change on resume.
@@ -70,7 +70,7 @@ def save_run_checkpoint(folder: Path, step: int, state: RunState, strategy: Stra
     """Write everything the rest of the run depends on as checkpoint ``step`` in ``folder``
     (atomic; keeps the newest ``keep``) and return its path; None, with a warning, when the
     strategy has no state to save (such a run writes no checkpoints)."""
-    strategy_state = strategy.state_dict() if hasattr(strategy, "state_dict") else {}
+    strategy_state = strategy_member(strategy, "state_dict")()
     if not strategy_state:
         # nothing to restore a strategy from: resuming would continue from a fresh model
         name = type(strategy).__name__

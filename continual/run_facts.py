@@ -11,15 +11,13 @@ from typing import Any
 import torch
 
 from continual.models.parameters import count_parameters
-from continual.types import Strategy
+from continual.types import Strategy, strategy_member
 
 
 def parameter_count(strategy: Strategy) -> int:
     """Parameters of the strategy's model(s): its ``parameter_count()``, or for a strategy that
     only implements the protocol's two methods, ``Strategy.parameter_count``'s default."""
-    if hasattr(strategy, "parameter_count"):
-        return int(strategy.parameter_count())
-    return Strategy.parameter_count(strategy)
+    return int(strategy_member(strategy, "parameter_count")())
 
 
 def trainable_parameter_count(strategy: Strategy) -> int | None:

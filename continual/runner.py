@@ -21,14 +21,15 @@ import math
 import os
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from continual import checkpoint as C
 from continual import metrics as M
+from continual.config import CheckpointConfig, EvalConfig, LogConfig, amp_mode, check_run_options
 from continual.evaluation import DETAILS_FILE, EvalRow, Evaluator, append_details
 from continual.records import RunRecords
 from continual.resume import (
@@ -41,34 +42,13 @@ from continual.resume import (
 from continual.resume import fingerprint as run_fingerprint
 from continual.run_facts import parameter_count, peak_rss, reset_peak_rss, trainable_parameter_count, versions
 from continual.strategies.schedules import LRDriver, Schedule
-from continual.streams.stream import Stream
-from continual.types import ConfigError, NonFiniteLoss, Strategy, TaskInfo
-
-
-class Logger(Protocol):
-    """A view of the run's records (console, wandb, tensorboard)."""
-
-    def log(self, record: dict[str, Any]) -> None: ...
-
-    def finish(self, summary: dict[str, Any]) -> None: ...
-
-
-AMP_CHOICES = ("false", "bf16")
+from continual.types import ConfigError, Logger, NonFiniteLoss, Strategy, Stream, TaskInfo, strategy_member
 
 
 def amp_dtype(value: Any) -> torch.dtype | None:
-    """The autocast dtype of the ``amp`` setting: None for false (fp32), bfloat16 for bf16.
-
-    fp16 is refused: it needs a gradient scaler the strategies do not carry, and bf16 has
-    fp32's range (no scaler), which is what OnPro's official code gets from its GradScaler.
-    """
-    mode = str(value).lower() if isinstance(value, (bool, str)) or value is None else None
-    if mode in ("false", "none", "off"):
-        return None
-    if mode == "bf16":
-        return torch.bfloat16
-    raise ConfigError(f"amp must be one of {list(AMP_CHOICES)}, got {value!r}"
-                      + ("; fp16 needs a gradient scaler, use bf16" if mode == "fp16" else ""))
+    """The autocast dtype of the ``amp`` setting (``continual.config.amp_mode``): None for false
+    (fp32), bfloat16 for bf16."""
+    return torch.bfloat16 if amp_mode(value) == "bf16" else None
 
 
 _NO_AUTOCAST = contextlib.nullcontext()  # reusable and reentrant: one for every step
@@ -86,57 +66,48 @@ class Runner:
         stream: Stream,
         strategy: Strategy,
         out_dir: str = ".",
-        eval_every: int = 0,
-        eval_max_per_task: int | None = None,
-        eval_batch_size: int = 1024,
-        log_every: int = 10,
-        stability_window: int | None = None,
-        switch_tolerance: int | None = None,
-        loggers: Sequence[Logger] = (),
-        config: dict[str, Any] | None = None,
+        *,
+        eval: EvalConfig | None = None,
+        log: LogConfig | None = None,
+        checkpoint: CheckpointConfig | None = None,
         seed: int = 0,
         device: torch.device | str = "cpu",
-        on_segment_end: Any = None,
-        extra_summary: dict[str, Any] | None = None,
-        checkpoint_every: int = 0,
-        checkpoint_keep: int = 2,
-        checkpoints: bool = True,
-        checkpoint_min_interval_s: float = 30.0,
         on_nan: str = "stop",
-        eval_unseen: bool = False,
-        schedule: Schedule | None = None,
         amp: Any = False,
+        schedule: Schedule | None = None,
+        loggers: Sequence[Logger] = (),
+        config: dict[str, Any] | None = None,
+        extra_summary: dict[str, Any] | None = None,
+        on_segment_end: Callable[[Runner], None] | None = None,
     ) -> None:
+        """eval, log, checkpoint: the run's sections (``continual.config``; defaults as there).
+        seed: recorded in summary.json (seeding is the caller's). device: where eval sets go.
+        on_nan: ``stop`` or ``skip`` a batch whose loss is not finite. amp: ``false`` or ``bf16``.
+        schedule: the learning-rate schedule of the strategy's optimisers. loggers: views of the
+        records (``continual.types.Logger``). config: the resolved config, kept in summary.json
+        and fingerprinted for resume. extra_summary: more summary.json entries.
+        on_segment_end: called with the runner after each segment's task-end row."""
+        eval, log, checkpoint = eval or EvalConfig(), log or LogConfig(), checkpoint or CheckpointConfig()
+        check_run_options(eval, log, checkpoint, seed, on_nan, amp)
+        check_parts(stream, loggers)
         self.stream, self.strategy = stream, strategy
         self.out_dir = out_dir
-        check_run_options(eval_every=eval_every, eval_max_per_task=eval_max_per_task,
-                           eval_batch_size=eval_batch_size, log_every=log_every, seed=seed,
-                           checkpoint_every=checkpoint_every, checkpoint_keep=checkpoint_keep)
-        self.eval_every, self.log_every = int(eval_every), int(log_every)
-        self.stability_window = stability_window
-        self.switch_tolerance = switch_tolerance
+        self.eval_every, self.log_every = int(eval.every), int(log.every)
+        self.stability_window = eval.stability_window
+        self.switch_tolerance = eval.switch_tolerance
         self.loggers = list(loggers)
         self.config, self.seed, self.device = config or {}, seed, torch.device(device)
         self.on_segment_end = on_segment_end
         self.extra_summary = extra_summary or {}
-        if on_nan not in ("stop", "skip"):
-            raise ConfigError(f"on_nan must be 'stop' or 'skip', got {on_nan!r}")
-        if checkpoint_every and checkpoint_every % self.log_every:
-            raise ConfigError(
-                f"checkpoint.every={checkpoint_every} must be a multiple of log.every={self.log_every} "
-                "so that a checkpoint never splits a logging window"
-            )
-        self.checkpoint_every, self.checkpoint_keep = int(checkpoint_every), int(checkpoint_keep)
-        self.checkpoint_dir = Path(out_dir) / "checkpoints" if checkpoints else None
-        if checkpoint_min_interval_s < 0:
-            raise ConfigError(f"checkpoint.min_interval_s must be >= 0, got {checkpoint_min_interval_s}")
-        self.checkpoint_min_interval_s = float(checkpoint_min_interval_s)
+        self.checkpoint_every, self.checkpoint_keep = int(checkpoint.every), int(checkpoint.keep)
+        self.checkpoint_dir = Path(out_dir) / "checkpoints" if checkpoint.enabled else None
+        self.checkpoint_min_interval_s = float(checkpoint.min_interval_s)
         self._last_checkpoint_time = time.monotonic()
         self.on_nan = on_nan
         # amp=bf16: every observe() (forward, loss; backward in guarded_step runs outside it)
         # under torch.autocast on the run's device; evaluation and task-end hooks stay fp32
         self.amp = amp_dtype(amp)
-        if on_nan == "stop" and hasattr(strategy, "check_each_step"):
+        if on_nan == "stop" and isinstance(strategy, Strategy):
             # no sync per step: a non-finite loss stops the run at the end of its log window,
             # before the next eval row or checkpoint (see SupervisedStrategy.check_each_step)
             strategy.check_each_step = False
@@ -150,10 +121,10 @@ class Runner:
         self.resume_info: dict[str, Any] = {}
         self.state = RunState()
         # eval_unseen=True: periodic eval points also score tasks not started yet
-        self.evaluator = Evaluator(stream, self.device, eval_max_per_task, int(eval_batch_size), eval_unseen)
+        self.evaluator = Evaluator(stream, self.device, eval.max_per_task, int(eval.batch_size), eval.unseen)
         self._fault = _fault_from_env()
         self._rss_reset = False
-        self.counts_online = getattr(stream, "online_accuracy", True)  # test-then-train accuracy
+        self.counts_online = stream.online_accuracy  # test-then-train accuracy
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, kind: str, strategy: Strategy | None = None) -> EvalRow:
@@ -277,8 +248,7 @@ class Runner:
                 self._flush(sums, n_in_window, seg.task)
                 sums, n_in_window = {}, 0
                 for lg in self.loggers:
-                    if hasattr(lg, "progress"):
-                        lg.progress(st)
+                    lg.progress(st)
             # not at a segment's last step: its task-end row follows at the same step
             if eval_every and st.step % eval_every == 0 and i_step < seg_steps:
                 st.train_seconds += time.perf_counter() - t0
@@ -345,9 +315,8 @@ class Runner:
             return
         self.last_checkpoint = path
         self._last_checkpoint_time = time.monotonic()
-        for lg in self.loggers:
-            if hasattr(lg, "checkpoint"):  # e.g. wandb uploads it as an artifact (loggers.wandb.log_checkpoints)
-                lg.checkpoint(self.last_checkpoint, self.state.step)
+        for lg in self.loggers:  # e.g. wandb uploads it as an artifact (loggers.wandb.log_checkpoints)
+            lg.checkpoint(self.last_checkpoint, self.state.step)
 
     def resume(self) -> bool:
         """Restore the newest valid checkpoint in the run folder; False if there is none."""
@@ -358,10 +327,10 @@ class Runner:
             return False
         check_resumable(payload, path, self.fingerprint(), self.out_dir)
         self.state = RunState.from_dict(payload["state"])
-        self.strategy.load_state_dict(payload["strategy"])
+        strategy_member(self.strategy, "load_state_dict")(payload["strategy"])
         if payload.get("branch") is not None:
             self.branch = self._copy_for_branch()
-            self.branch.load_state_dict(payload["branch"])
+            strategy_member(self.branch, "load_state_dict")(payload["branch"])
         C.set_rng_state(payload["rng"])
         self.last_checkpoint = path
         truncate_run_files(self.out_dir, self.state)
@@ -388,11 +357,10 @@ class Runner:
                 self.evaluate("init")
             visible = stream.boundaries == "visible"
             for lg in self.loggers:
-                if hasattr(lg, "start"):
-                    lg.start(self)
+                lg.start(self)
             while st.segment < len(stream.segments):
                 seg = stream.segments[st.segment]
-                extra = stream.task_extra(seg.task) if hasattr(stream, "task_extra") else {}
+                extra = stream.task_extra(seg.task)
                 info = TaskInfo(seg.task, stream.tasks[seg.task].classes, stream.n_classes, st.step, extra)
                 if visible and st.position == 0:
                     t_hook = time.perf_counter()
@@ -465,13 +433,12 @@ class Runner:
             "config": self.config,
             "versions": versions(),
         })
-        detected = getattr(self.strategy, "detected_switches", None)
+        detected = strategy_member(self.strategy, "detected_switches")
         if detected is not None:
             tol = self.switch_tolerance or max(1, len(stream) // (4 * len(stream.segments)))
             out.update(M.boundary_scores(detected, stream.true_boundaries, tol))
             out["switches_detected"] = len(detected)
-        if hasattr(self.strategy, "summary"):
-            out.update(self.strategy.summary())
+        out.update(strategy_member(self.strategy, "summary")())
         return out
 
 
@@ -481,30 +448,24 @@ TIMING_KEYS = (
 )
 
 
-def check_run_options(**options: Any) -> None:
-    """Refuse run options that would fail deep inside the run or be silently reinterpreted."""
-    rules = {  # option: (allowed, what is expected)
-        "eval_every": (lambda v: v >= 0, "eval.every must be >= 0 (0: task ends only)"),
-        "eval_max_per_task": (lambda v: v is None or v >= 1,
-                              "eval.max_per_task must be >= 1 test samples per task, or null for all"),
-        "eval_batch_size": (lambda v: v >= 1, "eval.batch_size must be >= 1"),
-        "log_every": (lambda v: v >= 1, "log.every must be >= 1 step per metrics.jsonl record"),
-        "seed": (lambda v: 0 <= v < 2**32, "seed must be in 0..4294967295 (numpy's range)"),
-        "checkpoint_every": (lambda v: v >= 0, "checkpoint.every must be >= 0 (0: task ends only)"),
-        "checkpoint_keep": (lambda v: v >= 1, "checkpoint.keep must be >= 1 (the newest checkpoints kept)"),
-    }
-    for name, value in options.items():
-        ok, expected = rules[name]
-        if isinstance(value, bool) or not (value is None or isinstance(value, int)) or not ok(value):
-            raise ConfigError(f"{expected}; got {value!r}")
-
-
 def _call_hook(strategy: Any, name: str, *args: Any) -> None:
-    """Call an optional hook of ``continual.types.Strategy``; a plain class with only
-    ``observe`` and ``predict`` (what the contract requires) simply does not have it."""
-    hook = getattr(strategy, name, None)
-    if hook is not None:
-        hook(*args)
+    """Call an optional hook of ``continual.types.Strategy`` (a no-op for a plain class that
+    only has ``observe`` and ``predict``, what the contract requires)."""
+    strategy_member(strategy, name)(*args)
+
+
+def check_parts(stream: Any, loggers: Sequence[Any]) -> None:
+    """Refuse a stream or a logger that does not declare its contract (``continual.types``)."""
+    if not isinstance(stream, Stream):
+        raise ConfigError(
+            f"the stream is a {type(stream).__name__}, which is not a continual.types.Stream: subclass "
+            "continual.types.ClassificationStream or SelfScoringStream (docs/plugins.md), or build it "
+            "with continual.streams (from_arrays, class_incremental, ...)")
+    for lg in loggers:
+        if not isinstance(lg, Logger):
+            raise ConfigError(
+                f"logger {type(lg).__name__} is not a continual.types.Logger: subclass it (its methods "
+                "start, log, progress, checkpoint, finish and abort are no-ops until you override them)")
 
 
 def _fault_from_env() -> list | None:

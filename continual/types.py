@@ -1,19 +1,31 @@
-"""The small contracts every part of continual speaks: Batch, TaskInfo, Strategy.
+"""The small contracts every part of continual speaks: Batch, TaskInfo, Strategy, Stream, Logger.
 
-A third-party strategy implements ``observe`` and ``predict``; everything else
-is optional. Nothing here imports a strategy, a dataset or a logger.
+Every part the runner talks to is declared here, with no-op defaults for what is optional, so
+the engine calls it without probing (``hasattr``) what it was given:
+
+- ``Strategy``: ``observe`` and ``predict``; hooks (task start/end, eval, state) optional.
+- ``Stream``: its tasks, segments and batches; a ``ClassificationStream`` is scored by the
+  engine (accuracy per task), a ``SelfScoringStream`` names and scores its own eval sets
+  (exact match, loss), each with its direction.
+- ``Logger``: a view of the run's records; every method the runner calls, each a no-op here.
+
+Nothing here imports a strategy, a dataset or a logger.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from continual.errors import ConfigError, NonFiniteLoss
 
-__all__ = ["Batch", "ConfigError", "EvalSet", "NonFiniteLoss", "Strategy", "TaskInfo"]
+if TYPE_CHECKING:  # torch is imported where tensors are made: importing the contracts stays cheap
+    import torch
+
+__all__ = ["Batch", "ClassificationStream", "ConfigError", "EvalSet", "Logger", "NonFiniteLoss", "Segment",
+           "SelfScoringStream", "Strategy", "Stream", "TaskInfo", "strategy_member"]
 
 
 @dataclass
@@ -135,6 +147,8 @@ class Strategy:
 def find_optimizers(owner: Any) -> list[torch.optim.Optimizer]:
     """``torch.optim.Optimizer`` objects among ``owner``'s attributes (one level into
     lists, tuples and dict values), in attribute order, each once."""
+    import torch
+
     found: list[torch.optim.Optimizer] = []
     for value in vars(owner).values():
         items = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
@@ -142,3 +156,171 @@ def find_optimizers(owner: Any) -> list[torch.optim.Optimizer]:
             if isinstance(item, torch.optim.Optimizer) and not any(item is f for f in found):
                 found.append(item)
     return found
+
+
+def strategy_member(strategy: Any, name: str) -> Any:
+    """The one door to the optional part of the ``Strategy`` protocol: ``strategy``'s own hook or
+    attribute ``name``, or, for a plain class that only has ``observe`` and ``predict`` (what the
+    contract requires), the protocol's default (a no-op hook, ``summary() == {}``, no state,
+    ``detected_switches`` None)."""
+    if isinstance(strategy, Strategy):
+        return getattr(strategy, name)
+    own = getattr(strategy, name, _MISSING)
+    if own is not _MISSING:
+        return own
+    default = getattr(Strategy, name)
+    return default.__get__(strategy) if callable(default) else default
+
+
+_MISSING = object()
+
+
+# ---------------------------------------------------------------- streams
+
+@dataclass
+class Segment:
+    """Schedule positions [start, end) in which task ``task`` is nominally trained."""
+
+    start: int
+    end: int
+    task: int
+
+
+class Stream:
+    """What every stream provides to the runner: its tasks, how they are presented, and batches.
+
+    A stream is a schedule of training positions cut into ``segments`` (one stretch of one task
+    each, in order); ``batches(segment)`` yields that stretch as consecutive ``Batch`` es of
+    ``batch_size`` samples, deterministically for the stream's seed, from any position (so a run
+    resumes exactly). How a stream is scored is declared by its kind: subclass
+    ``ClassificationStream`` (the engine scores accuracy per task) or ``SelfScoringStream`` (the
+    stream scores its own eval sets). The attributes below are the defaults a subclass overrides.
+
+    Attributes:
+        name: the stream's name in records and reports.
+        batch_size: samples per training step.
+        tasks: one object per task with ``classes`` (list of int) and ``name``.
+        segments: the schedule's segments, in order.
+        kind: what ``summary.json``'s ``protocol`` says of a self-scoring stream.
+        boundaries: ``visible`` (the runner calls the strategy's task hooks) or ``hidden``.
+        task_labels: batches and eval inputs carry task ids (task-incremental).
+        n_classes: output classes of a classification model (0 for language streams).
+        online_accuracy: test-then-train accuracy is meaningful (each batch scored before training).
+        needs_model: ``prepare(model, tokenizer)`` must be called before the run (language streams).
+    """
+
+    # declared, not defaulted: every stream sets its own (a dataclass stream takes them as fields)
+    name: str
+    batch_size: int
+    tasks: Sequence[Any]
+    segments: list[Segment]
+    kind: str = "classification"
+    boundaries: str = "visible"
+    task_labels: bool = False
+    n_classes: int = 0
+    online_accuracy: bool = True
+    needs_model: bool = False
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    def __len__(self) -> int:
+        """Training samples in the schedule (all passes and repeats)."""
+        return self.segments[-1].end if self.segments else 0
+
+    def segment_steps(self) -> list[int]:
+        """Training steps (batches) of each segment, in order."""
+        return [-(-(s.end - s.start) // self.batch_size) for s in self.segments]
+
+    def n_steps(self) -> int:
+        return sum(self.segment_steps())
+
+    @property
+    def true_boundaries(self) -> list[int]:
+        """Sample counts at which the nominal task changes (task-free detection targets)."""
+        return [b.start for a, b in zip(self.segments, self.segments[1:]) if a.task != b.task]
+
+    def batches(self, segment: Segment, first_step: int = 0, start: int | None = None) -> Iterator[Batch]:
+        """Batches of ``segment`` (step numbers from ``first_step``), from schedule position
+        ``start`` (default: the segment's start)."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> Stream:
+        """Move what batches are cut from to ``device``; returns the stream."""
+        return self
+
+    def task_extra(self, task: int) -> dict[str, Any]:
+        """What ``TaskInfo.extra`` carries at task ``task``'s boundaries (default: nothing)."""
+        return {}
+
+    def prepare(self, model: Any, tokenizer: Any) -> None:  # noqa: B027 - optional hook
+        """Called once with the model before the run when ``needs_model`` (language streams)."""
+
+
+class ClassificationStream(Stream):
+    """A stream the engine scores: accuracy of ``predict``'s argmax on each task's test set
+    (class-IL, and task-IL with the task's classes only), and on a held-out validation split
+    when ``has_validation``."""
+
+    has_validation: bool = False
+    input_shape: tuple[int, ...] = ()
+
+    def eval_set(self, task: int, max_items: int | None = None,
+                 split: str = "test") -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs (N, ...) and labels (N,) of task ``task``'s ``test`` (or ``val``) set, a fixed
+        subset of ``max_items`` when given."""
+        raise NotImplementedError
+
+
+class SelfScoringStream(Stream):
+    """A stream that names and scores its own eval sets (the language streams: probe sets by
+    exact match, corpora by held-out loss). Each eval point the runner calls ``score_eval_sets``;
+    the metrics read one score per task (``task_scores``), sign-adjusted where lower is better."""
+
+    #: the columns of the score matrix, in order (an attribute or a property)
+    eval_sets: list[EvalSet]
+    online_accuracy = False
+    kind = "self_scoring"
+
+    def score_eval_sets(self, strategy: Any) -> tuple[list[float], list[dict[str, Any]] | None]:
+        """One score per eval set, and per-item results to keep (``answers.jsonl``) or None."""
+        raise NotImplementedError
+
+    def task_scores(self, scores: Sequence[float]) -> list[float]:
+        """One score per task from a row of ``scores`` (default: the sets that name a task)."""
+        return [s for spec, s in zip(self.eval_sets, scores) if spec.task is not None]
+
+    def eval_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
+        """The stream's own entries of each eval record (e.g. IL, UL, NL, FUAR); ``rows``: every
+        eval row so far as {set name: score}."""
+        return {}
+
+    def summary_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
+        """The stream's own entries of ``summary.json``."""
+        return {}
+
+
+# ---------------------------------------------------------------- loggers
+
+class Logger:
+    """A view of the run's records (console, wandb, TensorBoard): every method the runner calls,
+    each a no-op here; a logger overrides the ones it needs."""
+
+    def start(self, runner: Any) -> None:  # noqa: B027 - optional hook
+        """The run starts (or resumes): ``runner.stream``, ``runner.state``, ``runner.out_dir``."""
+
+    def log(self, record: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """One ``metrics.jsonl`` record (a step window or an eval point)."""
+
+    def progress(self, state: Any) -> None:  # noqa: B027 - optional hook
+        """Every ``log.every`` steps: the run's counters (``RunState``)."""
+
+    def checkpoint(self, path: Path, step: int) -> None:  # noqa: B027 - optional hook
+        """A checkpoint was written to ``path`` at ``step``."""
+
+    def finish(self, summary: dict[str, Any]) -> None:  # noqa: B027 - optional hook
+        """The run ended; ``summary`` is ``summary.json``."""
+
+    def abort(self, error: BaseException | None = None) -> None:  # noqa: B027 - optional hook
+        """The run failed with ``error``; release what the logger holds (never raises)."""

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from continual.streams.datasets import Dataset
-from continual.types import Batch, ConfigError
+from continual.types import Batch, ClassificationStream, ConfigError, Segment
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 
@@ -46,17 +46,9 @@ class Task:
 
 
 @dataclass
-class Segment:
-    """Schedule positions [start, end) in which task ``task`` is nominally trained."""
-
-    start: int
-    end: int
-    task: int
-
-
-@dataclass
-class Stream:
-    """Tasks over a dataset plus their presentation; yields batches deterministically."""
+class Stream(ClassificationStream):
+    """Tasks over a dataset plus their presentation; yields batches deterministically
+    (``continual.types.ClassificationStream``)."""
 
     name: str
     dataset: Dataset
@@ -102,10 +94,6 @@ class Stream:
 
     # ------------------------------------------------------------------ description
     @property
-    def n_tasks(self) -> int:
-        return len(self.tasks)
-
-    @property
     def n_classes(self) -> int:
         return self.dataset.n_classes
 
@@ -116,18 +104,6 @@ class Stream:
     def __len__(self) -> int:
         """Number of training samples in the schedule (all passes and repeats)."""
         return int(self.order.numel())
-
-    def n_steps(self) -> int:
-        return sum(self.segment_steps())
-
-    def segment_steps(self) -> list[int]:
-        """Training steps (batches) of each segment, in order."""
-        return [-(-(s.end - s.start) // self.batch_size) for s in self.segments]
-
-    @property
-    def true_boundaries(self) -> list[int]:
-        """Sample counts at which the nominal task changes (task-free detection targets)."""
-        return [b.start for a, b in zip(self.segments, self.segments[1:]) if a.task != b.task]
 
     @property
     def has_validation(self) -> bool:

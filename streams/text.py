@@ -56,8 +56,7 @@ from typing import Any
 
 import torch
 
-from continual.streams.stream import Segment
-from continual.types import Batch, ConfigError, EvalSet
+from continual.types import Batch, ConfigError, EvalSet, Segment, SelfScoringStream
 
 
 @dataclass
@@ -69,19 +68,18 @@ class TextTask:
     classes: list[int] = field(default_factory=list)
 
 
-class TextStream:
-    """What the language-model streams share: tasks of (B, T) token batches on a schedule.
+class TextStream(SelfScoringStream):
+    """What the language-model streams share: tasks of (B, T) token batches on a schedule
+    (``continual.types.SelfScoringStream``).
 
     Subclasses fill ``tasks`` and ``segments`` in ``prepare(model, tokenizer)`` (they need the
     tokenizer, and the knowledge stream the base model) and implement ``batches``,
-    ``eval_sets``, ``score_eval_sets`` and ``task_scores``.
+    ``eval_sets``, ``score_eval_sets`` and, where not every set with a task is that task's
+    score, ``task_scores``.
     """
 
     kind = "language"
     needs_model = True  # the CLI builds the (model, tokenizer) first and calls prepare()
-    boundaries = "visible"
-    task_labels = False
-    n_classes = 0
     online_accuracy = False  # next-token prediction has no test-then-train accuracy
 
     def __init__(self, name: str, batch_size: int, seed: int) -> None:
@@ -100,19 +98,6 @@ class TextStream:
             raise ConfigError(f"stream {self.name!r} is not prepared: call prepare(model, tokenizer) first")
 
     @property
-    def n_tasks(self) -> int:
-        return len(self.tasks)
-
-    def __len__(self) -> int:
-        return self.segments[-1].end if self.segments else 0
-
-    def segment_steps(self) -> list[int]:
-        return [-(-(s.end - s.start) // self.batch_size) for s in self.segments]
-
-    def n_steps(self) -> int:
-        return sum(self.segment_steps())
-
-    @property
     def true_boundaries(self) -> list[int]:
         return [s.start for s in self.segments[1:]]
 
@@ -123,10 +108,6 @@ class TextStream:
     def task_extra(self, task: int) -> dict[str, Any]:
         """What ``TaskInfo.extra`` carries at a task boundary (strategies that read text)."""
         return {"task_steps": self.segment_steps()}
-
-    def task_scores(self, scores: Sequence[float]) -> list[float]:
-        """One score per task from a row of ``scores`` (default: the sets with a task)."""
-        return [s for spec, s in zip(self.eval_sets, scores) if spec.task is not None]
 
 
 # ---------------------------------------------------------------- knowledge (CKL)

@@ -9,6 +9,7 @@ import pytest
 
 from continual import streams
 from continual.checkpoint import save_checkpoint
+from continual.config import CheckpointConfig
 from continual.models import build_model
 from continual.records import write_atomic
 from continual.runner import Runner
@@ -46,7 +47,7 @@ def test_every_file_of_a_run_is_group_readable_under_umask_022(tmp_path, umask):
     umask(0o022)
     stream = streams.class_incremental("digits", n_tasks=2, batch_size=10, train_per_class=5, test_per_class=3)
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=8)
-    Runner(stream, Naive(model, lr=0.1), out_dir=str(tmp_path), checkpoint_min_interval_s=0).run()
+    Runner(stream, Naive(model, lr=0.1), out_dir=str(tmp_path), checkpoint=CheckpointConfig(min_interval_s=0)).run()
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert {"summary.json", "scores.csv", "metrics.jsonl"} <= {p.name for p in files}
     assert any(p.parent.name == "checkpoints" for p in files)

@@ -9,6 +9,7 @@ import time
 import pytest
 
 from continual import streams
+from continual.config import CheckpointConfig, EvalConfig
 from continual.models import build_model
 from continual.runner import Runner
 from continual.strategies.naive import Naive
@@ -16,7 +17,8 @@ from continual.strategies.naive import Naive
 
 def _run(tmp_path, stream, strategy_cls=Naive, **runner_options):
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
-    runner = Runner(stream, strategy_cls(model), out_dir=str(tmp_path), checkpoints=False, **runner_options)
+    runner = Runner(stream, strategy_cls(model), out_dir=str(tmp_path), **runner_options,
+                    checkpoint=CheckpointConfig(enabled=False))
     summary = runner.run()
     evals = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()
              if json.loads(x)["type"] == "eval"]
@@ -36,14 +38,14 @@ def test_stability_gap_is_null_without_periodic_eval_points(tmp_path):
     stream = streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=0)
     summary, _, _ = _run(tmp_path / "ends", stream)
     assert summary["stability_gap"] is None
-    summary, _, _ = _run(tmp_path / "periodic", stream, eval_every=5)
+    summary, _, _ = _run(tmp_path / "periodic", stream, eval=EvalConfig(every=5))
     assert isinstance(summary["stability_gap"], float)
 
 
 def test_a_step_is_evaluated_once_when_eval_every_divides_the_task(tmp_path):
     stream = streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=0)
     steps = stream.segment_steps()[0]  # 29: eval.every=29 lands on task 0's last step
-    _, evals, _ = _run(tmp_path, stream, eval_every=steps)
+    _, evals, _ = _run(tmp_path, stream, eval=EvalConfig(every=steps))
     at = [(e["step"], e["kind"]) for e in evals]
     assert len({s for s, _ in at}) == len(at), at
     assert (steps, "task_end") in at and (steps, "periodic") not in at

@@ -13,11 +13,12 @@ import torch
 from _cli import run_continual, run_python
 
 from continual import streams
+from continual.config import CheckpointConfig, EvalConfig, LogConfig
 from continual.loggers import abort_loggers, make_loggers, run_name, run_names, swept_overrides
 from continual.models import build_model
 from continual.runner import Runner
 from continual.strategies.er import ER
-from continual.types import ConfigError
+from continual.types import ConfigError, Logger
 
 CHOICES = {"stream": "split_digits", "strategy": "er", "model": "mlp", "experiment": "digits_study",
            "hydra/launcher": "basic"}
@@ -31,9 +32,9 @@ def _runner(out_dir, loggers, eval_every=0):
     torch.manual_seed(3)
     stream = streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=3)
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
-    return Runner(stream, ER(model, lr=0.1), out_dir=str(out_dir), seed=3, loggers=loggers,
-                  config=CONFIG, eval_every=eval_every, log_every=10, checkpoint_min_interval_s=0,
-                  extra_summary={"strategy": "er", "model": "mlp"})
+    return Runner(stream, ER(model, lr=0.1), out_dir=str(out_dir), seed=3, loggers=loggers, config=CONFIG,
+                  extra_summary={"strategy": "er", "model": "mlp"}, eval=EvalConfig(every=eval_every),
+                  log=LogConfig(every=10), checkpoint=CheckpointConfig(min_interval_s=0))
 
 
 def _run(out_dir, loggers, eval_every=0):
@@ -212,7 +213,7 @@ def test_the_loggers_import_no_report_code():
         assert "continual.report" not in inspect.getsource(module), module.__name__
 
 
-class _Crash:
+class _Crash(Logger):
     """A view that stops the run, as a crash would, at the second step record after the third
     task end (after the checkpoint written there: records follow that a resume repeats)."""
 

@@ -10,6 +10,7 @@ import torch
 from _cli import run_continual
 
 from continual import streams
+from continual.config import EvalConfig, LogConfig
 from continual.models import build_model
 from continual.report import main, write_report, write_run_report
 from continual.report.runs import METRICS, find_runs
@@ -29,9 +30,9 @@ def _run(out_dir, strategy="naive", seed=0, lr=0.1):
     config = {"seed": seed, "log": {"console": False},
               "stream": {"_target_": "continual.streams.class_incremental", "dataset": "digits"},
               "strategy": {"_target_": f"strategies.{strategy}", "lr": lr}}
-    Runner(stream, STRATEGIES[strategy](model, lr=lr), out_dir=str(out_dir), seed=seed,
-           config=config, eval_every=40, log_every=20,
-           extra_summary={"strategy": strategy, "model": "mlp"}).run()
+    Runner(stream, STRATEGIES[strategy](model, lr=lr), out_dir=str(out_dir), seed=seed, config=config,
+           extra_summary={"strategy": strategy, "model": "mlp"}, eval=EvalConfig(every=40),
+           log=LogConfig(every=20)).run()
     return out_dir
 
 

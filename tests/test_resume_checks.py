@@ -12,6 +12,7 @@ from _cli import run_continual
 
 from continual import streams
 from continual.checkpoint import list_checkpoints
+from continual.config import CheckpointConfig, LogConfig
 from continual.models import build_model
 from continual.runner import Runner
 from continual.types import ConfigError
@@ -95,8 +96,8 @@ class _Stateless:
 def test_a_plain_class_runs_and_a_stateless_strategy_writes_no_checkpoint(tmp_path, capsys):
     stream = _stream()
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
-    runner = Runner(stream, _Stateless(model), out_dir=str(tmp_path), checkpoint_every=10, log_every=10,
-                    checkpoint_min_interval_s=0)
+    runner = Runner(stream, _Stateless(model), out_dir=str(tmp_path),
+                    checkpoint=CheckpointConfig(every=10, min_interval_s=0), log=LogConfig(every=10))
     summary = runner.run()
     assert summary["steps"] == stream.n_steps()
     assert not list_checkpoints(tmp_path / "checkpoints")
@@ -157,7 +158,7 @@ def test_a_predict_of_the_wrong_width_is_named_at_the_first_eval(tmp_path):
     stream = _stream()
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
     with pytest.raises(ConfigError, match=r"NineColumns.predict returned shape \(10, 9\) .* expected \(B, n_classes\)"):
-        Runner(stream, NineColumns(model), out_dir=str(tmp_path), checkpoints=False).run()
+        Runner(stream, NineColumns(model), out_dir=str(tmp_path), checkpoint=CheckpointConfig(enabled=False)).run()
 
 
 def test_a_typo_in_a_group_option_lists_the_valid_ones_without_a_plus(tmp_path):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from continual import streams
+from continual.config import CheckpointConfig, EvalConfig, LogConfig
 from continual.models import build_model
 from continual.runner import TIMING_KEYS, Runner
 from continual.strategies.er import ER
@@ -53,7 +54,7 @@ def test_joint_is_an_upper_bound_on_naive(tmp_path):
 
 
 def test_periodic_evaluation_and_stability_gap(tmp_path):
-    summary, out = _run(tmp_path, eval_every=5)
+    summary, out = _run(tmp_path, eval=EvalConfig(every=5))
     kinds = [json.loads(line)["kind"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if '"eval"' in line]
     assert kinds.count("periodic") == summary["steps"] // 5
@@ -81,7 +82,7 @@ class _CountsCalls(Strategy):
 @pytest.mark.parametrize(("min_interval_s", "expected"), [(0.0, 4), (3600.0, 0)])
 def test_task_end_checkpoints_wait_for_the_minimum_interval(tmp_path, min_interval_s, expected):
     # 5 tasks: a checkpoint after each of the first 4 task ends, unless the newest is too young
-    _, out = _run(tmp_path, checkpoint_keep=10, checkpoint_min_interval_s=min_interval_s)
+    _, out = _run(tmp_path, checkpoint=CheckpointConfig(keep=10, min_interval_s=min_interval_s))
     assert len(list((out / "checkpoints").glob("ckpt-*.pt"))) == expected
 
 
@@ -133,8 +134,8 @@ def test_different_seeds_differ(tmp_path):
 
 
 def test_periodic_evaluation_skips_unseen_tasks_unless_asked(tmp_path):
-    full, full_out = _run(tmp_path / "full", eval_every=5, eval_unseen=True)
-    seen_only, out = _run(tmp_path / "seen", eval_every=5)
+    full, full_out = _run(tmp_path / "full", eval=EvalConfig(every=5, unseen=True))
+    seen_only, out = _run(tmp_path / "seen", eval=EvalConfig(every=5))
     assert ",periodic," in (full_out / "scores.csv").read_text()
     assert "nan" not in (full_out / "scores.csv").read_text()
     assert seen_only["acc"] == full["acc"] and seen_only["stability_gap"] == full["stability_gap"]
@@ -150,7 +151,8 @@ def test_nan_checks_sync_per_step_only_when_a_batch_must_be_skipped(tmp_path, on
     torch.manual_seed(0)
     stream = streams.class_incremental("digits", n_tasks=5, batch_size=10, seed=0)
     strategy = Naive(build_model("mlp", stream.input_shape, stream.n_classes, hidden=32), lr=1e12)
-    runner = Runner(stream, strategy, out_dir=str(tmp_path), log_every=10, eval_every=3, on_nan=on_nan)
+    runner = Runner(stream, strategy, out_dir=str(tmp_path), on_nan=on_nan, log=LogConfig(every=10),
+                    eval=EvalConfig(every=3))
     assert strategy.check_each_step is checked_each_step
     if on_nan == "skip":
         assert runner.run()["skipped_nonfinite_batches"] > 0
@@ -174,4 +176,4 @@ def test_a_nan_in_training_done_at_a_task_end_stops_the_run_with_the_usual_messa
     stream = streams.class_incremental("digits", n_tasks=5, batch_size=10)
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
     with pytest.raises(RunStopped, match="non-finite loss: loss is nan in a refit in the end of task 0"):
-        Runner(stream, NaNAtTaskEnd(model), out_dir=str(tmp_path), checkpoints=False).run()
+        Runner(stream, NaNAtTaskEnd(model), out_dir=str(tmp_path), checkpoint=CheckpointConfig(enabled=False)).run()

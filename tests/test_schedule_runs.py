@@ -15,6 +15,7 @@ import torch
 from _cli import run_continual, run_records
 
 from continual import streams
+from continual.config import CheckpointConfig, LogConfig
 from continual.experiment import build_schedule_from_config
 from continual.models import build_model
 from continual.runner import Runner
@@ -45,8 +46,8 @@ def _run(tmp_path, schedule_cfg, strategy_cls=ER, stream=None, **strategy_option
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=32)
     strategy = strategy_cls(model, lr=LR, **strategy_options)
     schedule = build_schedule_from_config(schedule_cfg, stream) if schedule_cfg else None
-    runner = Runner(stream, strategy, out_dir=str(tmp_path), schedule=schedule, checkpoints=False,
-                    log_every=1)
+    runner = Runner(stream, strategy, out_dir=str(tmp_path), schedule=schedule,
+                    checkpoint=CheckpointConfig(enabled=False), log=LogConfig(every=1))
     summary = runner.run()
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     return summary, records, runner

@@ -385,12 +385,13 @@ def test_a_checkpoint_in_torchs_pruning_form_loads_with_masks_from_its_zeros(reu
 
 
 def test_periodic_evaluation_after_a_recurrence_runs_through_the_runner(tmp_path):
+    from continual.config import CheckpointConfig, EvalConfig
     from continual.runner import Runner
 
     stream = recurring_stream(repeats=2)
     tame = small_tame(stream)
-    runner = Runner(stream, tame, out_dir=str(tmp_path), seed=0, eval_every=10,
-                    checkpoint_every=50, checkpoint_min_interval_s=0.0)
+    runner = Runner(stream, tame, out_dir=str(tmp_path), seed=0, eval=EvalConfig(every=10),
+                    checkpoint=CheckpointConfig(every=50, min_interval_s=0.0))
     runner.run()
     assert any(e[1] == "reuse" for e in tame.switch_events)
     first_reuse = min(e[0] for e in tame.switch_events if e[1] == "reuse")  # samples seen

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from continual import streams
+from continual.config import EvalConfig
 from continual.models import build_model
 from continual.runner import Runner
 from continual.strategies.naive import Naive
@@ -81,7 +82,7 @@ def _run(tmp_path, val_fraction):
     stream = _split_digits(val_fraction=val_fraction)
     strategy = _Recording(build_model("mlp", stream.input_shape, stream.n_classes, hidden=16), lr=0.1)
     strategy.seen = []
-    summary = Runner(stream, strategy, out_dir=str(tmp_path), seed=0, eval_every=20).run()
+    summary = Runner(stream, strategy, out_dir=str(tmp_path), seed=0, eval=EvalConfig(every=20)).run()
     return stream, strategy, summary
 
 

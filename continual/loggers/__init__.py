@@ -1,8 +1,9 @@
 """Run loggers chosen by name (``loggers=[wandb,tensorboard]``): views of the run's records.
 
-Every logger gets the same records the Runner writes to ``metrics.jsonl`` (``log``),
-optionally ``start(runner)``, ``progress(state)`` and ``checkpoint(path, step)``, and
-``finish(summary)``. A logger that fails (no network, bad key, missing package) warns once and
+Every logger is a ``continual.types.Logger``: it gets the same records the Runner writes to
+``metrics.jsonl`` (``log``), and ``start(runner)``, ``progress(state)``,
+``checkpoint(path, step)``, ``finish(summary)`` and ``abort(error)``, each a no-op unless it
+overrides it. A logger that fails (no network, bad key, missing package) warns once and
 is switched off; the run and its other loggers go on, and the run folder stays the complete
 record.
 
@@ -22,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from continual.types import ConfigError
+from continual.types import ConfigError, Logger
 
 #: logger name -> "module:Class"; the class takes ``(config, out_dir, names, **options)``.
 LOGGERS = {
@@ -156,14 +157,14 @@ def logger_options(loggers: Sequence[str] | Mapping[str, Any] | None) -> dict[st
     return {str(name): {} for name in loggers}
 
 
-class GuardedLogger:
+class GuardedLogger(Logger):
     """Forwards calls to ``inner``; the first exception is a warning and switches it off."""
 
-    def __init__(self, name: str, inner: Any) -> None:
+    def __init__(self, name: str, inner: Logger) -> None:
         self.name, self.inner, self.failed = name, inner, False
 
     def _call(self, method: str, *args: Any) -> None:
-        if self.failed or not hasattr(self.inner, method):
+        if self.failed:
             return
         try:
             getattr(self.inner, method)(*args)
@@ -172,11 +173,10 @@ class GuardedLogger:
             warnings.warn(f"logger {self.name!r} failed in {method}() and is switched off for this "
                           f"run ({type(e).__name__}: {e}); the run folder still has every record",
                           RuntimeWarning, stacklevel=2)
-            if hasattr(self.inner, "abort"):
-                try:
-                    self.inner.abort(e)
-                except Exception:
-                    pass
+            try:
+                self.inner.abort(e)
+            except Exception:
+                pass
 
     def start(self, runner: Any) -> None:
         self._call("start", runner)
@@ -236,14 +236,13 @@ def make_loggers(
     return out
 
 
-def abort_loggers(loggers: Sequence[Any], error: BaseException | None = None) -> None:
+def abort_loggers(loggers: Sequence[Logger], error: BaseException | None = None) -> None:
     """Close every logger of a run that failed (wandb marks the run failed); never raises."""
     for lg in loggers:
-        if hasattr(lg, "abort"):
-            try:
-                lg.abort(error)
-            except Exception:
-                pass
+        try:
+            lg.abort(error)
+        except Exception:
+            pass
 
 
 def hparams(config: dict[str, Any], names: dict[str, Any]) -> dict[str, Any]:

@@ -26,11 +26,11 @@ import math
 import os
 from typing import Any
 
-from continual.loggers import hparams, scalars
+from continual.loggers import Logger, hparams, scalars
 from continual.loggers.matrix import matrix_image, read_scores
 
 
-class TensorBoardLogger:
+class TensorBoardLogger(Logger):
     """Writes with ``torch.utils.tensorboard.SummaryWriter`` (imported lazily)."""
 
     def __init__(self, config: dict[str, Any], out_dir: str, names: dict[str, Any]) -> None:

@@ -48,7 +48,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from continual.loggers import experiment_name, run_name, scalars
+from continual.loggers import Logger, experiment_name, run_name, scalars
 from continual.loggers.matrix import matrix_image, read_scores
 
 DEFAULT_PROJECT = "continual"
@@ -57,7 +57,7 @@ FINISH_TIMEOUT_S = 60.0  # give up uploading after this; the data stays on disk 
 RUN_ID_FILE = "wandb_run_id.txt"  # in the run folder: the wandb run a resumed job continues
 
 
-class WandbLogger:
+class WandbLogger(Logger):
     """Logs one run to wandb (see the module docstring); ``wandb`` is imported lazily.
 
     project, entity, group: where the run goes (None: ``WANDB_PROJECT`` or "continual",

@@ -16,6 +16,7 @@ import pytest
 import torch
 from _cli import run_continual, run_records
 
+from continual.config import CheckpointConfig
 from continual.runner import Runner
 from continual.streams.stream import Segment
 from continual.streams.text import TextStream, TextTask
@@ -157,7 +158,7 @@ class _Idle(Strategy):
 def test_lower_is_better_scores_give_forgetting_and_transfer_the_usual_signs(tmp_path):
     # init: (5, 5); after task a: (2, 4); after task b: loss on a rose to 3, b fell to 1
     stream = _ScriptedLossStream([(5.0, 5.0), (2.0, 4.0), (3.0, 1.0)])
-    summary = Runner(stream, _Idle(), out_dir=str(tmp_path), checkpoints=False).run()
+    summary = Runner(stream, _Idle(), out_dir=str(tmp_path), checkpoint=CheckpointConfig(enabled=False)).run()
     assert summary["forgetting"] == pytest.approx(1.0)  # loss on a: 2 -> 3, worse by 1
     assert summary["bwt"] == pytest.approx(-1.0)
     assert summary["fwt"] == pytest.approx(1.0)  # b's loss before training on it: 5 -> 4, better
@@ -253,7 +254,7 @@ def test_recadam_reanchors_at_the_second_corpus_of_a_two_phase_knowledge_run(tmp
                                  seq_len=96, filler="synthetic", probe_with="capital_oracle")
     stream.prepare(model, tok)
     s = Watched(model, tok, lr=1e-3, anneal_t0=2)
-    Runner(stream, s, out_dir=str(tmp_path), checkpoints=False).run()
+    Runner(stream, s, out_dir=str(tmp_path), checkpoint=CheckpointConfig(enabled=False)).run()
     phase2_steps = s.steps - s.steps_at_start
     assert s.steps_at_start > 0 and phase2_steps > 0
     for p in s.trainable_parameters():
