@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from continual import metric_table
 from continual.types import Logger
 
 
@@ -78,11 +79,11 @@ class ConsoleLogger(Logger):
         table = Table(title=title)
         table.add_column("metric")
         table.add_column("value", justify="right")
-        keys = ("acc",) if summary.get("acc") is not None else ("score", "IL", "UL", "NL", "FUAR", "final_avg_loss")
-        for key in (*keys, "aia", "forgetting", "bwt", "fwt", "online_acc", "plasticity", "stability_gap",
-                    "acc_task_il", "train_seconds", "samples_per_second", "peak_rss_mb", "params"):
-            value = summary.get(key)
-            if value is not None:
+        # the metric table's console rows (continual/metric_table.py), those the run reports;
+        # a metric hidden_by another with a value is left out (score is acc on classification runs)
+        for m in metric_table.metrics():
+            key, value = m.name, summary.get(m.name)
+            if m.console and value is not None and (m.hidden_by is None or summary.get(m.hidden_by) is None):
                 table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
         self.console.print(table)
         self.console.print(f"run folder: {self.runner.out_dir}")

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from continual import metric_table as MT
 from continual import metrics as M
 from continual.types import ClassificationStream, ConfigError, SelfScoringStream, Strategy, Stream
 
@@ -188,48 +189,29 @@ class Evaluator:
         On recurring streams the task-end rows are those of the first pass through the
         task sequence, with the final eval point as the end of the run.
         """
-        T = self.task_matrix(rows)  # per-task scores in their own units
-        S = self.task_matrix(rows, signed=True)  # higher is better, for forgetting and transfer
-        ends = self.metric_rows(rows)
-        samples = [r.samples for r in rows]
-        several = len(ends) > 1  # forgetting and transfer need at least two tasks
         classification = self.specs is None
-        out: dict[str, Any] = {
-            "score": M.final_accuracy(T),
-            "score_name": self.score_name,
-            "higher_is_better": self.higher_is_better,
-            "acc": M.final_accuracy(T) if classification else None,
-            "aia": M.average_incremental_accuracy(T, ends),
-            "forgetting": M.forgetting(S, ends) if several else None,
-            "forgetting_per_task": M.forgetting_per_task(S, ends).tolist(),
-            "bwt": M.backward_transfer(S, ends) if several else None,
-            "fwt": M.forward_transfer(S, ends, init_row=0) if several else None,
-            "plasticity": M.plasticity(T, ends),
-            "online_acc": online_acc,
-            # measured only between periodic eval points (eval.every); null without them
-            "stability_gap": M.stability_gap(S, ends, samples, window)
-            if several and any(r.kind == "periodic" for r in rows) else None,
-        }
+        has_val = classification and bool(rows) and rows[-1].val_scores is not None
+        x = MT.SummaryInputs(
+            T=self.task_matrix(rows),  # per-task scores in their own units
+            S=self.task_matrix(rows, signed=True),  # higher is better, for forgetting and transfer
+            ends=self.metric_rows(rows), samples=[r.samples for r in rows], window=window,
+            online_acc=online_acc, rows=rows, classification=classification,
+            V=val_matrix(rows) if has_val else None)  # the held-out training samples, scored like the test sets
+        # the metrics come from the metric table (continual/metric_table.py), in its order
+        common = MT.summary_values(x, "summary")
+        out: dict[str, Any] = {"score": common.pop("score", None), "score_name": self.score_name,
+                               "higher_is_better": self.higher_is_better, **common}
         if classification:
-            out.update({
-                "acc_class_il": M.final_accuracy(np.array([r.scores_class_il for r in rows])),
-                "acc_task_il": M.final_accuracy(np.array([r.scores_task_il for r in rows])),
-                "final_task_acc": T[-1].tolist(),
-            })
+            out.update(MT.summary_values(x, "classification"))
+            out["final_task_acc"] = x.T[-1].tolist()
         else:
             names = [s.name for s in self.specs]
             out["eval_sets"] = [dataclasses.asdict(s) for s in self.specs]
             out["final_scores"] = dict(zip(names, rows[-1].scores))
             out["initial_scores"] = dict(zip(names, rows[0].scores))
-            out.update(self.stream.summary_metrics(self.stream_rows(rows), ends))
-        if classification and rows and rows[-1].val_scores is not None:
-            V = val_matrix(rows)  # the held-out training samples, scored like the test sets
-            out.update({
-                "val_acc": M.final_accuracy(V),
-                "val_aia": M.average_incremental_accuracy(V, ends),
-                "val_forgetting": M.forgetting(V, ends) if several else None,
-                "val_bwt": M.backward_transfer(V, ends) if several else None,
-            })
+            out.update(self.stream.summary_metrics(self.stream_rows(rows), x.ends))
+        if has_val:
+            out.update(MT.summary_values(x, "validation"))
         # what a sweep optimises (the job's return value): validation when there is a split
         out["objective"] = "val_acc" if "val_acc" in out else "score"
         return out

@@ -13,31 +13,29 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-#: metrics where a smaller value is the better one (everything else: larger is better)
-LOWER_IS_BETTER = frozenset({"forgetting", "stability_gap", "FUAR", "final_avg_loss", "avg_forgetting",
-                             "val_forgetting", "val_loss"})
-#: metrics that are fractions of 1 and so shown as percentages with ``percent=True``
-FRACTIONS = frozenset({"acc", "acc_task_il", "acc_class_il", "forgetting", "bwt", "fwt", "online_acc", "aia",
-                       "stability_gap", "plasticity", "IL", "UL", "NL", "val_acc", "val_acc_task_il",
-                       "val_forgetting", "val_bwt", "val_aia"})
-#: metrics never marked best: they describe the run, not how well it learned
-NOT_RANKED = frozenset({"samples_per_second", "n"})
+from continual import metric_table
+
 #: what a cell shows when the metric was not measured or is undefined
 MISSING = "-"
 
 
 def lower_is_better(metric: str, score_name: str = "accuracy") -> bool:
-    """Whether a smaller ``metric`` is better; ``score`` follows the stream's ``score_name``."""
-    if metric in ("score", "val_score"):
-        return score_name == "loss"
-    return metric in LOWER_IS_BETTER
+    """Whether a smaller ``metric`` is better on a stream scored by ``score_name``, as the
+    metric table declares it (``continual.metric_table``): metrics of the score matrix such as
+    ``score``, ``aia`` and ``plasticity`` follow the score (lower is better for a loss)."""
+    return metric_table.lower_is_better(metric, score_name)
 
 
 def is_fraction(metric: str, score_name: str = "accuracy") -> bool:
-    """Whether ``metric`` is a fraction of 1 (accuracy-like), so may be printed as percent."""
-    if metric in ("score", "val_score"):
-        return score_name in ("accuracy", "exact_match")
-    return metric in FRACTIONS
+    """Whether ``metric`` is a fraction of 1 (so may be printed as percent) on a stream scored
+    by ``score_name``, as the metric table declares it: metrics of the score matrix only when
+    the score is accuracy; exact match (already 0-100) and losses never."""
+    return metric_table.is_fraction(metric, score_name)
+
+
+def is_ranked(metric: str) -> bool:
+    """Whether a best cell of ``metric`` is marked: not for what describes the run (samples/s)."""
+    return metric != "n" and metric_table.is_ranked(metric)
 
 
 def format_number(value: float, metric: str, percent: bool = False, score_name: str = "accuracy") -> str:
@@ -70,7 +68,7 @@ def metric_cell(mean: float, std: float, metric: str, percent: bool = False,
     """The cell of a mean ± std; ``-`` when the mean is undefined, no std for one run."""
     text = format_number(mean, metric, percent, score_name)
     spread = format_number(std, metric, percent, score_name) if math.isfinite(mean) and math.isfinite(std) else ""
-    ranked = metric not in NOT_RANKED and math.isfinite(mean)
+    ranked = is_ranked(metric) and math.isfinite(mean)
     key = None
     if ranked:
         key = float(text)  # as printed: two cells that read the same tie

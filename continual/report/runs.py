@@ -23,18 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from continual import metric_table
 from continual.records import flatten_keys
 from continual.report.format import number
 from continual.types import ConfigError
 
-#: the table's columns, in order (each as mean and std over the group's runs)
-METRICS = ("acc", "acc_task_il", "forgetting", "bwt", "fwt", "online_acc", "aia", "stability_gap",
-           "samples_per_second")
-#: columns added when some run reports them: the headline score of streams not scored by
-#: accuracy (language models), CKL's IL / UL / NL / FUAR, continual pre-training's losses, and
-#: the validation split's accuracy and forgetting (stream.val_fraction)
-EXTRA_METRICS = ("score", "IL", "UL", "NL", "FUAR", "final_avg_loss", "avg_forgetting", "val_acc",
-                 "val_forgetting")
 #: the files that make a folder a run folder (a Hydra job folder ``.hydra/`` is one too)
 RUN_MARKERS = ("summary.json", "metrics.jsonl", "scores.csv", "error.txt")
 #: folders inside a run that are never runs themselves
@@ -43,12 +36,31 @@ NOT_RUNS = {"wandb", "tensorboard", "checkpoints", "__pycache__"}
 IGNORED_KEYS = re.compile(r"^(seed|device|threads|loggers|resume|on_nan)$|^(log|loggers|checkpoint)\.|(^|\.)seed$")
 
 
+def __getattr__(name: str) -> tuple[str, ...]:
+    """``METRICS`` (the table's default columns, in order) and ``EXTRA_METRICS`` (columns added
+    when some run reports them), read from the metric table (``continual.metric_table``) each
+    time they are asked for."""
+    if name == "METRICS":
+        return metric_table.report_metrics()
+    if name == "EXTRA_METRICS":
+        return metric_table.extra_metrics()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def metrics_of(runs: Sequence[RunData]) -> tuple[str, ...]:
-    """The table's columns for these runs: METRICS, then each extra one some run reports."""
-    extra = [m for m in EXTRA_METRICS if any(math.isfinite(number(r.summary.get(m))) for r in runs)]
+    """The table's columns for these runs, from the metric table: the default columns, then
+    each extra one some run reports (a metric ``hidden_by`` a column is left out: ``score`` is
+    ``acc``). Runs not scored by accuracy (``acc`` null, ``score`` set) get their extra columns
+    first and no accuracy-only default column."""
+    table = {m.name: m for m in metric_table.metrics()}
+    defaults = metric_table.report_metrics()
+    extra = [m for m in metric_table.extra_metrics()
+             if any(math.isfinite(number(r.summary.get(m))) for r in runs)]
     if any(r.summary.get("acc") is None and r.summary.get("score") is not None for r in runs):
-        return (*extra, *(m for m in METRICS if m not in ("acc", "acc_task_il", "online_acc")))
-    return (*METRICS, *(m for m in extra if m != "score"))
+        columns = (*extra, *(m for m in defaults if not table[m].accuracy_only))
+    else:
+        columns = (*defaults, *extra)
+    return tuple(m for m in columns if table[m].hidden_by not in columns)
 
 
 # ---------------------------------------------------------------------- reading runs
@@ -246,7 +258,7 @@ class Group:
         """``<metric>_mean`` and ``<metric>_std`` (sample std, n-1; NaN for one run) over the
         runs that report it (see ``metric_value``), and ``n`` (the number of runs in the group)."""
         out: dict[str, float] = {"n": len(self.runs)}
-        for m in (*METRICS, *EXTRA_METRICS):
+        for m in (*metric_table.report_metrics(), *metric_table.extra_metrics()):
             values = np.array([metric_value(r, m) for r in self.runs])
             values = values[np.isfinite(values)]
             out[f"{m}_mean"] = float(values.mean()) if values.size else float("nan")

@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from continual import metric_table
 from continual.report.format import format_number, is_fraction, mark_best, metric_cell
 from continual.report.hparams import Search, describe, find_search, trial_rows
-from continual.report.runs import EXTRA_METRICS, METRICS, Group, RunData, metric_value, metrics_of
+from continual.report.runs import Group, RunData, metric_value, metrics_of
 from continual.types import ConfigError
 
 
@@ -30,7 +31,7 @@ def choose_metrics(available: Sequence[str], wanted: Sequence[str] | None) -> tu
     """The table's columns: ``wanted`` (each checked), else every metric some run reports."""
     if not wanted:
         return tuple(available)
-    known = (*METRICS, *EXTRA_METRICS)
+    known = (*metric_table.report_metrics(), *metric_table.extra_metrics())
     unknown = [m for m in wanted if m not in known]
     if unknown:
         raise ConfigError(f"report: unknown metric(s) {', '.join(unknown)} in --metrics; "
@@ -123,8 +124,8 @@ def _fill_run_tables(t: Tables) -> None:
     t.run_header = ["run", "stream", "strategy", "seed", column_name("acc", t.percent, t.score_name),
                     column_name("forgetting", t.percent, t.score_name), "status"]
     t.run_rows = [[t.rel(r.path), r.stream, r.strategy, r.summary.get("seed", ""),
-                   format_number(metric_value(r, "acc"), "acc", t.percent),
-                   format_number(metric_value(r, "forgetting"), "forgetting", t.percent), r.status]
+                   format_number(metric_value(r, "acc"), "acc", t.percent, r.score_name),
+                   format_number(metric_value(r, "forgetting"), "forgetting", t.percent, r.score_name), r.status]
                   for r in t.runs if r.status == "ok"]
     t.bad_header = ["run", "status", "error"]
     t.bad_rows = [[t.rel(r.path), r.status, first_line_of_error(r.error) or "no summary.json "
