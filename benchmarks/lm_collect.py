@@ -75,7 +75,9 @@ def cpt_rows(summaries: list[dict]) -> list[dict]:
         order = s.get("corpora") or [k.split("/", 1)[1] for k in s["final_scores"]]
         row = {"schedule": s["schedule"], "seed": s["seed"], "corpora": "|".join(order),
                "replay_share": s.get("replay_share"),
-               "steps": s["steps"], "final_avg_loss": s["final_avg_loss"], "avg_forgetting": s["avg_forgetting"]}
+               "steps": s["steps"], "final_avg_loss": s["final_avg_loss"],
+               # the engine's forgetting (avg_forgetting, final minus adaptation loss, was dropped for it)
+               "avg_forgetting": s["forgetting"]}
         row.update({f"final_{k}": s["final_loss"][k] for k in order})
         row.update({f"forgetting_{k}": s["forgetting_by_corpus"][k] for k in order[:-1]})
         row.update({f"adapt_{k}": s["adaptation_loss"][k] for k in order})

@@ -27,16 +27,6 @@ def mark(phase: str) -> None:
             f.write(f"{phase} {time.time():.6f}\n")
 
 
-def _write_error(out_dir: str, error: BaseException) -> None:
-    import traceback
-    from pathlib import Path
-
-    from continual.records import write_atomic
-
-    text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-    write_atomic(Path(out_dir) / "error.txt", f"{type(error).__name__}: {error}\n\n{text}".encode())
-
-
 #: job folders of the current multirun that failed (filled by FailedJobsCallback in the
 #: launching process, whichever launcher ran the jobs)
 FAILED_JOBS: list[str] = []
@@ -130,6 +120,9 @@ def _hydra_main() -> None:
 
     register_configs()
     compose_each_job_once()
+    from continual.loggers import register_folder_resolver
+
+    register_folder_resolver()  # sweep job folders name the keys the sweep varies
 
     @hydra.main(version_base="1.3", config_path="pkg://continual.conf", config_name="config")
     def job(cfg) -> float:
@@ -150,9 +143,16 @@ def _hydra_main() -> None:
             summary = run_experiment(cfg, out_dir=out_dir, choices=dict(hc.runtime.choices), sweep_dir=sweep_dir,
                                      job_num=hc.job.num if sweep_dir is not None else None, swept=swept)
         except (ConfigError, RunStopped, Exception) as e:
-            _write_error(out_dir, e)
+            from continual.run_folder import ERROR_FILE, RunFolder
+
+            folder = RunFolder(out_dir)
             kind = "configuration error" if isinstance(e, ConfigError) else "run failed"
-            print(f"continual: {kind}: {e}\n(recorded in {out_dir}/error.txt)", file=sys.stderr)
+            if isinstance(e, ConfigError) and hc.mode != RunMode.MULTIRUN and folder.holds_only_hydra_files():
+                folder.remove()  # a refused config leaves no run folder behind (nothing ran)
+                print(f"continual: {kind}: {e}", file=sys.stderr)
+            else:  # a sweep lists its failed jobs by their error.txt
+                folder.record_error(e)
+                print(f"continual: {kind}: {e}\n(recorded in {out_dir}/{ERROR_FILE})", file=sys.stderr)
             if hc.mode == RunMode.MULTIRUN:
                 return float("nan")  # the other jobs of the sweep go on
             if isinstance(e, (ConfigError, RunStopped)):

@@ -15,11 +15,9 @@ decides when to evaluate, keeps the rows in its ``RunState`` and writes the reco
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,8 +26,6 @@ import torch
 from continual import metric_table as MT
 from continual import metrics as M
 from continual.types import ClassificationStream, ConfigError, SelfScoringStream, Strategy, Stream
-
-DETAILS_FILE = "answers.jsonl"  # per-item eval results of streams that report them
 
 
 @dataclass
@@ -248,12 +244,3 @@ class Evaluator:
 def val_matrix(rows: list[EvalRow]) -> np.ndarray:
     """Rows = eval points, columns = tasks: accuracy on each task's validation set."""
     return np.array([r.val_scores for r in rows], dtype=float)
-
-
-def append_details(path: Path, details: list[dict[str, Any]], eval_point: int, kind: str, step: int) -> int:
-    """Append a stream's per-item results of one eval point (e.g. every probe's generated
-    answer) to ``path``, one JSON line each; returns the number of lines written."""
-    with open(path, "a") as fh:
-        fh.writelines(json.dumps({"eval_point": eval_point, "kind": kind, "step": step, **d}) + "\n"
-                      for d in details)
-    return len(details)

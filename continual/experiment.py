@@ -14,6 +14,7 @@ import sys
 from typing import Any
 
 from continual.cli import mark
+from continual.run_folder import RunFolder
 
 
 def seed_everything(seed: int) -> None:
@@ -330,27 +331,38 @@ def run_experiment(
 
     mark("job_start")
     sections, per_run = check_config(cfg)  # every run option, before any work
-    set_determinism(cfg.get("deterministic", False))  # before any CUDA work (cuBLAS reads its env once)
-    seed_everything(int(cfg.seed))
-    device = resolve_device(cfg.device, job_num)
-    use_device(device)
-    stream, strategy, schedule = build_parts(cfg, device, sweep_dir is not None)
-    choices = choices or {}
-    config = OmegaConf.to_container(cfg, resolve=True)
-    config["device"] = device
-    out_dir = out_dir or os.getcwd()
-    loggers = run_loggers(cfg, config, out_dir, choices, swept)
-    runner = Runner(stream, strategy, out_dir, **sections, seed=int(cfg.seed), device=device,
-                    on_nan=cfg.on_nan, amp=cfg.get("amp", False), schedule=schedule, loggers=loggers,
-                    config=config, extra_summary=summary_names(cfg, choices, schedule))
-    start_or_resume(runner, resume_mode(cfg.resume))
+    resume = resume_mode(cfg.resume)
+    folder = RunFolder(out_dir or os.getcwd())
+    folder.lock()  # a second run in this folder is refused before any work
     try:
-        mark("run_start")
-        summary = runner.run()
-        mark("run_end")
-    except BaseException as e:
-        abort_loggers(loggers, e)  # wandb marks the run failed; never raises
-        raise
+        if folder.is_finished() and resume != "false":
+            print(f"continual: {folder.path} holds a finished run (summary.json); nothing to train. "
+                  "resume=false starts it over (the results move to previous/)", file=sys.stderr)
+            return folder.summary()
+        start_over(folder, resume)
+        set_determinism(cfg.get("deterministic", False))  # before any CUDA work (cuBLAS reads its env once)
+        seed_everything(int(cfg.seed))
+        device = resolve_device(cfg.device, job_num)
+        use_device(device)
+        stream, strategy, schedule = build_parts(cfg, device, sweep_dir is not None)
+        choices = choices or {}
+        config = OmegaConf.to_container(cfg, resolve=True)
+        config["device"] = device
+        loggers = run_loggers(cfg, config, str(folder.path), choices, swept)
+        runner = Runner(stream, strategy, folder, **sections, seed=int(cfg.seed), device=device,
+                        on_nan=cfg.on_nan, amp=cfg.get("amp", False), schedule=schedule, loggers=loggers,
+                        config=config, extra_summary=summary_names(cfg, choices, schedule))
+        if resume != "false":
+            resume_if_possible(runner, resume)
+        try:
+            mark("run_start")
+            summary = runner.run()
+            mark("run_end")
+        except BaseException as e:
+            abort_loggers(loggers, e)  # wandb marks the run failed; never raises
+            raise
+    finally:
+        folder.unlock()
     if report and (per_run == "true" or (per_run == "auto" and sweep_dir is None)):
         from continual.report import write_run_report
 
@@ -386,6 +398,7 @@ def build_parts(cfg: Any, device: str, in_sweep: bool) -> tuple[Any, Any, Any]:
 
     from continual.config import accepted_options, instantiate_checked
     from continual.runner import check_parts
+    from continual.types import ConfigError, strategy_member
 
     stream = instantiate_checked(cfg.stream, "stream", seed=int(cfg.seed))
     mark("stream_built")
@@ -411,6 +424,11 @@ def build_parts(cfg: Any, device: str, in_sweep: bool) -> tuple[Any, Any, Any]:
     strategy = instantiate_checked(strategy_cfg, "strategy", **provided)
     mark("strategy_built")
     schedule = build_schedule_from_config(cfg.get("schedule"), stream)
+    if schedule is not None and not schedule.is_identity and not strategy_member(strategy, "takes_gradient_steps"):
+        raise ConfigError(
+            f"schedule {type(schedule).__name__} drives the learning rate of gradient steps, but strategy "
+            f"{type(strategy).__name__} takes none with these options (it only writes and reads its memory); "
+            "run it with schedule=constant (the default), or with options that train a model")
     stream.to(device)
     return stream, strategy, schedule
 
@@ -441,15 +459,22 @@ def summary_names(cfg: Any, choices: dict[str, str], schedule: Any) -> dict[str,
     }
 
 
-def start_or_resume(runner: Any, resume: str) -> None:
-    """``resume=false``: delete the folder's checkpoints; otherwise continue from the newest
-    valid one (``true`` says so when there is none)."""
+def start_over(folder: RunFolder, resume: str) -> None:
+    """``resume=false``: move an earlier run's results aside (``previous/<time>/``) so that no
+    old summary or checkpoint sits beside the new records; any start: remove what a killed
+    write left."""
     if resume == "false":
-        from continual.checkpoint import list_checkpoints
+        moved = folder.move_aside()
+        if moved is not None:
+            print(f"continual: resume=false: the earlier results of {folder.path} moved to {moved}",
+                  file=sys.stderr)
+    folder.clean_temporaries()
 
-        for old in list_checkpoints(runner.checkpoint_dir or "/nonexistent"):
-            old.unlink()
-    elif runner.resume():
+
+def resume_if_possible(runner: Any, resume: str) -> None:
+    """Continue from the folder's newest valid checkpoint (``resume=true`` says so when there
+    is none)."""
+    if runner.resume():
         print(f"continual: resumed from {runner.last_checkpoint} at step {runner.state.step}", file=sys.stderr)
     elif resume == "true":
         print("continual: resume=true but no valid checkpoint was found; starting from the beginning",

@@ -138,15 +138,18 @@ METRICS: tuple[Metric, ...] = (
     # the corpora stream's (continual pre-training): held-out losses in nats
     Metric("final_avg_loss", "Mean held-out loss over the corpora at the end (nats).",
            "lower", "no", source="stream", extra=True, console=True),
-    Metric("avg_forgetting", "Mean over corpora but the last of final minus right-after-training loss (nats).",
-           "lower", "no", source="stream", extra=True),
+    Metric("final_avg_bpb", "Mean held-out bits per byte over the corpora at the end (comparable across "
+           "tokenizers).", "lower", "no", source="stream", extra=True, console=True),
+    Metric("final_bpb", "Held-out bits per byte of each corpus at the end (per corpus; bpb/<corpus> in every "
+           "eval record).", "lower", "no", source="stream"),
+    Metric("final_ppl", "Held-out perplexity of each corpus at the end (per corpus; ppl/<corpus> in every "
+           "eval record).", "lower", "no", source="stream"),
     Metric("final_loss", "Held-out loss of each corpus at the end (nats; per corpus).",
            "lower", "no", source="stream"),
     Metric("adaptation_loss", "Held-out loss of each corpus right after its own task (nats; per corpus).",
            "lower", "no", source="stream"),
-    Metric("forgetting_by_corpus", "Final minus adaptation loss of each corpus but the last (nats; per corpus).",
-           "lower", "no", source="stream"),
-    # both protocols of a classification stream
+    Metric("forgetting_by_corpus", "forgetting_per_task keyed by corpus (nats; the same numbers, one "
+           "definition).", "lower", "no", source="stream"),
     Metric("acc_class_il", "Final mean accuracy with argmax over all classes (class-incremental protocol).",
            "higher", "yes", _protocol("scores_class_il"), source="classification", accuracy_only=True),
     Metric("acc_task_il", "Final mean accuracy with argmax over the true task's classes (task-incremental "
@@ -198,6 +201,10 @@ METRICS: tuple[Metric, ...] = (
     Metric("train_seconds", "Seconds spent training (steps and hooks, without evaluation).",
            "none", "no", source="runner", console=True),
     Metric("eval_seconds", "Seconds spent evaluating.", "none", "no", source="runner"),
+    Metric("tokens_seen", "Training tokens seen, padding left out (language streams; their x-axis).",
+           "none", "no", source="runner"),
+    Metric("tokens_per_second", "Training throughput in tokens: tokens_seen / train_seconds (language streams).",
+           "none", "no", source="runner", console=True),
     Metric("samples_per_second", "Training throughput: samples_seen / train_seconds.", "none", "no",
            source="runner", report=True, console=True),
     Metric("peak_rss_mb", "Peak resident memory in MiB (peak_rss_scope says of what).", "none", "no",

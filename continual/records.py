@@ -11,6 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from continual.run_folder import METRICS_FILE, SCORES_FILE, SUMMARY_FILE
+
 
 def _clean(value: Any) -> Any:
     """JSON-safe numbers: NaN/Inf become None; numpy/torch scalars become floats."""
@@ -73,7 +75,7 @@ class RunRecords:
     def __init__(self, out_dir: str | os.PathLike, append: bool = False) -> None:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.out_dir / "metrics.jsonl", "a" if append else "w")
+        self._jsonl = open(self.out_dir / METRICS_FILE, "a" if append else "w")
         self._append = append
         self._scores = None  # scores.csv, opened at the first eval row
 
@@ -85,12 +87,12 @@ class RunRecords:
     def scores(self, header: list[str], rows: list[list[Any]]) -> None:
         """Replace scores.csv with a whole table (for tables whose rows change)."""
         lines = [",".join(header)] + [",".join(_cell(v) for v in row) for row in rows]
-        write_atomic(self.out_dir / "scores.csv", ("\n".join(lines) + "\n").encode(), fsync=False)
+        write_atomic(self.out_dir / SCORES_FILE, ("\n".join(lines) + "\n").encode(), fsync=False)
 
     def score_row(self, header: list[str], row: list[Any]) -> None:
         """Append one row to scores.csv (writing the header first in a new file) and flush it."""
         if self._scores is None:
-            path = self.out_dir / "scores.csv"
+            path = self.out_dir / SCORES_FILE
             fresh = not (self._append and path.exists() and path.stat().st_size)
             self._scores = open(path, "w" if fresh else "a")
             if fresh:
@@ -99,7 +101,7 @@ class RunRecords:
         self._scores.flush()
 
     def summary(self, summary: dict[str, Any]) -> None:
-        write_json(self.out_dir / "summary.json", summary)
+        write_json(self.out_dir / SUMMARY_FILE, summary)
 
     def close(self) -> None:
         self._jsonl.close()

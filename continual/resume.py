@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from continual import checkpoint as C
-from continual.evaluation import DETAILS_FILE, EvalRow
-from continual.records import flatten_keys, write_atomic
+from continual.evaluation import EvalRow
+from continual.records import flatten_keys
 from continual.types import ConfigError, Strategy, strategy_member
 
 #: config keys that shape training: a checkpoint resumes only into a run with the same ones.
@@ -35,6 +35,7 @@ class RunState:
     position: int = 0  # schedule position inside the current segment
     step: int = 0
     samples: int = 0
+    tokens: int = 0  # training tokens (streams that count them)
     online_correct: float = 0.0
     online_seen: int = 0
     rows: list[EvalRow] = field(default_factory=list)
@@ -129,19 +130,3 @@ def check_fingerprint(payload: dict[str, Any], path: Path, run_fingerprint: dict
             f"the run folder {out_dir} holds checkpoints of a run with other training options: "
             f"{shown}{more}. Continuing would train from the old state under the new options. Use a "
             "new run folder (hydra.run.dir=...), or resume=false to start this folder over")
-
-
-def truncate_run_files(out_dir: str, state: RunState) -> None:
-    """Cut the run folder's records back to what ``state`` (a checkpoint's) had written."""
-    _truncate_lines(Path(out_dir) / "metrics.jsonl", state.n_records)
-    _truncate_lines(Path(out_dir) / "scores.csv", 1 + len(state.rows))  # header + rows
-    _truncate_lines(Path(out_dir) / DETAILS_FILE, state.n_details)
-
-
-def _truncate_lines(path: Path, n: int) -> None:
-    """Keep the first n lines of a file (drop records written after the checkpoint)."""
-    if not path.exists():
-        return
-    lines = path.read_bytes().split(b"\n")
-    kept = b"\n".join(lines[:n]) + (b"\n" if n else b"")
-    write_atomic(path, kept)

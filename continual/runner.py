@@ -30,17 +30,17 @@ import torch
 from continual import checkpoint as C
 from continual import metrics as M
 from continual.config import CheckpointConfig, EvalConfig, LogConfig, amp_mode, check_run_options
-from continual.evaluation import DETAILS_FILE, EvalRow, Evaluator, append_details
+from continual.evaluation import EvalRow, Evaluator
 from continual.records import RunRecords
 from continual.resume import (
     RunState,
     check_resumable,
     load_run_checkpoint,
     save_run_checkpoint,
-    truncate_run_files,
 )
 from continual.resume import fingerprint as run_fingerprint
 from continual.run_facts import parameter_count, peak_rss, reset_peak_rss, trainable_parameter_count, versions
+from continual.run_folder import RunFolder
 from continual.strategies.schedules import LRDriver, Schedule
 from continual.types import ConfigError, Logger, NonFiniteLoss, Strategy, Stream, TaskInfo, strategy_member
 
@@ -65,7 +65,7 @@ class Runner:
         self,
         stream: Stream,
         strategy: Strategy,
-        out_dir: str = ".",
+        out_dir: str | os.PathLike | RunFolder = ".",
         *,
         eval: EvalConfig | None = None,
         log: LogConfig | None = None,
@@ -80,7 +80,8 @@ class Runner:
         extra_summary: dict[str, Any] | None = None,
         on_segment_end: Callable[[Runner], None] | None = None,
     ) -> None:
-        """eval, log, checkpoint: the run's sections (``continual.config``; defaults as there).
+        """out_dir: the run folder (a path, or the ``RunFolder`` the caller has locked).
+        eval, log, checkpoint: the run's sections (``continual.config``; defaults as there).
         seed: recorded in summary.json (seeding is the caller's). device: where eval sets go.
         on_nan: ``stop`` or ``skip`` a batch whose loss is not finite. amp: ``false`` or ``bf16``.
         schedule: the learning-rate schedule of the strategy's optimisers. loggers: views of the
@@ -91,7 +92,9 @@ class Runner:
         check_run_options(eval, log, checkpoint, seed, on_nan, amp)
         check_parts(stream, loggers)
         self.stream, self.strategy = stream, strategy
-        self.out_dir = out_dir
+        self.folder = out_dir if isinstance(out_dir, RunFolder) else RunFolder(out_dir)
+        self.folder.checkpoint_dir = self.folder.path / "checkpoints" if checkpoint.enabled else None
+        self.out_dir = str(self.folder.path)
         self.eval_every, self.log_every = int(eval.every), int(log.every)
         self.stability_window = eval.stability_window
         self.switch_tolerance = eval.switch_tolerance
@@ -100,7 +103,6 @@ class Runner:
         self.on_segment_end = on_segment_end
         self.extra_summary = extra_summary or {}
         self.checkpoint_every, self.checkpoint_keep = int(checkpoint.every), int(checkpoint.keep)
-        self.checkpoint_dir = Path(out_dir) / "checkpoints" if checkpoint.enabled else None
         self.checkpoint_min_interval_s = float(checkpoint.min_interval_s)
         self._last_checkpoint_time = time.monotonic()
         self.on_nan = on_nan
@@ -125,6 +127,17 @@ class Runner:
         self._fault = _fault_from_env()
         self._rss_reset = False
         self.counts_online = stream.online_accuracy  # test-then-train accuracy
+        self.counts_tokens = stream.counts_tokens
+
+    @property
+    def checkpoint_dir(self) -> Path | None:
+        """Where the run's checkpoints go; None: it writes none (``checkpoint.enabled=false``, or
+        a strategy with no state to save)."""
+        return self.folder.checkpoint_dir
+
+    @checkpoint_dir.setter
+    def checkpoint_dir(self, value: Path | None) -> None:
+        self.folder.checkpoint_dir = value
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, kind: str, strategy: Strategy | None = None) -> EvalRow:
@@ -141,15 +154,17 @@ class Runner:
                 st.rows.append(row)
                 st.evals_done += 1
                 if details:  # e.g. every probe's generated answer, one JSON line each
-                    st.n_details += append_details(Path(self.out_dir) / DETAILS_FILE, details,
-                                                   len(st.rows) - 1, kind, st.step)
+                    st.n_details += self.folder.append_details(details, len(st.rows) - 1, kind, st.step)
                 self._record_eval(row)
                 return row
         finally:
             st.eval_seconds += time.perf_counter() - t0
 
     def _record_eval(self, row: EvalRow) -> None:
-        self._log(self.evaluator.record(row, self.state.rows))
+        rec = self.evaluator.record(row, self.state.rows)
+        if self.counts_tokens:  # the x-axis of language-model runs
+            rec = {**rec, "tokens_seen": self.state.tokens}
+        self._log(rec)
         self.records.score_row(["step", "samples_seen", "kind"] + self.evaluator.columns(),
                                [row.step, row.samples, row.kind, *row.scores])
 
@@ -164,13 +179,19 @@ class Runner:
         correct = values.pop("online_correct", None)
         if correct is not None:
             st.online_correct += correct
-        rec = {"type": "step", "step": st.step, "samples_seen": st.samples, "true_task": segment_task,
+        tokens = values.pop("__tokens", None)
+        if tokens is not None:
+            st.tokens += int(tokens)
+        rec = {"type": "step", "step": st.step, "samples_seen": st.samples,
+               **({"tokens_seen": st.tokens} if self.counts_tokens else {}), "true_task": segment_task,
                "time": time.time(),
                **{k: v / n_steps for k, v in values.items()},
                "online_acc": M.online_accuracy(st.online_correct, st.online_seen) if self.counts_online else None}
         lr = LRDriver.current_lr(self.strategy)
         if lr is not None:
             rec["lr"] = lr  # of the window's last step
+        if self.branch is not None:  # the infinite schedule's annealed copy trains beside it
+            rec["lr_anneal"] = LRDriver.current_lr(self.branch)
         for k, v in values.items():
             if isinstance(v, float) and not math.isfinite(v):
                 self._stop_nonfinite(f"{k} was {v} in the steps up to {st.step}")
@@ -206,6 +227,7 @@ class Runner:
         # measures what the loop adds to a hand-written one)
         log_every, eval_every, checkpoint_every = self.log_every, self.eval_every, self.checkpoint_every
         fault = self._fault
+        count_tokens = self.counts_tokens
         t0 = time.perf_counter()
         for batch in stream.batches(seg, st.step, start):
             n = batch.y.shape[0]
@@ -237,6 +259,8 @@ class Runner:
                 st.reports_online = "online_correct" in out
             if not st.reports_online:
                 out = {**out, "online_correct": pre}
+            if count_tokens:
+                out = {**out, "__tokens": stream.batch_tokens(batch)}
             for k, v in out.items():
                 sums[k] = sums[k] + v if k in sums else v
             st.step += 1
@@ -333,7 +357,7 @@ class Runner:
             strategy_member(self.branch, "load_state_dict")(payload["branch"])
         C.set_rng_state(payload["rng"])
         self.last_checkpoint = path
-        truncate_run_files(self.out_dir, self.state)
+        self.folder.truncate(self.state.n_records, len(self.state.rows), self.state.n_details)
         return True
 
     def _maybe_fault(self, point: str) -> None:
@@ -349,9 +373,14 @@ class Runner:
         stream, strategy, st = self.stream, self.strategy, self.state
         append = bool(st.rows)
         self._rss_reset = reset_peak_rss()
-        self.records = RunRecords(self.out_dir, append=append)
-        if not append:
-            (Path(self.out_dir) / DETAILS_FILE).unlink(missing_ok=True)
+        self.folder.lock()  # one run at a time in a folder (a no-op when the caller holds it)
+        self.folder.clean_temporaries()
+        try:
+            self.records = RunRecords(self.folder.path, append=append)
+        except BaseException:
+            self.folder.unlock()
+            raise
+        self.folder.start_details(append)
         try:
             if not st.rows:
                 self.evaluate("init")
@@ -396,11 +425,13 @@ class Runner:
                     self.on_segment_end(self)
             summary = self.summary()
             self.records.summary(summary)
+            self.folder.clear_error()  # an earlier attempt's error.txt no longer describes the folder
             for lg in self.loggers:
                 lg.finish(summary)
             return summary
         finally:
             self.records.close()
+            self.folder.unlock()
 
     # ------------------------------------------------------------------ summary
     def summary(self) -> dict[str, Any]:
@@ -421,6 +452,9 @@ class Runner:
             "train_seconds": st.train_seconds,
             "eval_seconds": st.eval_seconds,
             "samples_per_second": st.samples / st.train_seconds if st.train_seconds else 0.0,
+            **({"tokens_seen": st.tokens,
+                "tokens_per_second": st.tokens / st.train_seconds if st.train_seconds else 0.0}
+               if self.counts_tokens else {}),
             **peak_rss(self._rss_reset),
             "params": parameter_count(self.strategy),
             "trainable_params": trainable_parameter_count(self.strategy),

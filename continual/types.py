@@ -103,6 +103,10 @@ class Strategy:
     check_each_step: bool = True
     #: samples at which a task-free strategy detected a task switch (None: it does not detect)
     detected_switches: list[int] | None = None
+    #: observe() takes gradient steps with ``optimizers()``; False for a learner that only writes
+    #: and reads a memory (a kNN memory over a frozen encoder): a learning-rate schedule, which
+    #: would drive nothing, is then refused at start
+    takes_gradient_steps: bool = True
 
     def on_task_start(self, info: TaskInfo) -> None:  # noqa: B027 - optional hook
         """Called when a visible task starts."""
@@ -220,6 +224,9 @@ class Stream:
     n_classes: int = 0
     online_accuracy: bool = True
     needs_model: bool = False
+    #: training tokens are counted (language streams): records carry ``tokens_seen`` (the
+    #: loggers' x-axis) and summary.json ``tokens_seen`` and ``tokens_per_second``
+    counts_tokens: bool = False
 
     @property
     def n_tasks(self) -> int:
@@ -249,6 +256,11 @@ class Stream:
     def to(self, device: torch.device | str) -> Stream:
         """Move what batches are cut from to ``device``; returns the stream."""
         return self
+
+    def batch_tokens(self, batch: Batch) -> int | torch.Tensor:
+        """Training tokens in ``batch`` (asked only when ``counts_tokens``): an int, or a 0-d
+        tensor the runner reads lazily, once per log window."""
+        return 0
 
     def task_extra(self, task: int) -> dict[str, Any]:
         """What ``TaskInfo.extra`` carries at task ``task``'s boundaries (default: nothing)."""

@@ -114,6 +114,8 @@ class ReplayBuffer:
     def draw(self, n: int) -> torch.Tensor:
         """Host indices of n items drawn uniformly without replacement (fewer if the buffer is
         smaller); ``take`` gathers them."""
+        if int(n) < 0:  # a negative n would slice off all but |n| items without a word
+            raise ValueError(f"cannot draw {n} items from a buffer; n must be >= 0")
         n = min(int(n), self.size)
         return torch.randperm(self.size, generator=self.generator)[:n]
 

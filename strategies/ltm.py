@@ -252,6 +252,7 @@ class LongTermMemory(SupervisedStrategy):
         self.replay, self.retrieve_k, self.seed = replay, retrieve_k, seed
         self.keep_inputs = consolidate_every > 0 or encoder == "backbone"
         self.uses_model = trains or head_weight > 0 or encoder == "backbone"
+        self.takes_gradient_steps = trains  # else the optimiser never steps (continual.types.Strategy)
         self.frozen: nn.Module | None = None
         if encoder == "frozen_backbone":
             self.frozen = copy.deepcopy(model).eval().requires_grad_(False)
@@ -495,6 +496,10 @@ class LongTermMemory(SupervisedStrategy):
         n = 0 if self.store is None else len(self.store)
         return {"memories": n, "bytes_per_memory": self.bytes_per_memory(),
                 "memory_bytes": n * self.bytes_per_memory(), "knn_k_final": self.adaptive.k}
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Its optimiser when it takes gradient steps; none otherwise (no lr to log or schedule)."""
+        return super().optimizers() if self.takes_gradient_steps else []
 
     def parameter_count(self) -> int:
         """Parameters the learner uses: the model if it trains or predicts, the frozen

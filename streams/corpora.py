@@ -9,7 +9,8 @@ corpus at every eval point.
 Offline sources: gensim's 103-article Wikipedia sample (``wikipedia_articles``, grouped
 by topic with TF-IDF + k-means in ``wikipedia_topic_corpora``), the Python standard
 library's source files (``code``) and templated geography facts (``facts``, from
-``continual.streams.knowledge``) as synthetic domains (``domain_corpus``).
+``continual.streams.knowledge``) as synthetic domains (``domain_corpus``). A user's own
+files (``own_corpus``; read by ``continual.streams.text_sources``) are split the same way.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from continual.streams.text_sources import CorpusSource
 from continual.types import Batch, ConfigError
 
 WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
@@ -120,14 +122,23 @@ def _split_chars(name: str, texts: Sequence[str], n_chars: int, eval_share: floa
             break
         picked.append(t[: n_chars - total] if total + len(t) > n_chars else t)
         total += len(picked[-1])
-    if len(picked) < 2:
-        raise ConfigError(f"corpus {name!r}: need at least 2 texts to hold one out; "
-                          f"raise n_chars (got {n_chars})")
-    n_eval = max(1, round(eval_share * len(picked)))
-    return Corpus(name, picked[n_eval:], picked[:n_eval])
+    return hold_out(name, picked, eval_share, f"raise n_chars (got {n_chars})")
 
 
-def _chunk(text: str, size: int) -> list[str]:
+def hold_out(name: str, pieces: Sequence[str], eval_share: float, remedy: str) -> Corpus:
+    """The first ``eval_share`` of already shuffled pieces (at least one) held out, the rest to
+    train on; ``remedy`` says what to do when there are fewer than 2 pieces."""
+    if len(pieces) < 2:
+        raise ConfigError(f"corpus {name!r} has {len(pieces)} piece(s) of up to {PIECE_CHARS} characters: "
+                          f"too few to hold one out and train on the rest; {remedy}")
+    n_eval = max(1, round(eval_share * len(pieces)))
+    return Corpus(name, list(pieces[n_eval:]), list(pieces[:n_eval]))
+
+
+PIECE_CHARS = 1000  # held-out pieces come from the whole corpus, not only its end
+
+
+def _chunk(text: str, size: int = PIECE_CHARS) -> list[str]:
     return [text[i:i + size] for i in range(0, len(text), size) if text[i:i + size].strip()]
 
 
@@ -174,6 +185,19 @@ def wikipedia_topic_corpora(n_groups: int = 3, eval_share: float = 0.1,
         pieces = [c for b in bodies for c in _chunk(b, 1000)]
         out.append(_split_chars(f"wiki_topic{g}", pieces, sum(map(len, pieces)), eval_share, seed))
     return out
+
+
+def own_corpus(source: CorpusSource, eval_share: float = 0.1, seed: int = 0) -> Corpus:
+    """A user's corpus (``continual.streams.text_sources``): its held-out file's documents when
+    it has one; otherwise its documents cut into pieces of ``PIECE_CHARS`` characters, shuffled
+    by ``seed`` and ``eval_share`` of them held out, as for the built-in corpora."""
+    docs = source.train.read()
+    if source.eval is not None:
+        return Corpus(source.name, docs, source.eval.read())
+    pieces = [c for d in docs for c in _chunk(d)]
+    random.Random(seed).shuffle(pieces)
+    return hold_out(source.name, pieces, eval_share,
+                    "give more text or a held-out file of its own: {train: ..., eval: ...}")
 
 
 # ---------------------------------------------------------------- tokens
@@ -250,8 +274,13 @@ class CorpusStream:
     def _ensure_tokens(self) -> None:
         if not self._train:
             for c in self.corpora:
-                self._train.append(pack_texts(self.tokenizer, c.train_texts, self.seq_len))
-                self._eval.append(pack_texts(self.tokenizer, c.eval_texts, self.seq_len))
+                for blocks, texts, part, remedy in (
+                        (self._train, c.train_texts, "training", ""),
+                        (self._eval, c.eval_texts, "held-out", " (or a larger eval_fraction)")):
+                    try:
+                        blocks.append(pack_texts(self.tokenizer, texts, self.seq_len))
+                    except ConfigError as e:
+                        raise ConfigError(f"corpus {c.name!r}, {part} text: {e}{remedy}") from None
 
     def eval_blocks(self, k: int) -> torch.Tensor:
         """Held-out blocks of corpus k: (N_k, seq_len)."""

@@ -30,6 +30,27 @@ updates are counterfactual rather than real 2019-2021 changes, and by default th
 corpus includes the probe's own wording once per fact (``probe_wording_in_corpus``) so a
 135M model can learn the facts in a few hundred CPU steps; set it False for the harder,
 paraphrase-only setting.
+
+A user's own facts (``facts``: a JSON Lines file, or a list of the same mappings; read by
+``continual.streams.text_sources.read_fact_records``) replace the drawn ones, and their
+``phase`` says which set each may join (``own_facts``, ``KnowledgeStream._build_own``):
+
+- ``phase: 0`` (taught by no corpus): an Invariant candidate, kept when the base model
+  answers it (``invariant="known"``) or always (``invariant="all"``).
+- ``old_object`` given (``phase`` 1..n_phases, or none): Updated, taught with its new
+  ``object`` by corpus D_phase; the base model is supposed to know ``old_object``
+  (``UL<i>_old`` at the init row says how often it does).
+- neither (``phase`` 1..n_phases, or none): New, taught by D_phase, kept only when the base
+  model does not answer it (a fact it knows is not new; ``stream_stats.new_known_dropped``).
+
+A fact without ``phase`` is spread over the corpora in file order (the i-th such fact of its
+set to D_{1 + i mod n_phases}), as the drawn facts are. ``n_per_set`` caps each set (the
+first facts of the file) and asks for no more than the file has; ``probe_limit`` and
+``new_fictional_share`` do not apply. A relation other than the built-in ones needs a
+template line ``{"relation": r, "template": "... {subject} ...", "sentences": [...]}``: the
+probe (it ends before the object; the corpus states "<probe> <object>." as template 0), and
+optional paraphrases with ``{subject}`` and ``{object}``; such a line for a built-in relation
+replaces its wording.
 """
 
 from __future__ import annotations
@@ -39,6 +60,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from continual.streams.text_sources import FactSource, read_fact_records
 from continual.types import ConfigError
 
 
@@ -50,7 +72,7 @@ class Fact:
     relation: str
     object: str
     old_object: str | None = None
-    origin: str = "real"  # "real" or "fictional"
+    origin: str = "real"  # "real", "fictional" or "file" (a user's own)
 
 
 @dataclass(frozen=True)
@@ -89,14 +111,68 @@ CONTINENTS = {"AF": "Africa", "AS": "Asia", "EU": "Europe", "NA": "North America
               "SA": "South America", "OC": "Oceania", "AN": "Antarctica"}
 
 
-def probe_prompt(fact: Fact) -> str:
+def probe_prompt(fact: Fact, relations: dict[str, Relation] = RELATIONS) -> str:
     """The cloze prompt of a fact ("The capital of France is")."""
-    return RELATIONS[fact.relation].probe.format(s=fact.subject)
+    return relations[fact.relation].probe.format(s=fact.subject)
 
 
-def render(fact: Fact, template: int) -> str:
+def render(fact: Fact, template: int, relations: dict[str, Relation] = RELATIONS) -> str:
     """The fact as a sentence in template number ``template`` of its relation."""
-    return RELATIONS[fact.relation].sentences[template].format(s=fact.subject, o=fact.object)
+    return relations[fact.relation].sentences[template].format(s=fact.subject, o=fact.object)
+
+
+@dataclass
+class OwnFacts:
+    """A user's facts, each with the corpus that teaches it (0: none; None: spread over the
+    corpora), and the relations they are probed and stated with (built-in and the file's)."""
+
+    facts: list[tuple[Fact, int | None]]
+    relations: dict[str, Relation]
+
+
+def _placeholders(template: str) -> str:
+    return template.replace("{subject}", "{s}").replace("{object}", "{o}")
+
+
+def own_facts(source: FactSource, n_phases: int) -> OwnFacts:
+    """A user's facts from a JSON Lines file or a list of mappings (see the module docstring);
+    refuses, naming the line, a phase beyond ``n_phases``, an update taught by no corpus, an
+    update to the same object and a relation with no template."""
+    records, templates = read_fact_records(source)
+    relations = dict(RELATIONS)
+    for t in templates.values():
+        probe = _placeholders(t.probe)
+        relations[t.relation] = Relation(probe, (probe + " {o}.", *map(_placeholders, t.sentences)))
+    out: list[tuple[Fact, int | None]] = []
+    for r in records:
+        if r.relation not in relations:
+            raise ConfigError(
+                f"{r.where}: relation {r.relation!r} has no probe template; use one of {sorted(RELATIONS)} or "
+                f'add a line {{"relation": "{r.relation}", "template": "<words before the object, with '
+                '{subject}>"}')
+        if r.phase is not None and r.phase > n_phases:
+            raise ConfigError(f"{r.where}: phase {r.phase} but the stream has n_phases={n_phases} corpora; "
+                              f"set n_phases={r.phase} or a phase in 0..{n_phases}")
+        if r.old_object is not None and r.phase == 0:
+            raise ConfigError(f"{r.where}: an updated fact (old_object) is taught by a corpus: give phase "
+                              f"1..{n_phases} or none, not 0")
+        if r.old_object is not None and r.old_object == r.object:
+            raise ConfigError(f"{r.where}: old_object equals object ({r.object!r}); an update changes the "
+                              "object (drop old_object for a new fact)")
+        out.append((Fact(r.subject, r.relation, r.object, r.old_object, origin="file"), r.phase))
+    return OwnFacts(out, relations)
+
+
+def _by_phase(facts: Sequence[tuple[Fact, int | None]], n_phases: int) -> list[list[Fact]]:
+    """Facts per corpus: a given phase i goes to corpus i; the j-th fact without a phase to
+    corpus 1 + j mod n_phases."""
+    out: list[list[Fact]] = [[] for _ in range(n_phases)]
+    spread = 0
+    for f, phase in facts:
+        if phase is None:
+            phase, spread = 1 + spread % n_phases, spread + 1
+        out[phase - 1].append(f)
+    return out
 
 
 def _questions_words() -> dict[str, list[tuple[str, str]]]:
@@ -228,6 +304,7 @@ class KnowledgeData:
     review_texts: list[str]
     heldout_texts: list[str]
     stats: dict = field(default_factory=dict)
+    relations: dict[str, Relation] = field(default_factory=lambda: dict(RELATIONS))
 
     def unprobed_real_facts(self) -> list[Fact]:
         """Every real fact whose (relation, subject) is in no probe set (not Invariant, not
@@ -262,6 +339,8 @@ class KnowledgeStream:
     drawn real facts, answered or not; the paper's unfiltered InvariantLAMA); Updated and
     New are chosen the same way from the probed facts left over.
     filler_texts: sentences to use instead of the Wikipedia sample (tests).
+    facts: a user's own facts instead of the drawn ones (a JSON Lines path or a list of the
+    same mappings; see the module docstring).
     """
 
     n_per_set: int = 100
@@ -277,6 +356,12 @@ class KnowledgeStream:
     seed: int = 0
     invariant: str = "known"
     filler_texts: Sequence[str] | None = None
+    facts: FactSource | None = None
+
+    @functools.cached_property
+    def own(self) -> OwnFacts | None:
+        """The user's facts, read and checked once (None: drawn facts)."""
+        return None if self.facts is None else own_facts(self.facts, self.n_phases)
 
     def _check(self) -> None:
         if self.n_per_set < self.n_phases or self.n_phases < 1:
@@ -288,6 +373,7 @@ class KnowledgeStream:
             raise ConfigError(f"mentions must be >= 1, got {self.mentions}")
         if self.invariant not in INVARIANT_MODES:
             raise ConfigError(f"invariant must be one of {list(INVARIANT_MODES)}, got {self.invariant!r}")
+        self.own  # noqa: B018 - a malformed facts file is refused before any probing
 
     def build(self, answer_fn: AnswerFn) -> KnowledgeData:
         """Probe the base model with ``answer_fn`` (prompts -> generated continuations) and
@@ -296,6 +382,8 @@ class KnowledgeStream:
         from continual.lm.evaluation import answer_matches
 
         self._check()
+        if self.own is not None:
+            return self._build_own(answer_fn)
         rng = random.Random(self.seed)
         cands = list(real_facts())
         rng.shuffle(cands)
@@ -340,6 +428,50 @@ class KnowledgeStream:
         fict_new = [f for f, p in zip(fict, fict_preds) if not answer_matches(p, f.object)][:n_fict]
         new = real_new + fict_new
         rng.shuffle(new)
+        phases, review, heldout = self._assemble(_by_phase([(f, None) for f in updated], self.n_phases),
+                                                 _by_phase([(f, None) for f in new], self.n_phases), rng)
+        stats = {"probed_real": len(cands), "known_real": len(known), "invariant": self.invariant,
+                 "invariant_known": sum(f in known_set for f in invariant),
+                 "fictional_probed": len(fict_preds), "new_real": len(real_new),
+                 "new_fictional": len(fict_new),
+                 "known_by_relation": _count_by_relation(known),
+                 "probed_by_relation": _count_by_relation(cands)}
+        return KnowledgeData(invariant, phases, review, heldout, stats)
+
+    def _build_own(self, answer_fn: AnswerFn) -> KnowledgeData:
+        """The probe sets and corpora of the user's facts (``own``; see the module docstring):
+        every fact is probed once on the base model to decide which it knows."""
+        from continual.lm.evaluation import answer_matches
+
+        own, n = self.own, self.n_per_set
+        facts = [f for f, _ in own.facts]
+        preds = answer_fn([probe_prompt(f, own.relations) for f in facts])
+        pred_of = dict(zip(facts, preds))
+        knows = {f: answer_matches(pred_of[f], f.object) for f in facts}
+        candidates = [f for f, phase in own.facts if phase == 0]
+        invariant = [f for f in candidates if self.invariant == "all" or knows[f]][:n]
+        updated = [(f, phase) for f, phase in own.facts if f.old_object is not None][:n]
+        taught_new = [(f, phase) for f, phase in own.facts if phase != 0 and f.old_object is None]
+        new = [(f, phase) for f, phase in taught_new if not knows[f]][:n]
+        upd_by, new_by = _by_phase(updated, self.n_phases), _by_phase(new, self.n_phases)
+        empty = [i for i in range(1, self.n_phases + 1) if not upd_by[i - 1] and not new_by[i - 1]]
+        if empty:
+            raise ConfigError(f"corpus D{empty[0]} would teach no fact: the facts file has no updated fact and no "
+                              f"fact the base model does not know for phase {empty[0]}; give it facts "
+                              f"(phase: {empty[0]}) or lower n_phases (now {self.n_phases})")
+        phases, review, heldout = self._assemble(upd_by, new_by, random.Random(self.seed), own.relations)
+        stats = {"source": "own", "facts": len(facts), "invariant": self.invariant,
+                 "invariant_candidates": len(candidates), "invariant_known": sum(knows[f] for f in invariant),
+                 "updated_old_known": sum(answer_matches(pred_of[f], f.old_object) for f, _ in updated),
+                 "new_known_dropped": sum(knows[f] for f, _ in taught_new),
+                 "known_by_relation": _count_by_relation([f for f in facts if knows[f]]),
+                 "probed_by_relation": _count_by_relation(facts)}
+        return KnowledgeData(invariant, phases, review, heldout, stats, relations=own.relations)
+
+    def _assemble(self, updated: list[list[Fact]], new: list[list[Fact]], rng: random.Random,
+                  relations: dict[str, Relation] = RELATIONS) -> tuple[list[KnowledgePhase], list[str], list[str]]:
+        """Corpora D_1..D_n stating each phase's updated and new facts among filler, and the
+        held-out and review texts: (phases, review_texts, heldout_texts)."""
         filler = list(self.filler_texts) if self.filler_texts is not None else None
         if filler is None:
             from continual.streams.corpora import wikipedia_sentences
@@ -349,28 +481,19 @@ class KnowledgeStream:
         heldout = filler[: self.n_heldout]
         review = filler[self.n_heldout: self.n_heldout + self.n_review]
         filler_pool = filler[self.n_heldout + self.n_review:] or filler[self.n_heldout:]
-        phases = []
-        for i in range(self.n_phases):
-            ph_upd, ph_new = updated[i::self.n_phases], new[i::self.n_phases]
-            corpus = self._corpus(ph_upd + ph_new, filler_pool, rng)
-            phases.append(KnowledgePhase(ph_upd, ph_new, corpus))
-        stats = {"probed_real": len(cands), "known_real": len(known), "invariant": self.invariant,
-                 "invariant_known": sum(f in known_set for f in invariant),
-                 "fictional_probed": len(fict_preds), "new_real": len(real_new),
-                 "new_fictional": len(fict_new),
-                 "known_by_relation": _count_by_relation(known),
-                 "probed_by_relation": _count_by_relation(cands)}
-        return KnowledgeData(invariant, phases, review, heldout, stats)
+        phases = [KnowledgePhase(u, w, self._corpus(u + w, filler_pool, rng, relations)) for u, w in zip(updated, new)]
+        return phases, review, heldout
 
-    def _corpus(self, facts: list[Fact], filler: list[str], rng: random.Random) -> list[str]:
+    def _corpus(self, facts: list[Fact], filler: list[str], rng: random.Random,
+                relations: dict[str, Relation] = RELATIONS) -> list[str]:
         sents = []
         for f in facts:
-            n_t = len(RELATIONS[f.relation].sentences)
+            n_t = len(relations[f.relation].sentences)
             others = list(range(1, n_t))
             rng.shuffle(others)
             picks = ([0] if self.probe_wording_in_corpus else []) + others
             picks = (picks * self.mentions)[: self.mentions]
-            sents.extend(render(f, t) for t in picks)
+            sents.extend(render(f, t, relations) for t in picks)
         n_fill = round(self.filler_share / (1 - self.filler_share) * len(sents))
         if filler:
             sents.extend(rng.choice(filler) for _ in range(n_fill))

@@ -48,8 +48,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,7 @@ class TextStream(SelfScoringStream):
     kind = "language"
     needs_model = True  # the CLI builds the (model, tokenizer) first and calls prepare()
     online_accuracy = False  # next-token prediction has no test-then-train accuracy
+    counts_tokens = True
 
     def __init__(self, name: str, batch_size: int, seed: int) -> None:
         if batch_size < 1:
@@ -108,6 +110,10 @@ class TextStream(SelfScoringStream):
     def task_extra(self, task: int) -> dict[str, Any]:
         """What ``TaskInfo.extra`` carries at a task boundary (strategies that read text)."""
         return {"task_steps": self.segment_steps()}
+
+    def batch_tokens(self, batch: Batch) -> torch.Tensor:
+        """Tokens the loss is taken on: the labels that are not -100 (padding)."""
+        return (batch.y != -100).sum()
 
 
 # ---------------------------------------------------------------- knowledge (CKL)
@@ -152,7 +158,10 @@ class KnowledgeTextStream(TextStream):
         epochs: passes over each corpus. batch_size: rows per step. seq_len: tokens per row.
         filler: ``wikipedia`` (gensim's sample) or ``synthetic`` (fast; tests).
         probe_with: ``model`` (the base model's greedy answers) or ``capital_oracle`` (a
-            stand-in that knows every capital; for tests with an untrained model).
+            stand-in that knows every capital; for tests with an untrained model); from
+            Python also any function (prompts -> continuations) standing in for the base model.
+        facts: a user's own facts instead of the drawn ones: a JSON Lines path or a list of
+            the same mappings (``continual.streams.knowledge``, "A user's own facts").
         probe_cache: keep the base model's probe answers on disk (``$CONTINUAL_CACHE``,
             default ``~/.cache/continual``), keyed by its config and weights.
         answer_batch_size: prompts per generation batch when probing.
@@ -171,10 +180,11 @@ class KnowledgeTextStream(TextStream):
                  sentences_per_doc: int = 6, probe_wording_in_corpus: bool = True,
                  new_fictional_share: float = 0.5, probe_limit: int = 1200, n_review: int = 2000,
                  n_heldout: int = 200, epochs: int = 4, batch_size: int = 8, seq_len: int = 128,
-                 filler: str = "wikipedia", probe_with: str = "model", probe_cache: bool = True,
+                 filler: str = "wikipedia", probe_with: str | Callable[[list[str]], list[str]] = "model",
+                 probe_cache: bool = True,
                  answer_batch_size: int = 32, num_beams: int = 1, match: str = "prefix",
                  light_tune: dict[str, Any] | None = None, invariant: str = "known",
-                 seed: int = 0, name: str = "knowledge") -> None:
+                 facts: str | list[dict[str, Any]] | None = None, seed: int = 0, name: str = "knowledge") -> None:
         from continual.lm.evaluation import MATCH_RULES
         from continual.streams.knowledge import KnowledgeStream
 
@@ -183,8 +193,9 @@ class KnowledgeTextStream(TextStream):
             raise ConfigError(f"epochs must be >= 1 and seq_len >= 2, got {epochs}, {seq_len}")
         if filler not in ("wikipedia", "synthetic"):
             raise ConfigError(f"filler must be 'wikipedia' or 'synthetic', got {filler!r}")
-        if probe_with not in ("model", "capital_oracle"):
-            raise ConfigError(f"probe_with must be 'model' or 'capital_oracle', got {probe_with!r}")
+        if probe_with not in ("model", "capital_oracle") and not callable(probe_with):
+            raise ConfigError(f"probe_with must be 'model' or 'capital_oracle' (or, from Python, a function "
+                              f"prompts -> answers), got {probe_with!r}")
         self.epochs, self.seq_len = int(epochs), int(seq_len)
         self.filler, self.probe_with, self.probe_cache = filler, probe_with, probe_cache
         self.answer_batch_size = int(answer_batch_size)
@@ -198,7 +209,7 @@ class KnowledgeTextStream(TextStream):
             n_per_set=n_per_set, n_phases=n_phases, mentions=mentions, filler_share=filler_share,
             sentences_per_doc=sentences_per_doc, probe_wording_in_corpus=probe_wording_in_corpus,
             new_fictional_share=new_fictional_share, probe_limit=probe_limit, n_review=n_review,
-            n_heldout=n_heldout, seed=seed, invariant=invariant,
+            n_heldout=n_heldout, seed=seed, invariant=invariant, facts=facts,
             filler_texts=_synthetic_filler() if filler == "synthetic" else None)
         self.spec._check()
         self.data: Any = None
@@ -222,9 +233,13 @@ class KnowledgeTextStream(TextStream):
         from continual.lm.evaluation import greedy_answers
         from continual.streams.knowledge import real_facts
 
+        if callable(self.probe_with):
+            return self.probe_with
         if self.probe_with == "capital_oracle":
             return capital_oracle
-        budget = max(len(tokenizer(" " + f.object, add_special_tokens=False)["input_ids"]) for f in real_facts()) + 2
+        own = [g for f, _ in self.spec.own.facts for g in (f.object, f.old_object) if g] if self.spec.own else []
+        budget = max(len(tokenizer(" " + g, add_special_tokens=False)["input_ids"])
+                     for g in [f.object for f in real_facts()] + own) + 2
         path = _cache_dir() / f"{_model_key(model)}_{budget}.json" if self.probe_cache else None
 
         def answer(prompts: list[str]) -> list[str]:
@@ -275,7 +290,7 @@ class KnowledgeTextStream(TextStream):
             raise ConfigError(f"light_tune.n_facts={n} but only {len(pool)} real facts are in no probe set; "
                               "lower light_tune.n_facts or n_per_set")
         facts = random.Random(self.seed).sample(pool, n)
-        return [f"{probe_prompt(f)} {f.object}." for f in facts]
+        return [f"{probe_prompt(f, self.data.relations)} {f.object}." for f in facts]
 
     # ------------------------------------------------------------------ batches
     def _order(self, task: int) -> torch.Tensor:
@@ -333,7 +348,7 @@ class KnowledgeTextStream(TextStream):
         from continual.streams.knowledge import probe_prompt
 
         sets = self.data.probe_sets()
-        prompts = [probe_prompt(f) for facts in sets.values() for f in facts]
+        prompts = [probe_prompt(f, self.data.relations) for facts in sets.values() for f in facts]
         preds = self.answer_probes(strategy, prompts)
         scores: dict[str, float] = {}
         details: list[dict[str, Any]] = []
@@ -403,6 +418,11 @@ class CorpusTextStream(TextStream):
     Args:
         source: ``domains`` (``domains``: wiki, code, facts; ``n_chars`` each) or
             ``wiki_topics`` (the Wikipedia sample in ``n_groups`` TF-IDF + k-means topics).
+        files: a user's own corpora, one task each, in order (``continual.streams.text_sources``:
+            text files, folders, globs, ``a.jsonl:field``, saved datasets; an entry may be
+            ``{train, eval, name}``); given, they replace ``source`` and ``domains``.
+        eval_fraction: share of each corpus held out for the loss (in pieces of 1,000
+            characters, at least one), unless an entry gives a held-out file of its own.
         seq_len, batch_size, steps_per_task, replay_share: as ``CorpusStream``.
         max_eval_blocks: held-out blocks scored per corpus at each eval point.
         data_seed: seed of the corpora themselves (the same text for every run seed).
@@ -412,25 +432,47 @@ class CorpusTextStream(TextStream):
     kind = "corpus"
 
     def __init__(self, source: str = "domains", domains: Sequence[str] = ("wiki", "code", "facts"),
+                 files: Sequence[str | dict[str, str]] = (), eval_fraction: float = 0.1,
                  n_chars: int = 200_000, n_groups: int = 3, seq_len: int = 64, batch_size: int = 16,
                  steps_per_task: int | Sequence[int] = 200, replay_share: float = 0.0, max_eval_blocks: int = 32,
                  data_seed: int = 0, seed: int = 0, name: str = "corpora") -> None:
+        from continual.streams.corpora import DOMAINS
+        from continual.streams.text_sources import parse_corpus_entries
+
         super().__init__(name, batch_size, seed)
         if source not in ("domains", "wiki_topics"):
-            raise ConfigError(f"source must be 'domains' or 'wiki_topics', got {source!r}")
+            raise ConfigError(f"source must be 'domains' or 'wiki_topics', got {source!r}; for your own "
+                              "files give stream.files=[a.txt,b.txt]")
+        if isinstance(domains, str):
+            raise ConfigError(f"domains must be a list such as [wiki,code], got the string {domains!r}; "
+                              f"write stream.domains=[{domains}] (domains: {list(DOMAINS)})")
         if max_eval_blocks < 1:
             raise ConfigError(f"max_eval_blocks must be >= 1, got {max_eval_blocks}")
+        if not 0 < eval_fraction < 1:
+            raise ConfigError(f"eval_fraction must be in (0, 1) (the held-out share of each corpus), "
+                              f"got {eval_fraction}")
+        self.files = parse_corpus_entries(files or [])  # checks every path before the model is built
+        if self.files and (source != "domains" or list(domains) != list(DOMAINS)):
+            given = f"source={source}" if source != "domains" else f"domains={list(domains)}"
+            raise ConfigError(f"files and {given} both choose the corpora; give one: files for your own "
+                              "text, source/domains for the built-in corpora")
         self.source, self.domains, self.n_chars, self.n_groups = source, list(domains), int(n_chars), int(n_groups)
+        self.eval_fraction = float(eval_fraction)
         self.seq_len, self.steps_per_task, self.replay_share = int(seq_len), steps_per_task, float(replay_share)
         self.max_eval_blocks, self.data_seed = int(max_eval_blocks), int(data_seed)
         self.inner: Any = None
+        self._bytes_per_token: dict[int, float] = {}
 
     def corpora(self) -> list[Any]:
-        from continual.streams.corpora import domain_corpus, wikipedia_topic_corpora
+        """The corpora in task order: the user's ``files`` when given, else the built-in ones."""
+        from continual.streams.corpora import domain_corpus, own_corpus, wikipedia_topic_corpora
 
+        share, seed = self.eval_fraction, self.data_seed
+        if self.files:
+            return [own_corpus(f, eval_share=share, seed=seed) for f in self.files]
         if self.source == "domains":
-            return [domain_corpus(d, n_chars=self.n_chars, seed=self.data_seed) for d in self.domains]
-        return wikipedia_topic_corpora(self.n_groups, seed=self.data_seed)
+            return [domain_corpus(d, n_chars=self.n_chars, eval_share=share, seed=seed) for d in self.domains]
+        return wikipedia_topic_corpora(self.n_groups, eval_share=share, seed=seed)
 
     def prepare(self, model: Any, tokenizer: Any) -> None:
         from continual.streams.corpora import CorpusStream
@@ -442,6 +484,7 @@ class CorpusTextStream(TextStream):
         if len(self.inner.task_steps) != self.inner.n_tasks:
             raise ConfigError(f"steps_per_task lists {len(self.inner.task_steps)} tasks but there are "
                               f"{self.inner.n_tasks} corpora")
+        self.inner.eval_blocks(0)  # tokenise every corpus now: a too short one is refused before training
         self.tasks = [TextTask(k, c.name) for k, c in enumerate(self.inner.corpora)]
         self.segments, pos = [], 0
         for k, n in enumerate(self.inner.task_steps):
@@ -466,14 +509,55 @@ class CorpusTextStream(TextStream):
         return [strategy.loss_on(self.inner.eval_blocks(k)[:self.max_eval_blocks])
                 for k in range(self.n_tasks)], None
 
+    def bytes_per_token(self, k: int) -> float:
+        """UTF-8 bytes per predicted token of corpus ``k``'s scored held-out blocks (what bits per
+        byte divide by, so that they compare across tokenizers); special tokens count no bytes.
+        Each row is decoded on its own: a multi-byte character cut by a block edge may count as a
+        replacement character (3 bytes), a negligible error on blocks of tens of tokens."""
+        if k not in self._bytes_per_token:
+            blocks = self.inner.eval_blocks(k)[:self.max_eval_blocks]
+            decode = self.inner.tokenizer.decode
+            n_bytes = sum(len(decode(row[1:].tolist(), skip_special_tokens=True).encode()) for row in blocks)
+            self._bytes_per_token[k] = n_bytes / max(1, blocks.shape[0] * (blocks.shape[1] - 1))
+        return self._bytes_per_token[k]
+
+    def language_scores(self, row: dict[str, float]) -> dict[str, float]:
+        """Perplexity (``ppl/<corpus>``, exp of nats per token) and bits per byte
+        (``bpb/<corpus>``: nats per token / ln 2 / bytes per token) of one eval row's losses."""
+        out: dict[str, float] = {}
+        for k, name in enumerate(self.corpus_names()):
+            loss = row[f"loss/{name}"]
+            out[f"ppl/{name}"] = math.exp(loss) if loss < 700 else math.inf
+            bpt = self.bytes_per_token(k)
+            out[f"bpb/{name}"] = loss / math.log(2) / bpt if bpt else math.nan
+        return out
+
+    def corpus_names(self) -> list[str]:
+        return [s.name.split("/", 1)[1] for s in self.eval_sets]
+
+    def eval_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
+        """Every eval record gets each corpus's perplexity and bits per byte beside its loss."""
+        return self.language_scores(rows[-1])
+
     def summary_metrics(self, rows: list[dict[str, float]], task_end_rows: list[int]) -> dict[str, Any]:
-        """Per corpus: final loss, loss right after its own task (adaptation), and forgetting
-        as final minus adaptation loss (the earlier loops' definition; > 0 is worse)."""
-        names = [s.name.split("/", 1)[1] for s in self.eval_sets]
+        """Per corpus: final loss, bits per byte and perplexity, the loss right after its own
+        task (adaptation), and its forgetting as the engine defines it for every stream
+        (``forgetting_per_task``: the best earlier task-end loss to the final one, > 0 worse),
+        keyed by corpus."""
+        import numpy as np
+
+        from continual.metrics import forgetting_per_task
+
+        names = self.corpus_names()
         final = [rows[-1][f"loss/{n}"] for n in names]
         own = [rows[e][f"loss/{n}"] for n, e in zip(names, task_end_rows)]
-        forgetting = {n: f - o for n, f, o in zip(names[:-1], final, own)}
+        losses = np.array([[r[f"loss/{n}"] for n in names] for r in rows])
+        forgetting = forgetting_per_task(-losses, task_end_rows) if len(task_end_rows) > 1 else []
+        scores = self.language_scores(rows[-1])
+        bpb = {n: scores[f"bpb/{n}"] for n in names}
         return {"corpora": names, "final_loss": dict(zip(names, final)), "final_avg_loss": sum(final) / len(final),
-                "adaptation_loss": dict(zip(names, own)), "forgetting_by_corpus": forgetting,
-                "avg_forgetting": sum(forgetting.values()) / len(forgetting) if forgetting else None,
+                "final_bpb": bpb, "final_avg_bpb": sum(bpb.values()) / len(bpb),
+                "final_ppl": {n: scores[f"ppl/{n}"] for n in names},
+                "adaptation_loss": dict(zip(names, own)),
+                "forgetting_by_corpus": {n: float(f) for n, f in zip(names, forgetting)},
                 "replay_share": self.replay_share}

@@ -125,3 +125,19 @@ def test_reservoir_slots_fill_free_slots_first_then_replace_distinct_slots():
     assert src.tolist() == [0, 1] and dst.tolist() == [2, 3]
     src, dst = reservoir_slots(4, 4, 50, 4, np.random.default_rng(0))  # a numpy rng: the store's
     assert np.all(dst < 4) and np.unique(dst).shape == dst.shape and np.all(np.diff(src) > 0)
+
+
+def test_a_negative_draw_is_refused_not_read_as_all_but_some():
+    buf = ReservoirBuffer(capacity=5, seed=0)
+    buf.add(torch.zeros(5, 2), torch.arange(5))
+    assert buf.draw(3).numel() == 3
+    with pytest.raises(ValueError, match="n must be >= 0"):
+        buf.draw(-1)
+
+
+def test_er_refuses_a_negative_replay_batch_before_training():
+    from continual.models import build_model
+    from continual.strategies.er import ER
+
+    with pytest.raises(ConfigError, match="replay_batch_size must be >= 0, got -1"):
+        ER(build_model("mlp", (1, 8, 8), 10, hidden=8), replay_batch_size=-1)

@@ -422,3 +422,26 @@ def test_gpu_check_comparison_accepts_ties_and_rejects_wrong_neighbours():
 def test_a_store_device_the_store_cannot_take_is_refused_when_the_strategy_is_built(bad):
     with pytest.raises(ConfigError, match=rf"unknown device '{re.escape(bad)}'"):
         ltm(store_device=bad)
+
+
+@pytest.mark.parametrize(("schedule", "refused"), [("cosine", True), ("infinite", True), ("constant", False)])
+def test_a_schedule_for_an_ltm_that_takes_no_gradient_steps_is_refused_before_any_work(tmp_path, schedule, refused):
+    from hydra import compose, initialize_config_module
+
+    from continual.config import register_configs
+    from continual.experiment import run_experiment
+    from continual.types import ConfigError
+
+    register_configs()
+    with initialize_config_module(config_module="continual.conf", version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[
+            "stream=split_digits", "strategy=ltm_knn", f"schedule={schedule}", "log.console=false",
+            "checkpoint.enabled=false", "++stream.train_per_class=4", "++stream.test_per_class=3"])
+    if refused:
+        with pytest.raises(ConfigError, match="takes none with these options.*schedule=constant"):
+            run_experiment(cfg, out_dir=str(tmp_path), report=False)
+        assert not (tmp_path / "metrics.jsonl").exists()  # refused before the first eval point
+        return
+    run_experiment(cfg, out_dir=str(tmp_path), report=False)
+    steps = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    assert steps and all("lr" not in r for r in steps if r["type"] == "step")  # no lr that drives nothing

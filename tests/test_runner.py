@@ -177,3 +177,14 @@ def test_a_nan_in_training_done_at_a_task_end_stops_the_run_with_the_usual_messa
     model = build_model("mlp", stream.input_shape, stream.n_classes, hidden=16)
     with pytest.raises(RunStopped, match="non-finite loss: loss is nan in a refit in the end of task 0"):
         Runner(stream, NaNAtTaskEnd(model), out_dir=str(tmp_path), checkpoint=CheckpointConfig(enabled=False)).run()
+
+
+def test_task_il_and_class_il_accuracy_are_each_their_own(tmp_path):
+    # a learner that always says class 0: class-IL, only task 0's class 0 is right (half of task 0,
+    # balanced test sets): mean over 5 tasks 0.5 / 5 = 0.1; task-IL, argmax over each task's two
+    # classes picks one of them: half of every task, 0.5
+    s = streams.class_incremental("digits", n_tasks=5, batch_size=10, train_per_class=10, test_per_class=5)
+    summary = Runner(s, _CountsCalls(s.n_classes), out_dir=str(tmp_path)).run()
+    assert summary["acc_class_il"] == pytest.approx(0.1)
+    assert summary["acc_task_il"] == pytest.approx(0.5)
+    assert summary["acc"] == pytest.approx(0.1)  # no task labels: the headline is class-IL

@@ -18,6 +18,7 @@ import importlib
 import inspect
 import math
 import os
+import re
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,7 @@ LOGGERS = {
 }
 
 #: keys of a metrics.jsonl record that are bookkeeping, not scalars to plot
-NOT_SCALARS = {"type", "kind", "time", "step", "samples_seen"}
+NOT_SCALARS = {"type", "kind", "time", "step", "samples_seen", "tokens_seen"}
 
 #: config keys that do not change what a run computes: left out of the hparams a sweep compares
 NOT_SETTINGS = ("device", "threads", "loggers", "log", "checkpoint", "report", "resume", "eval")
@@ -40,11 +41,16 @@ NOT_SETTINGS = ("device", "threads", "loggers", "log", "checkpoint", "report", "
 
 def scalars(record: dict[str, Any]) -> dict[str, float]:
     """The plottable numbers of one metrics.jsonl record, named ``train/<key>`` for step
-    records and ``eval/<key>`` for eval points (``eval/acc``, ``eval/acc_task_0``, ...).
+    records and ``eval/<key>`` for eval points (``eval/acc``, ``eval/acc_task_0``, ...); the
+    main trajectory's task-end rows of an infinite schedule (``task_end_main``, beside the
+    annealed copy's ``task_end``) are ``eval_main/<key>``, a line of their own.
 
     Non-numeric and non-finite values are left out (metrics.jsonl stores them as null).
     """
-    prefix = "eval/" if record.get("type") == "eval" else "train/"
+    if record.get("type") == "eval":
+        prefix = "eval_main/" if record.get("kind") == "task_end_main" else "eval/"
+    else:
+        prefix = "train/"
     out = {}
     for key, value in record.items():
         if key in NOT_SCALARS or isinstance(value, (bool, str)) or value is None:
@@ -54,6 +60,13 @@ def scalars(record: dict[str, Any]) -> dict[str, float]:
         if isinstance(value, (int, float)) and math.isfinite(value):
             out[prefix + key] = float(value)
     return out
+
+
+def x_value(record: dict[str, Any]) -> tuple[str, int]:
+    """The x-axis of a record in the loggers: ``tokens_seen`` for language-model runs (streams
+    that count tokens), else ``samples_seen``."""
+    key = "tokens_seen" if "tokens_seen" in record else "samples_seen"
+    return key, int(record.get(key, 0))
 
 
 def run_names(config: dict[str, Any], choices: Mapping[str, str] | None = None,
@@ -115,6 +128,32 @@ def swept_overrides(job_overrides: Sequence[str], sweep_dir: str | os.PathLike |
         keys |= swept_keys
         known = True
     return {k: v for k, v in job.items() if (k in keys or not known) and not k.startswith("hydra")}
+
+
+#: the keys a sweep job folder already names (conf/config.yaml's hydra.sweep.subdir)
+NAMED_IN_FOLDER = ("stream", "strategy", "seed")
+
+
+def sweep_job_suffix(sweep_dir: str, job_overrides: Sequence[str]) -> str:
+    """What a sweep job's folder adds to ``<stream>_<strategy>_s<seed>``: the other keys the
+    sweep varies, with this job's values (``_schedule=infinite``), so that the folders of jobs
+    that differ by them say how; empty when the sweep varies nothing else or its keys are not
+    known (no basic sweeper's ``multirun.yaml``). The OmegaConf resolver ``continual_swept``."""
+    keys = _sweep_file_keys(Path(str(sweep_dir)) / "multirun.yaml")
+    if not keys:
+        return ""
+    swept = swept_overrides(list(job_overrides), sweep_dir)
+    named = "_".join(f"{k}={v}" for k, v in sorted(swept.items()) if k not in NAMED_IN_FOLDER)
+    named = re.sub(r"[^A-Za-z0-9_.=,+-]+", "-", named)[:120]  # a safe, short path component
+    return f"_{named}" if named else ""
+
+
+def register_folder_resolver() -> None:
+    """Make ``${continual_swept:...}`` (``sweep_job_suffix``) known to OmegaConf (idempotent)."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("continual_swept"):
+        OmegaConf.register_new_resolver("continual_swept", sweep_job_suffix)
 
 
 #: multirun.yaml's swept keys by (path, mtime, size): every job of a sweep in one process

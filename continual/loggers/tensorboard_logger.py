@@ -26,7 +26,7 @@ import math
 import os
 from typing import Any
 
-from continual.loggers import Logger, hparams, scalars
+from continual.loggers import Logger, hparams, scalars, x_value
 from continual.loggers.matrix import matrix_image, read_scores
 
 
@@ -73,11 +73,12 @@ class TensorBoardLogger(Logger):
     def start(self, runner: Any) -> None:
         """A resumed run purges what the killed process wrote after the checkpoint."""
         resumed = bool(getattr(runner, "resume_info", {}).get("resumed_from"))
-        self._open(purge_step=int(runner.state.samples) + 1 if resumed else None)
+        at = runner.state.tokens if runner.counts_tokens else runner.state.samples  # the x-axis (x_value)
+        self._open(purge_step=int(at) + 1 if resumed else None)
 
     def log(self, record: dict[str, Any]) -> None:
         writer = self._open()
-        self.last_samples = int(record.get("samples_seen", 0))
+        self.last_samples = x_value(record)[1]  # samples seen, or tokens for language models
         for tag, value in scalars(record).items():
             writer.add_scalar(tag, value, global_step=self.last_samples)
 

@@ -48,7 +48,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from continual.loggers import Logger, experiment_name, run_name, scalars
+from continual.loggers import Logger, experiment_name, run_name, scalars, x_value
 from continual.loggers.matrix import matrix_image, read_scores
 
 DEFAULT_PROJECT = "continual"
@@ -77,6 +77,7 @@ class WandbLogger(Logger):
         self.off = False  # set after a failure: every later call is a no-op
         self.logged_before = -1  # steps up to this one were logged by an earlier process of this run
         self.last_step, self.last_samples = 0, 0
+        self.x_axis = "samples_seen"  # what train/* and eval/* are plotted against (_define_x_axis)
 
     # ------------------------------------------------------------------ setup
     def _warn(self, message: str) -> None:
@@ -153,11 +154,16 @@ class WandbLogger(Logger):
                 self.logged_before = last_logged_step(self.out_dir, run_id)
                 if getattr(self.run, "resumed", False):  # online: the server knows the run's last step
                     self.logged_before = max(self.logged_before, int(self.run.step) - 1)
-            self.run.define_metric("samples_seen")
-            self.run.define_metric("train/*", step_metric="samples_seen")
-            self.run.define_metric("eval/*", step_metric="samples_seen")
+            self._define_x_axis("samples_seen")
         except Exception as e:
             self._fail("setup", e)
+
+    def _define_x_axis(self, key: str) -> None:
+        """Plot every train/eval scalar against ``key`` (samples, or tokens for language models)."""
+        self.x_axis = key
+        self.run.define_metric(key)
+        for pattern in ("train/*", "eval/*", "eval_main/*"):
+            self.run.define_metric(pattern, step_metric=key)
 
     def _fail(self, where: str, error: Exception) -> None:
         self._warn(f"{where} failed ({type(error).__name__}: {error}); wandb logging stops for "
@@ -194,7 +200,10 @@ class WandbLogger(Logger):
             return  # an earlier process of this run logged it; wandb would drop it anyway
         self.last_step, self.last_samples = step, int(record.get("samples_seen", 0))
         try:
-            self.run.log({"samples_seen": self.last_samples, **scalars(record)}, step=step)
+            key, x = x_value(record)
+            if key != self.x_axis:
+                self._define_x_axis(key)
+            self.run.log({"samples_seen": self.last_samples, key: x, **scalars(record)}, step=step)
         except Exception as e:
             self._fail("wandb.log", e)
 

@@ -131,15 +131,23 @@ def is_dense(group: Group) -> bool:
     return any(e.get("kind") == "periodic" for r in group.runs for e in r.evals)
 
 
-def draw_series(ax: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, dense: bool, **style: Any) -> Any:
+def draw_series(ax: Any, x: np.ndarray, mean: np.ndarray, std: np.ndarray, dense: bool,
+                secondary: bool = False, **style: Any) -> Any:
     """One mean curve with its seed spread: a line with a shaded ± std band when the eval
-    points are dense, else points with ± std error bars and no connecting line."""
+    points are dense, else points with ± std error bars and no connecting line. ``secondary``:
+    a dashed line (crosses when sparse), e.g. an infinite schedule's main trajectory."""
     if dense:
-        line = ax.plot(x, mean, marker=".", markersize=3, linewidth=1.2, **style)[0]
+        line = ax.plot(x, mean, marker=".", markersize=3, linewidth=1.2, linestyle="--" if secondary else "-",
+                       **style)[0]
         ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color(), linewidth=0)
         return line
-    bars = ax.errorbar(x, mean, yerr=std, fmt="o", markersize=4, capsize=2, linestyle="none", **style)
+    bars = ax.errorbar(x, mean, yerr=std, fmt="x" if secondary else "o", markersize=4, capsize=2,
+                       linestyle="none", **style)
     return bars.lines[0]
+
+
+def _color_of(line: Any) -> Any:
+    return line.get_color() if line is not None else None
 
 
 def _task_end_matrix(run: RunData) -> tuple[np.ndarray, list[str]]:
@@ -159,13 +167,31 @@ def _mean_matrix(group: Group) -> tuple[np.ndarray, list[str]]:
     return np.nanmean(np.stack(same), axis=0), mats[0][1]
 
 
-def _curves(group: Group, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """x = samples seen at the eval points of the group's first run; mean and std of ``key``
-    over the runs (each interpolated onto that x when their eval points differ)."""
+#: an infinite schedule's task ends are scored twice: the annealed copy (``task_end``, what one
+#: would deploy) and the main trajectory that goes on (``task_end_main``); each is a line of its own
+MAIN_KIND = "task_end_main"
+
+
+def x_key(group: Group) -> str:
+    """The x-axis of a group's curves: tokens seen for language-model runs, else samples seen."""
+    return "tokens_seen" if any("tokens_seen" in e for r in group.runs for e in r.evals) else "samples_seen"
+
+
+def has_main_trajectory(group: Group) -> bool:
+    return any(e.get("kind") == MAIN_KIND for r in group.runs for e in r.evals)
+
+
+def _curves(group: Group, key: str, main: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """x = samples (or tokens) seen at the eval points of the group's first run; mean and std
+    of ``key`` over the runs (each interpolated onto that x when their eval points differ).
+    ``main``: the main trajectory's line (its task-end rows instead of the annealed copy's)."""
     series = []
+    x_name = x_key(group)
+    skip = "task_end" if main else MAIN_KIND
     for run in group.runs:
-        xs = np.array([e.get("samples_seen", 0) for e in run.evals], dtype=float)
-        ys = np.array([number(e.get(key)) for e in run.evals], dtype=float)
+        evals = [e for e in run.evals if e.get("kind") != skip]
+        xs = np.array([e.get(x_name, 0) for e in evals], dtype=float)
+        ys = np.array([number(e.get(key)) for e in evals], dtype=float)
         if xs.size:
             series.append((xs, ys))
     if not series:
@@ -189,9 +215,10 @@ def _curves(group: Group, key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _boundaries(group: Group) -> list[int]:
-    """Samples seen at the task ends of the group's first run (the last one left out)."""
+    """Samples (or tokens) seen at the task ends of the group's first run (the last one left out)."""
     evals = group.runs[0].evals
-    ends = [int(e.get("samples_seen", 0)) for e in evals if e.get("kind") == "task_end"]
+    x_name = x_key(group)
+    ends = [int(e.get(x_name, 0)) for e in evals if e.get("kind") == "task_end"]
     return ends[:-1]
 
 
@@ -247,10 +274,14 @@ def _plot_average(groups: Sequence[Group], out: FigureWriter, headline: str, nou
         for g in groups:
             x, mean, std = _curves(g, key)
             if x.size:
-                draw_series(ax, x, mean, std, is_dense(g), label=g.label)
+                line = draw_series(ax, x, mean, std, is_dense(g), label=g.label)
+            if x.size and has_main_trajectory(g):
+                x, mean, std = _curves(g, key, main=True)
+                draw_series(ax, x, mean, std, is_dense(g), secondary=True, color=_color_of(line),
+                            label=f"{g.label} (main trajectory, not annealed)")
         for b in _boundaries(groups[0]):
             ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
-        ax.set_xlabel("samples seen")
+        ax.set_xlabel(x_key(groups[0]).replace("_", " "))
         ax.set_ylabel(f"average {noun}" if key == headline else "forgetting")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
@@ -275,13 +306,16 @@ def _plot_tasks(groups: Sequence[Group], out: FigureWriter, columns: list[str] |
         for key, label in series:
             x, mean, std = _curves(g, key)
             if x.size:
-                draw_series(ax, x, mean, std, dense, label=label)
+                line = draw_series(ax, x, mean, std, dense, label=label)
+            if x.size and has_main_trajectory(g):
+                x, mean, std = _curves(g, key, main=True)
+                draw_series(ax, x, mean, std, dense, secondary=True, color=_color_of(line), label=f"{label} (main)")
         for b in _boundaries(g):
             ax.axvline(b, color="grey", linestyle=":", linewidth=0.8)
         if score_name == "accuracy":
             ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"{g.label} (n={len(g.runs)})", fontsize=9)
-        ax.set_xlabel("samples seen")
+        ax.set_xlabel(x_key(g).replace("_", " "))
         ax.set_ylabel(noun)
         if i == 0 and series:
             ax.legend(fontsize=6, ncol=2)

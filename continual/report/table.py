@@ -40,6 +40,10 @@ def choose_metrics(available: Sequence[str], wanted: Sequence[str] | None) -> tu
 
 
 def column_name(metric: str, percent: bool, score_name: str) -> str:
+    """A column's header: the metric, labelled by the score's kind where it is not accuracy
+    (``score (loss)``, ``score (exact match)``), with ``(%)`` when shown in percent."""
+    if metric == "score" and score_name != "accuracy":
+        return f"score ({score_name.replace('_', ' ')})"
     return f"{metric} (%)" if percent and is_fraction(metric, score_name) else metric
 
 
@@ -121,10 +125,11 @@ def _fill_main_table(t: Tables) -> None:
 
 
 def _fill_run_tables(t: Tables) -> None:
-    t.run_header = ["run", "stream", "strategy", "seed", column_name("acc", t.percent, t.score_name),
+    headline = "acc" if t.score_name == "accuracy" else "score"  # a language stream's own score
+    t.run_header = ["run", "stream", "strategy", "seed", column_name(headline, t.percent, t.score_name),
                     column_name("forgetting", t.percent, t.score_name), "status"]
     t.run_rows = [[t.rel(r.path), r.stream, r.strategy, r.summary.get("seed", ""),
-                   format_number(metric_value(r, "acc"), "acc", t.percent, r.score_name),
+                   format_number(metric_value(r, headline), headline, t.percent, r.score_name),
                    format_number(metric_value(r, "forgetting"), "forgetting", t.percent, r.score_name), r.status]
                   for r in t.runs if r.status == "ok"]
     t.bad_header = ["run", "status", "error"]
