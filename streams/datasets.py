@@ -1,5 +1,6 @@
 """Datasets as in-memory tensors: offline loaders for the sources that ship in packages,
-torchvision-format readers for CIFAR, and user arrays.
+torchvision-format readers for CIFAR, and user arrays (a user's own image files:
+``continual.streams.image_sources``).
 
 Images come out as float32 (N, C, H, W) in [0, 1]; vector data as float32 (N, D).
 Labels are int64 in 0..n_classes-1.
@@ -11,7 +12,7 @@ import gzip
 import io
 import os
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
+    # where the data came from and how it was shaped, for the user to read: for a user's own images
+    # ``classes`` (what each label 0..C-1 was in the files), ``source``, ``root``, ``mean``/``std``
+    metadata: dict = field(default_factory=dict)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -257,6 +261,8 @@ def load_cifar(n_classes: int, root: str | os.PathLike = "data", download: bool 
 
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "mnist1d", "cifar10", "cifar100")
+# a user's own images, read from ``dataset_root`` by ``continual.streams.image_sources``
+IMAGE_SOURCES = ("folder", "npz", "hf_disk")
 
 
 def load_dataset(
@@ -273,7 +279,8 @@ def load_dataset(
         return load_mnist1d(seed)
     if name in ("cifar10", "cifar100"):
         return load_cifar(int(name[5:]), root or "data", download)
-    raise ConfigError(f"unknown dataset {name!r}; choose one of {list(DATASETS)} or pass arrays")
+    raise ConfigError(f"unknown dataset {name!r}; choose one of {list(DATASETS)}, one of "
+                      f"{list(IMAGE_SOURCES)} with dataset_root=<path> (your own images), or pass arrays")
 
 
 def subsample_per_class(

@@ -3,28 +3,49 @@
 Each returns a ``Stream``; the presentation keyword arguments (``batch_size``,
 ``passes``, ``boundaries``, ``task_labels``, ``blurry``, ``gradual_width``,
 ``repeats``) are those of ``continual.streams.stream.Stream``.
+
+The data: a built-in dataset by name (``continual.streams.datasets.DATASETS``), a ``Dataset``, or
+a user's own images (``dataset`` ``folder``, ``npz`` or ``hf_disk`` read from ``dataset_root``,
+with ``test_fraction``, ``image_column`` and ``label_column``: ``continual.streams.image_sources``).
+``image_size``, ``color``, ``normalize``, ``mean`` and ``std`` shape any image dataset
+(``image_sources.shape_images``).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from continual.streams.datasets import Dataset, load_dataset, subsample_per_class
+from continual.streams.datasets import IMAGE_SOURCES, Dataset, load_dataset, subsample_per_class
+from continual.streams.image_sources import load_image_source, shape_images
 from continual.streams.stream import Stream, Task
 from continual.types import ConfigError
 
 
 def _dataset(
-    dataset: str | Dataset, dataset_root: str | None, download: bool, seed: int,
-    train_per_class: int | None, test_per_class: int | None,
+    dataset: str | Dataset, seed: int, dataset_root: str | None = None, download: bool = False,
+    train_per_class: int | None = None, test_per_class: int | None = None, test_fraction: float = 0.2,
+    image_size: int | list[int] | None = None, color: str | None = None, normalize: bool = False,
+    mean: float | list[float] | None = None, std: float | list[float] | None = None,
+    image_column: str = "image", label_column: str = "label",
 ) -> Dataset:
-    d = dataset if isinstance(dataset, Dataset) else load_dataset(dataset, dataset_root, download)
+    """The stream's data: loaded (by name, or a user's own images), shaped, then subsampled."""
+    if isinstance(dataset, Dataset):
+        d = dataset
+    elif dataset in IMAGE_SOURCES:
+        d = load_image_source(dataset, dataset_root, seed=seed, test_fraction=test_fraction,
+                              image_size=image_size, color=color, image_column=image_column,
+                              label_column=label_column)
+    else:
+        d = load_dataset(dataset, dataset_root, download)
+    # normalised with the whole training split's moments, before any per-class subset
+    d = shape_images(d, image_size, color, normalize, mean, std)
     if train_per_class is not None or test_per_class is not None:
         xtr, ytr = subsample_per_class(d.x_train, d.y_train, train_per_class, seed)
         xte, yte = subsample_per_class(d.x_test, d.y_test, test_per_class, seed + 1)
-        d = Dataset(d.name, xtr, ytr, xte, yte, d.n_classes)
+        d = replace(d, x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
     return d
 
 
@@ -67,15 +88,25 @@ def class_incremental(
     download: bool = False,
     train_per_class: int | None = None,
     test_per_class: int | None = None,
+    test_fraction: float = 0.2,
+    image_size: int | list[int] | None = None,
+    color: str | None = None,
+    normalize: bool = False,
+    mean: float | list[float] | None = None,
+    std: float | list[float] | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
     seed: int = 0,
     name: str | None = None,
     **presentation: Any,
 ) -> Stream:
     """Class-incremental split: each task brings new classes; labels stay global.
 
-    With ``task_labels=True`` this is the task-incremental scenario.
+    With ``task_labels=True`` this is the task-incremental scenario. The data options: see the
+    module docstring.
     """
-    d = _dataset(dataset, dataset_root, download, seed, train_per_class, test_per_class)
+    d = _dataset(dataset, seed, dataset_root, download, train_per_class, test_per_class, test_fraction,
+                 image_size, color, normalize, mean, std, image_column, label_column)
     if class_order is None and shuffle_classes:
         class_order = torch.randperm(d.n_classes, generator=torch.Generator().manual_seed(seed)).tolist()
     if classes_per_task is not None:
@@ -129,6 +160,14 @@ def domain_incremental(
     download: bool = False,
     train_per_class: int | None = None,
     test_per_class: int | None = None,
+    test_fraction: float = 0.2,
+    image_size: int | list[int] | None = None,
+    color: str | None = None,
+    normalize: bool = False,
+    mean: float | list[float] | None = None,
+    std: float | list[float] | None = None,
+    image_column: str = "image",
+    label_column: str = "label",
     seed: int = 0,
     name: str | None = None,
     **presentation: Any,
@@ -137,8 +176,10 @@ def domain_incremental(
 
     ``kind='permuted'``: task 0 is the original input, task t>0 a fixed pixel permutation.
     ``kind='rotated'``: task t rotates by ``angles[t]`` (default evenly spaced in [0, 180)).
+    The data options: see the module docstring.
     """
-    d = _dataset(dataset, dataset_root, download, seed, train_per_class, test_per_class)
+    d = _dataset(dataset, seed, dataset_root, download, train_per_class, test_per_class, test_fraction,
+                 image_size, color, normalize, mean, std, image_column, label_column)
     if n_tasks < 1:
         raise ConfigError(f"n_tasks must be >= 1, got {n_tasks}")
     g = torch.Generator().manual_seed(seed)
