@@ -477,8 +477,8 @@ class Runner:
 
 
 TIMING_KEYS = (
-    "train_seconds", "eval_seconds", "samples_per_second", "peak_rss_mb", "peak_rss_scope", "time", "versions",
-    "resumed_from", "corrupt_checkpoints_skipped",
+    "train_seconds", "eval_seconds", "samples_per_second", "tokens_per_second", "peak_rss_mb", "peak_rss_scope",
+    "time", "versions", "resumed_from", "corrupt_checkpoints_skipped",
 )
 
 
