@@ -15,6 +15,7 @@ Hydra composes the chosen ones into ``cfg.loggers`` as ``{name: options}``. Heav
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import math
 import os
@@ -31,6 +32,11 @@ LOGGERS = {
     "wandb": "continual.loggers.wandb_logger:WandbLogger",
     "tensorboard": "continual.loggers.tensorboard_logger:TensorBoardLogger",
 }
+#: the package each logger needs (checked before any work unless ``on_failure=continue``)
+LOGGER_PACKAGES = {"wandb": "wandb", "tensorboard": "tensorboard"}
+#: every logger's own option: ``stop`` (a run that asked for the logger and cannot have it
+#: stops at start, with the reason) or ``continue`` (it warns and runs without the logger)
+ON_FAILURE = ("stop", "continue")
 
 #: keys of a metrics.jsonl record that are bookkeeping, not scalars to plot
 NOT_SCALARS = {"type", "kind", "time", "step", "samples_seen", "tokens_seen"}
@@ -263,13 +269,29 @@ def make_loggers(
     names = run_names(config, choices, swept)
     out = []
     for name, opts in options.items():
+        opts = dict(opts)
+        on_failure = opts.pop("on_failure", "stop")
+        if on_failure not in ON_FAILURE:
+            raise ConfigError(f"loggers.{name}.on_failure must be one of {list(ON_FAILURE)}, got {on_failure!r}")
         module, cls = LOGGERS[name].split(":")
         logger_cls = getattr(importlib.import_module(module), cls)
         accepted = set(inspect.signature(logger_cls).parameters) - {"config", "out_dir", "names"}
         bad = sorted(set(opts) - accepted)
         if bad:
-            raise ConfigError(f"unknown option(s) {bad} of logger {name!r}; its options: {sorted(accepted)} "
-                              f"(conf/loggers/{name}.yaml)")
+            raise ConfigError(f"unknown option(s) {bad} of logger {name!r}; its options: "
+                              f"{sorted(accepted | {'on_failure'})} (conf/loggers/{name}.yaml)")
+        from continual.config import check_options
+
+        check_options(logger_cls, opts, f"loggers.{name}", provided=("config", "out_dir", "names"))
+        package = LOGGER_PACKAGES[name]
+        if importlib.util.find_spec(package) is None:
+            if on_failure == "stop":
+                raise ConfigError(f"loggers=[{name}] needs the {package} package, which is not installed: "
+                                  f"pip install {package}, or set loggers.{name}.on_failure=continue to run "
+                                  "without it")
+            warnings.warn(f"logger {name!r}: {package} is not installed; the run goes on without it "
+                          f"(loggers.{name}.on_failure=continue)", RuntimeWarning, stacklevel=2)
+            continue
         inner = logger_cls(config=config, out_dir=str(out_dir), names=names, **opts)
         out.append(GuardedLogger(name, inner))
     return out

@@ -48,6 +48,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from continual.errors import ConfigError
 from continual.loggers import Logger, experiment_name, run_name, scalars, x_value
 from continual.loggers.matrix import matrix_image, read_scores
 
@@ -68,6 +69,8 @@ class WandbLogger(Logger):
     def __init__(self, config: dict[str, Any], out_dir: str, names: dict[str, Any],
                  project: str | None = None, entity: str | None = None, group: str | None = None,
                  log_checkpoints: bool = False) -> None:
+        for option, value in (("project", project), ("entity", entity), ("group", group)):
+            check_wandb_name(option, value)
         self.config, self.out_dir, self.names = config, out_dir, names
         self.group = group or os.environ.get("WANDB_RUN_GROUP") or experiment_name(names)
         self.project = project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
@@ -275,6 +278,23 @@ class WandbLogger(Logger):
             run.finish(exit_code=1)
         except Exception:
             pass
+
+
+#: characters wandb refuses in a project, entity or group name
+WANDB_FORBIDDEN = set("/\\#?%:")
+
+
+def check_wandb_name(option: str, value: str | None) -> None:
+    """Refuse a name wandb would refuse (or silently replace) before any work: empty, over 128
+    characters, or with one of ``/ \\ # ? % :`` (null: wandb's default)."""
+    if value is None:
+        return
+    bad = sorted(set(value) & WANDB_FORBIDDEN)
+    if not value.strip() or len(value) > 128 or bad:
+        why = "is empty" if not value.strip() else "is over 128 characters" if len(value) > 128 \
+            else f"contains {' '.join(repr(c) for c in bad)}"
+        raise ConfigError(f"loggers.wandb.{option}={value!r} {why}, which wandb does not accept; use letters, "
+                          "digits, '-', '_' and '.', or null for the default")
 
 
 def new_run_id() -> str:
