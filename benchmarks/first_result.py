@@ -6,7 +6,7 @@ Runs, as a user would, in fresh processes (``OMP_NUM_THREADS`` as given, default
 - the README's 3x3 sweep, ``python -m continual -m strategy=naive,er,joint seed=0,1,2``;
 - ``python -c "import torch"``, the floor any torch program pays.
 
-Each process writes phase marks (``continual.cli.mark``, enabled by ``$CONTINUAL_TIMELINE``) and
+Each process writes phase marks (``continual.timeline.mark``, enabled by ``$CONTINUAL_TIMELINE``) and
 each job its ``summary.json`` (``train_seconds``, ``eval_seconds``); the wall time of a process
 is split into:
 

@@ -66,7 +66,7 @@ def resnet_step(threads: str) -> float:
     """Seconds of one ResNet-18 training step (batch 10, 32x32x3) in a fresh process whose thread
     count is ``threads``: a number, or ``auto`` decided by ``choose_threads`` as a run decides it."""
     code = ("import time, torch; from continual.models import build_model\n"
-            "from continual.experiment import choose_threads\n"
+            "from continual.threads import choose_threads\n"
             "m = build_model('resnet18', (3, 32, 32), 10)\n"
             f"n = choose_threads({threads if threads == 'auto' else int(threads)!r}, "
             "sum(p.numel() for p in m.parameters()), in_sweep=False)\n"

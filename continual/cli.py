@@ -13,19 +13,7 @@ import sys
 from typing import Any
 
 from continual.config import register_configs
-
-
-def mark(phase: str) -> None:
-    """Append ``<phase> <unix time>`` to the file named by ``$CONTINUAL_TIMELINE`` (unset: nothing).
-
-    benchmarks/first_result.py reads these marks to split a run's wall time into phases."""
-    path = os.environ.get("CONTINUAL_TIMELINE")
-    if path:
-        import time
-
-        with open(path, "a") as f:
-            f.write(f"{phase} {time.time():.6f}\n")
-
+from continual.timeline import mark
 
 #: job folders of the current multirun that failed (filled by FailedJobsCallback in the
 #: launching process, whichever launcher ran the jobs)

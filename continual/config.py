@@ -120,7 +120,7 @@ class RunConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N (see continual.experiment.resolve_device)
     deterministic: bool = False  # deterministic kernels (see continual.experiment.set_determinism)
     amp: Any = False  # false | bf16: observe() under torch.autocast (see continual.runner.amp_dtype)
-    threads: Any = "auto"  # torch threads: auto (see continual.experiment.choose_threads) or a number >= 1
+    threads: Any = "auto"  # torch threads: auto (see continual.threads.choose_threads) or a number >= 1
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
     loggers: Any = field(default_factory=dict)  # {name: options}: the chosen conf/loggers/ files

@@ -102,7 +102,7 @@ class RunFolder:
         """Why this attempt failed, with its traceback (``error.txt``)."""
         import traceback
 
-        from continual.records import write_atomic
+        from continual.atomic import write_atomic
 
         text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
         write_atomic(self.file(ERROR_FILE), f"{type(error).__name__}: {error}\n\n{text}".encode())
@@ -200,7 +200,7 @@ def _keep_lines(path: Path, n: int) -> None:
     """Keep the first n lines of a file (drop records written after the checkpoint)."""
     if not path.exists():
         return
-    from continual.records import write_atomic
+    from continual.atomic import write_atomic
 
     lines = path.read_bytes().split(b"\n")
     kept = b"\n".join(lines[:n]) + (b"\n" if n else b"")

@@ -15,10 +15,8 @@ files (``own_corpus``; read by ``continual.streams.text_sources``) are split the
 
 from __future__ import annotations
 
-import functools
 import os
 import random
-import re
 import sysconfig
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -26,67 +24,19 @@ from dataclasses import dataclass, field
 import torch
 
 from continual.streams.text_sources import CorpusSource
+from continual.streams.wikipedia import (  # noqa: F401 - re-exported: where they were
+    WIKI_FILE,
+    clean_wikitext,
+    split_sentences,
+    wikipedia_articles,
+    wikipedia_sentences,
+)
 from continual.types import Batch, ConfigError
 
-WIKI_FILE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
 DOMAINS = ("wiki", "code", "facts")
 
 
 # ---------------------------------------------------------------- offline text sources
-
-def clean_wikitext(text: str) -> str:
-    """Plain paragraphs from gensim-filtered wikitext (headers, lists, tables dropped)."""
-    from gensim.corpora.wikicorpus import filter_wiki
-
-    text = filter_wiki(text).replace("'''", "").replace("''", "")
-    keep = []
-    for line in text.splitlines():
-        line = " ".join(line.split())
-        if len(line) < 80 or line[0] in "=*#|{!:;" or line.startswith("Category"):
-            continue
-        keep.append(line)
-    return "\n".join(keep)
-
-
-@functools.lru_cache(maxsize=1)
-def wikipedia_articles(min_chars: int = 1000) -> tuple[tuple[str, str], ...]:
-    """(title, plain text) of the gensim Wikipedia sample's articles (redirects dropped)."""
-    import bz2
-    import logging
-
-    logging.getLogger("gensim").setLevel(logging.WARNING)  # it logs every dictionary it builds
-    from gensim.corpora.wikicorpus import extract_pages
-    from gensim.test.utils import datapath
-
-    out = []
-    with bz2.open(datapath(WIKI_FILE)) as fh:
-        for title, text, _ in extract_pages(fh):
-            if text.lstrip().upper().startswith("#REDIRECT"):
-                continue
-            body = clean_wikitext(text)
-            if len(body) >= min_chars:
-                out.append((title, body))
-    return tuple(out)
-
-
-_SENT_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-
-
-def split_sentences(text: str) -> list[str]:
-    """Split plain text into sentences at '.', '!' or '?' followed by a capital letter."""
-    return [s.strip() for para in text.splitlines() for s in _SENT_END.split(para) if s.strip()]
-
-
-@functools.lru_cache(maxsize=1)
-def wikipedia_sentences(min_words: int = 6, max_words: int = 40) -> tuple[str, ...]:
-    """Sentences of the Wikipedia sample with min_words..max_words words, in file order."""
-    out = []
-    for _, body in wikipedia_articles():
-        for s in split_sentences(body):
-            if min_words <= len(s.split()) <= max_words and s[-1] in ".!?":
-                out.append(s)
-    return tuple(out)
-
 
 def python_source_texts(max_files: int = 60, seed: int = 0) -> list[str]:
     """Source of up to ``max_files`` top-level standard-library modules (a code domain)."""

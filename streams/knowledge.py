@@ -474,7 +474,7 @@ class KnowledgeStream:
         held-out and review texts: (phases, review_texts, heldout_texts)."""
         filler = list(self.filler_texts) if self.filler_texts is not None else None
         if filler is None:
-            from continual.streams.corpora import wikipedia_sentences
+            from continual.streams.wikipedia import wikipedia_sentences
 
             filler = list(wikipedia_sentences())
         rng.shuffle(filler)

@@ -170,7 +170,7 @@ def test_a_typo_in_a_group_option_lists_the_valid_ones_without_a_plus(tmp_path):
 
 
 def test_threads_auto_picks_one_for_small_models_and_sweeps_and_respects_the_env(monkeypatch):
-    from continual.experiment import choose_threads
+    from continual.threads import choose_threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert choose_threads("auto", 270_000, in_sweep=False) == 1
@@ -186,34 +186,34 @@ def test_threads_auto_picks_one_for_small_models_and_sweeps_and_respects_the_env
 def test_threads_auto_counts_the_cores_idle_now_not_the_lagging_load_average(monkeypatch):
     import os
 
-    from continual import experiment
+    from continual import threads
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 4)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (3.9, 3.9, 3.9))  # a minute of finished runs
-    monkeypatch.setattr(experiment, "cgroup_cpu_quota", lambda: None)  # whatever limit this machine has
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: None)  # whatever limit this machine has
     samples = iter([(1000, 4000), (1075, 4100)])  # 75 of 100 jiffies idle: 3 of 4 cores
-    monkeypatch.setattr(experiment, "_cpu_times", lambda: next(samples))
-    assert experiment.idle_cores(interval=0) == 3.0
+    monkeypatch.setattr(threads, "_cpu_times", lambda: next(samples))
+    assert threads.idle_cores(interval=0) == 3.0
     samples = iter([(1000, 4000), (1075, 4100)])
-    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 3
+    assert threads.choose_threads("auto", 11_000_000, in_sweep=False) == 3
     samples = iter([(1000, 4000), (1000, 4100)])  # every core busy: still one thread
-    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 1
+    assert threads.choose_threads("auto", 11_000_000, in_sweep=False) == 1
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
     samples = iter([(1000, 4000), (1100, 4100)])  # all idle, but this process may use two
-    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 2
-    monkeypatch.setattr(experiment, "_cpu_times", lambda: None)  # not Linux: the load average
+    assert threads.choose_threads("auto", 11_000_000, in_sweep=False) == 2
+    monkeypatch.setattr(threads, "_cpu_times", lambda: None)  # not Linux: the load average
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     monkeypatch.setattr(os, "getloadavg", lambda: (1.2, 1.0, 1.0))
-    assert experiment.idle_cores() is None
-    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 3
+    assert threads.idle_cores() is None
+    assert threads.choose_threads("auto", 11_000_000, in_sweep=False) == 3
 
 
 def test_threads_auto_stays_within_a_cgroup_cpu_quota(tmp_path, monkeypatch):
     import os
 
-    from continual import experiment
+    from continual import threads
 
     # cgroup v2: the job's own cgroup allows 1.5 CPUs, its parent 4, the root no limit
     (tmp_path / "v2" / "slurm" / "job_1").mkdir(parents=True)
@@ -221,28 +221,28 @@ def test_threads_auto_stays_within_a_cgroup_cpu_quota(tmp_path, monkeypatch):
     (tmp_path / "v2" / "slurm" / "cpu.max").write_text("400000 100000\n")
     (tmp_path / "v2" / "slurm" / "job_1" / "cpu.max").write_text("150000 100000\n")
     (tmp_path / "self_v2").write_text("0::/slurm/job_1\n")
-    assert experiment.cgroup_cpu_quota(str(tmp_path / "v2"), str(tmp_path / "self_v2")) == 1.5
+    assert threads.cgroup_cpu_quota(str(tmp_path / "v2"), str(tmp_path / "self_v2")) == 1.5
     # cgroup v1 inside a container's namespace: the listed path does not exist there, its root holds the limit
     (tmp_path / "v1" / "cpu").mkdir(parents=True)
     (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("200000\n")
     (tmp_path / "v1" / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
     (tmp_path / "self_v1").write_text("4:memory:/docker/abc\n3:cpu,cpuacct:/docker/abc\n")
-    assert experiment.cgroup_cpu_quota(str(tmp_path / "v1"), str(tmp_path / "self_v1")) == 2.0
+    assert threads.cgroup_cpu_quota(str(tmp_path / "v1"), str(tmp_path / "self_v1")) == 2.0
     (tmp_path / "v1" / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # no limit
-    assert experiment.cgroup_cpu_quota(str(tmp_path / "v1"), str(tmp_path / "self_v1")) is None
-    assert experiment.cgroup_cpu_quota(str(tmp_path / "missing"), str(tmp_path / "missing")) is None
+    assert threads.cgroup_cpu_quota(str(tmp_path / "v1"), str(tmp_path / "self_v1")) is None
+    assert threads.cgroup_cpu_quota(str(tmp_path / "missing"), str(tmp_path / "missing")) is None
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
-    monkeypatch.setattr(experiment, "idle_cores", lambda interval=0.1: 60.0)  # a quiet 64-core node
-    monkeypatch.setattr(experiment, "cgroup_cpu_quota", lambda: 1.5)  # ... of which this job may use 1.5
-    assert experiment.usable_cores() == 1
-    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 1
-    monkeypatch.setattr(experiment, "cgroup_cpu_quota", lambda: 8.0)
-    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 8
-    monkeypatch.setattr(experiment, "cgroup_cpu_quota", lambda: None)
-    assert experiment.choose_threads("auto", 11_000_000, in_sweep=False) == 60
+    monkeypatch.setattr(threads, "idle_cores", lambda interval=0.1: 60.0)  # a quiet 64-core node
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: 1.5)  # ... of which this job may use 1.5
+    assert threads.usable_cores() == 1
+    assert threads.choose_threads("auto", 11_000_000, in_sweep=False) == 1
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: 8.0)
+    assert threads.choose_threads("auto", 11_000_000, in_sweep=False) == 8
+    monkeypatch.setattr(threads, "cgroup_cpu_quota", lambda: None)
+    assert threads.choose_threads("auto", 11_000_000, in_sweep=False) == 60
 
 
 def test_the_run_records_the_thread_count_it_used(tmp_path):
