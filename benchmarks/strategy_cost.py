@@ -72,10 +72,10 @@ def strategy_config(name: str) -> dict[str, Any] | None:
 
 def build_strategy(cfg: dict[str, Any], model):
     """As ``continual.experiment.run_experiment`` does: the model, and the run seed if accepted."""
-    from continual.config import _locate, accepted_options, instantiate_checked
+    from continual.config import accepted_options, instantiate_checked, locate_target
 
     provided: dict[str, Any] = {"model": model}
-    params, _ = accepted_options(_locate(cfg["_target_"]))
+    params, _ = accepted_options(locate_target(cfg["_target_"]))
     if "seed" in params and "seed" not in cfg:
         provided["seed"] = 0
     return instantiate_checked(dict(cfg), "strategy", **provided)

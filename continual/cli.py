@@ -163,7 +163,7 @@ def unknown_group_options(args: list[str]) -> list[str]:
     """
     import re
 
-    from continual.registry import _read_config, config_file
+    from continual.registry import config_file, read_config
 
     if any(a.split("=", 1)[0].lstrip("+") == "experiment" for a in args) or "-m" in args or "--multirun" in args:
         return []
@@ -185,13 +185,13 @@ def unknown_group_options(args: list[str]) -> list[str]:
         keys = [k for k in (yaml.safe_load(path.read_text()) or {}) if k != "_target_"]
         if key in keys:
             continue
-        target, _ = _read_config(path)
+        target, _ = read_config(path)
         extra = ""
         if target:
             try:
-                from continual.config import _locate, accepted_options
+                from continual.config import accepted_options, locate_target
 
-                params, _ = accepted_options(_locate(target))
+                params, _ = accepted_options(locate_target(target))
                 more = sorted(set(params) - set(keys) - {"model", "tokenizer", "seed", "task_steps"})
                 if key in more:
                     continue  # the class takes it: Hydra needs the +, say so below
@@ -206,9 +206,9 @@ def unknown_group_options(args: list[str]) -> list[str]:
 def _default_choice(group: str) -> str | None:
     import yaml
 
-    from continual.registry import _module_path
+    from continual.registry import module_path
 
-    conf = _module_path("continual.conf")
+    conf = module_path("continual.conf")
     data = yaml.safe_load((conf / "config.yaml").read_text()) if conf else {}
     for entry in data.get("defaults", []):
         if isinstance(entry, dict) and group in entry:

@@ -136,7 +136,7 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
-def _locate(target: str) -> Any:
+def locate_target(target: str) -> Any:
     from hydra.utils import get_object
 
     try:
@@ -242,7 +242,7 @@ def instantiate_checked(cfg: Any, group: str, **provided: Any) -> Any:
     target = options.pop("_target_", None)
     if target is None:
         raise ConfigError(f"{group} config has no _target_; choose a {group} from conf/{group}/")
-    fn = _locate(target)
+    fn = locate_target(target)
     check_options(fn, options, group, tuple(provided))
     try:
         return instantiate({"_target_": target, **options}, **provided, _convert_="all")

@@ -381,9 +381,9 @@ def check_top_level(cfg: Any) -> None:
 
 
 def instantiate_target(cfg: dict[str, Any]):
-    from continual.config import _locate
+    from continual.config import locate_target
     from continual.types import ConfigError
 
     if "_target_" not in cfg:
         raise ConfigError("strategy config has no _target_; choose a strategy from conf/strategy/")
-    return _locate(cfg["_target_"])
+    return locate_target(cfg["_target_"])

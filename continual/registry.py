@@ -46,7 +46,7 @@ class Entry:
 
 
 # ---------------------------------------------------------------------- locating sources
-def _module_path(module: str) -> Path | None:
+def module_path(module: str) -> Path | None:
     """The source file (or package folder) of ``module`` without executing it or its parents."""
     parts = module.split(".")
     parent = ".".join(parts[:-1])
@@ -82,7 +82,7 @@ def _module_path(module: str) -> Path | None:
 
 
 def _source_file(module: str) -> Path | None:
-    path = _module_path(module)
+    path = module_path(module)
     if path is not None and path.is_dir():
         path = path / "__init__.py"
     return path if path is not None and path.is_file() else None
@@ -135,7 +135,7 @@ def _first_line(doc: str | None) -> str:
     return doc.strip().splitlines()[0].strip() if doc and doc.strip() else ""
 
 
-def _read_config(path: Path) -> tuple[str, str]:
+def read_config(path: Path) -> tuple[str, str]:
     """(``_target_``, first comment line) of a config file, parsed without OmegaConf."""
     import yaml
 
@@ -176,11 +176,11 @@ def config_packages() -> list[tuple[str, str]]:
 def _config_dirs() -> list[tuple[str, Path]]:
     """(source, folder) of every config tree: ours first, then each installed plugin's."""
     dirs: list[tuple[str, Path]] = []
-    ours = _module_path("continual.conf")
+    ours = module_path("continual.conf")
     if ours is not None:
         dirs.append((BUILTIN, ours))
     for ep in _entry_points(CONFIG_GROUP):
-        path = _module_path(ep.value.strip())
+        path = module_path(ep.value.strip())
         if path is not None and path.is_dir():
             dirs.append((_dist_name(ep), path))
     return dirs
@@ -201,7 +201,7 @@ def available(kind: str) -> dict[str, Entry]:
         for path in sorted((folder / kind).glob("*.yaml")):
             if path.stem in found:
                 continue
-            target, comment = _read_config(path)
+            target, comment = read_config(path)
             doc = comment or (first_doc_line(target) if target else "")
             found[path.stem] = Entry(kind, path.stem, target, doc, source, str(path))
     for ep in _entry_points(GROUPS[kind]):
@@ -235,7 +235,7 @@ def config_choices(group: str) -> dict[str, tuple[str, str]]:
     for source, folder in _config_dirs():
         for path in sorted((folder / group).glob("*.yaml")):
             if path.stem not in found:
-                target, comment = _read_config(path)
+                target, comment = read_config(path)
                 found[path.stem] = (comment or (first_doc_line(target) if target else ""), source)
     return found
 
@@ -250,9 +250,9 @@ def load(kind: str, name: str) -> Any:
             f"no {kind} named {name!r}; installed: {', '.join(sorted(entries))} "
             "(see `continual list`)"
         )
-    from continual.config import _locate
+    from continual.config import locate_target
 
-    return _locate(entries[name].target)
+    return locate_target(entries[name].target)
 
 
 def print_list(file: TextIO | None = None) -> None:

@@ -244,9 +244,9 @@ class AvalancheStrategy(GradientStrategy):
         if strategy == "gem" and importlib.util.find_spec("quadprog") is None:
             raise ConfigError("avalanche GEM solves its QP with quadprog: `pip install quadprog`")
         evaluation_plugin = _import_avalanche_training()
-        from continual.config import _locate
+        from continual.config import locate_target
 
-        cls = _locate(target)
+        cls = locate_target(target)
         self._check_options(cls, strategy, options)
         self.base_model = model
         self.device = next(model.parameters()).device
