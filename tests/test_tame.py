@@ -13,7 +13,6 @@ import torch
 from continual.metrics import recurrence_scores
 from continual.models import build_model
 from continual.models.parameters import count_parameters, prune_to_sparsity, sparsity
-from continual.strategies.base import fit
 from continual.strategies.tame import (
     TAME,
     ExpertSelector,
@@ -21,6 +20,7 @@ from continual.strategies.tame import (
     ThresholdDetector,
     detect_shifts,
 )
+from continual.strategies.tame.training import fit
 from continual.streams.datasets import from_arrays
 from continual.streams.generators import class_incremental
 from continual.testing import check_strategy

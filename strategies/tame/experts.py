@@ -18,8 +18,9 @@ from torch.nn import functional as F
 
 from continual.memory.buffers import ReservoirBuffer
 from continual.models.parameters import count_parameters, fold_masks, mask_like, prunable
-from continual.strategies.base import cross_entropy, finite_loss_value, make_optimizer
+from continual.strategies.base import finite_loss_value, make_optimizer
 from continual.strategies.tame.detector import LossTracker, RiverDetector, ThresholdDetector
+from continual.strategies.tame.training import cross_entropy
 from continual.types import ConfigError, NonFiniteLoss
 
 DECISION_STATISTICS = ("mean", "median")

@@ -143,9 +143,7 @@ from continual.models.parameters import (
 )
 from continual.strategies.base import (
     GradientStrategy,
-    cross_entropy,
     finite_loss_value,
-    fit_optimizer,
     guarded_step,
     require_at_least,
     snapshot,
@@ -153,6 +151,7 @@ from continual.strategies.base import (
 from continual.strategies.tame.detector import AdaptiveWindow, LossTracker, make_detector
 from continual.strategies.tame.experts import Expert, ExpertPool
 from continual.strategies.tame.selector import ExpertSelector
+from continual.strategies.tame.training import cross_entropy, fit_optimizer
 from continual.types import Batch, ConfigError
 
 TRAIN_AT = ("end", "eval")
