@@ -224,6 +224,8 @@ def main() -> None:
     if problems:
         print("continual: configuration error: " + "\n".join(problems), file=sys.stderr)
         raise SystemExit(2)
+    if args and args[0] not in ("list", "report") and ("--cfg" in args or "-c" in args):
+        check_printed_config(args)  # --cfg job validates as a run does, or says why it cannot
     if args and args[0] == "list":
         from continual.registry import print_list
 
@@ -284,3 +286,33 @@ def _exit_without_teardown() -> None:
 
 if __name__ == "__main__":
     entry()
+
+
+def check_printed_config(args: list[str]) -> None:
+    """``--cfg job``: refuse what a run would refuse (exit 2, with the run's message) before Hydra
+    prints the config; ``-m ... --cfg`` (which Hydra refuses with a traceback) is explained."""
+    if "-m" in args or "--multirun" in args:
+        print("continual: configuration error: --cfg prints one job's config and cannot be combined with "
+              "-m; drop -m and give one value for each swept key (e.g. strategy=naive instead of "
+              "strategy=naive,er)", file=sys.stderr)
+        raise SystemExit(2)
+    flag = "--cfg" if "--cfg" in args else "-c"
+    at = args.index(flag)
+    overrides = [a for i, a in enumerate(args) if i not in (at, at + 1) and not a.startswith("-")]
+    from hydra import compose, initialize_config_module
+
+    from continual.config import register_configs
+    from continual.experiment import check_config
+    from continual.types import ConfigError
+
+    register_configs()
+    try:
+        with initialize_config_module(config_module="continual.conf", version_base="1.3"):
+            cfg = compose(config_name="config", overrides=overrides)
+        check_config(cfg)
+    except ConfigError as e:
+        print(f"continual: configuration error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except Exception:
+        return  # Hydra's own refusal (a typo in a key or group) is said by Hydra itself, next
+

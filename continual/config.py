@@ -260,3 +260,32 @@ def instantiate_checked(cfg: Any, group: str, **provided: Any) -> Any:
             raise ConfigError(f"{group} {target.rsplit('.', 1)[-1]} refused its options ({shown}): "
                               f"{value_error}") from None
         raise
+
+
+#: what the run provides each group's target besides its config options (not the user's to give)
+RUNTIME_ARGS = {"stream": ("seed",), "model": ("seed",), "strategy": ("model", "tokenizer", "seed"),
+                "schedule": ("task_steps",)}
+
+
+def check_group_options(cfg: Any) -> None:
+    """Every option of the stream, model, strategy and schedule groups against the signature of
+    what it builds (``check_options``): the check ``instantiate_checked`` makes, made before any
+    work (before the stream is built), and by ``--cfg job``."""
+    from omegaconf import OmegaConf
+
+    for group, provided in RUNTIME_ARGS.items():
+        node = cfg.get(group) if hasattr(cfg, "get") else None
+        if node is None:
+            continue
+        options = dict(node) if isinstance(node, dict) else OmegaConf.to_container(node, resolve=True)
+        target = options.pop("_target_", None)
+        if target is not None:
+            check_options(locate_target(target), options, group, provided)
+        elif group == "model":  # a backbone by name (continual.models.BACKBONES)
+            from continual.models import BACKBONES
+
+            name = options.pop("name", None)
+            options.pop("channels_last", None)
+            if name in BACKBONES:
+                check_options(BACKBONES[name], options, f"model {name}", provided=("input_shape",))
+

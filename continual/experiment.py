@@ -260,10 +260,18 @@ def check_config(cfg: Any) -> tuple[dict[str, Any], str]:
     ``report.per_run``."""
     from omegaconf import OmegaConf
 
-    from continual.config import CheckpointConfig, EvalConfig, LogConfig, check_run_options, resume_mode
+    from continual.config import (
+        CheckpointConfig,
+        EvalConfig,
+        LogConfig,
+        check_group_options,
+        check_run_options,
+        resume_mode,
+    )
     from continual.types import ConfigError
 
     check_top_level(cfg)
+    check_group_options(cfg)  # a typo in stream/model/strategy/schedule options, before anything is built
     resume_mode(cfg.resume)
     per_run = str(cfg.report.per_run).lower()  # Hydra turns true/false into booleans
     if per_run not in ("auto", "true", "false"):

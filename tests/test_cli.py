@@ -76,3 +76,20 @@ def test_model_whose_output_does_not_match_the_classes(tmp_path):
 def test_help_answers(tmp_path):
     r = _continual("--help", cwd=tmp_path)
     assert r.returncode == 0 and "stream" in r.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "message"), [
+    (["+strategy.buffersize=5", "--cfg", "job"], "strategy (ER) has no option 'buffersize'"),
+    (["-m", "strategy=naive,er", "--cfg", "job"], "cannot be combined with -m"),
+    (["eval.every=-1", "--cfg", "job"], "eval.every must be >= 0"),
+])
+def test_cfg_job_refuses_what_a_run_refuses(tmp_path, args, message):
+    r = _continual(*args, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_cfg_job_prints_a_valid_config(tmp_path):
+    r = _continual("strategy=naive", "--cfg", "job", cwd=tmp_path)
+    assert r.returncode == 0 and "_target_: continual.strategies.naive.Naive" in r.stdout
