@@ -3,6 +3,10 @@
     from continual.testing import check_strategy
     check_strategy(MyStrategy, options={"lr": 0.05})
 
+Streams and loggers are checked the same way, with ``check_stream(stream)`` and
+``check_logger(logger_factory)`` (defined in ``continual.testing_streams`` and
+``continual.testing_loggers``, whose docstrings list their checks; re-exported here).
+
 ``check_strategy`` builds the strategy on a small synthetic class-incremental stream (no
 dataset needed) and checks, each as a named check:
 
@@ -39,14 +43,22 @@ from __future__ import annotations
 import copy
 import io
 import math
-import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
+from continual.testing_common import (  # re-exported: the kit's public names
+    ContractViolation,
+    accepts,
+    copy_value,
+    default_model,
+    first_difference,
+    same_value,
+    seed_all,
+    synthetic_stream,
+)
 from continual.types import Batch, Strategy, TaskInfo
 
 CHECKS = ("observe", "predict", "no_grad", "state_dict", "determinism", "task_free",
@@ -54,10 +66,6 @@ CHECKS = ("observe", "predict", "no_grad", "state_dict", "determinism", "task_fr
 # What the runner calls on every strategy; continual.types.Strategy gives each a default.
 RUNNER_HOOKS = ("on_task_start", "on_task_end", "state_dict", "load_state_dict")
 BATCH_FIELDS = ("x", "y", "task", "index", "true_task")
-
-
-class ContractViolation(AssertionError):
-    """A strategy breaks the observe/predict contract; the message lists every failed check."""
 
 
 class TaskLeakError(RuntimeError):
@@ -103,59 +111,10 @@ class TaskTripwire:
 
 
 # ---------------------------------------------------------------------- fixtures
-def synthetic_stream(
-    n_classes: int = 4, n_tasks: int = 2, input_shape: tuple[int, ...] = (1, 8, 8),
-    train_per_class: int = 24, test_per_class: int = 8, batch_size: int = 8, seed: int = 0,
-    **presentation: Any,
-):
-    """A small learnable class-incremental stream: one Gaussian blob per class.
-
-    x: (N, *input_shape) float32; classes split evenly over ``n_tasks``.
-    """
-    from continual import streams
-    g = torch.Generator().manual_seed(seed)
-    dim = int(np.prod(input_shape))
-    centres = torch.randn(n_classes, dim, generator=g)
-
-    def draw(per_class: int):
-        y = torch.arange(n_classes).repeat_interleave(per_class)
-        x = centres[y] + 0.5 * torch.randn(y.numel(), dim, generator=g)
-        return x.reshape(-1, *input_shape), y
-
-    (xtr, ytr), (xte, yte) = draw(train_per_class), draw(test_per_class)
-    data = streams.from_arrays(xtr, ytr, xte, yte, name="synthetic", n_classes=n_classes)
-    return streams.class_incremental(
-        data, n_tasks=n_tasks, batch_size=batch_size, seed=seed, name="synthetic", **presentation
-    )
-
-
-def _default_model(input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
-    from continual.models import build_model
-
-    return build_model("mlp", input_shape, n_classes, hidden=32)
-
-
-def _seed_all(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _accepts(fn: Callable, name: str) -> bool:
-    from continual.config import accepted_options
-
-    try:
-        params, _ = accepted_options(fn)
-    except (TypeError, ValueError):
-        return False
-    return name in params
-
-
-# ---------------------------------------------------------------------- the kit
 class _Kit:
     def __init__(self, factory, options, model_factory, stream_factory, n_steps, seed, device):
         self.factory, self.options = factory, dict(options or {})
-        self.model_factory = model_factory or _default_model
+        self.model_factory = model_factory or default_model
         self.stream_factory = stream_factory or synthetic_stream
         self.n_steps, self.seed, self.device = n_steps, seed, torch.device(device)
         self.stream = self.stream_factory(seed=seed, boundaries="visible")
@@ -166,12 +125,12 @@ class _Kit:
         self.pristine_probe = self.probe.clone()  # what the probe was before any predict
 
     def build(self, seed: int) -> Strategy:
-        _seed_all(seed)
+        seed_all(seed)
         model = self.model_factory(self.stream.input_shape, self.n_classes).to(self.device)
         kwargs = dict(self.options)
-        if "seed" not in kwargs and _accepts(self.factory, "seed"):
+        if "seed" not in kwargs and accepts(self.factory, "seed"):
             kwargs["seed"] = seed
-        _seed_all(seed)
+        seed_all(seed)
         return self.factory(model=model, **kwargs)
 
     def batches(self, stream=None, hide_task: bool = False, limit: int | None = None):
@@ -251,39 +210,6 @@ def _serialise(state: Any) -> bytes:
 
 def _deserialise(data: bytes) -> Any:
     return torch.load(io.BytesIO(data), weights_only=False)
-
-
-def _first_difference(live: Any, saved: Any, path: str) -> str | None:
-    """The path of the first value in ``live`` that differs from ``saved`` (same structure), or
-    None. Tensors and arrays compare exactly (NaN equal to NaN), containers item by item, plain
-    values with ``==``; other objects are not compared."""
-    if torch.is_tensor(live) or isinstance(live, np.ndarray):
-        a, b = torch.as_tensor(live), torch.as_tensor(saved)
-        if a.shape != b.shape or a.dtype != b.dtype:
-            return path
-        same = (a == b) | (a.isnan() & b.isnan()) if a.is_floating_point() else a == b
-        return None if bool(same.all()) else path
-    if isinstance(live, Mapping):
-        if not isinstance(saved, Mapping) or set(live) != set(saved):
-            return path
-        for k in live:
-            found = _first_difference(live[k], saved[k], f"{path}[{k!r}]")
-            if found is not None:
-                return found
-        return None
-    if isinstance(live, (list, tuple)):
-        if not isinstance(saved, (list, tuple)) or len(live) != len(saved):
-            return path
-        for i, (a, b) in enumerate(zip(live, saved)):
-            found = _first_difference(a, b, f"{path}[{i}]")
-            if found is not None:
-                return found
-        return None
-    if isinstance(live, (int, float, str, bytes, bool, type(None))):
-        same = live == saved or (isinstance(live, float) and isinstance(saved, float)
-                                and math.isnan(live) and math.isnan(saved))
-        return None if same else path
-    return None
 
 
 def _check_logits(out: Any, n: int, n_classes: int, when: str) -> list[str]:
@@ -438,7 +364,7 @@ class _Checks:
             return problems
         rest = list(kit.batches(limit=kit.n_steps))[half:]
         for s in (a, in_memory, restored):
-            _seed_all(kit.seed + 99)
+            seed_all(kit.seed + 99)
             for _, batch in rest:
                 s.observe(batch)
         pa, pr, pm = kit.predict(a), kit.predict(restored), kit.predict(in_memory)
@@ -452,7 +378,7 @@ class _Checks:
                             f"the original (max |diff| {(pa - pm).abs().max().item():.3g}) though one "
                             "loaded from a saved copy does not: the two share tensors (e.g. optimiser "
                             "moments); load a copy (continual.strategies.base.snapshot)")
-        changed = _first_difference(state, _deserialise(saved), "state")
+        changed = first_difference(state, _deserialise(saved), "state")
         if changed is not None:
             problems.append(f"{changed} changed while training went on after state_dict() returned: "
                             "the state shares tensors with the live model, optimiser or buffers. "
@@ -465,7 +391,7 @@ class _Checks:
         runs = []
         for _ in range(2):
             s = kit.build(kit.seed)
-            _seed_all(kit.seed)
+            seed_all(kit.seed)
             outs = [_values(o) for o in kit.train(s, kit.n_steps)]
             runs.append((outs, kit.predict(s)))
         (o1, p1), (o2, p2) = runs
@@ -509,9 +435,9 @@ class _Checks:
                     s.on_task_end(current)
                 s.on_task_start(info)
                 current = info
-            before = {f: _copy(getattr(batch, f)) for f in BATCH_FIELDS}
+            before = {f: copy_value(getattr(batch, f)) for f in BATCH_FIELDS}
             s.observe(batch)
-            changed = [f for f in BATCH_FIELDS if not _same(before[f], getattr(batch, f))]
+            changed = [f for f in BATCH_FIELDS if not same_value(before[f], getattr(batch, f))]
             if changed:
                 fields = ", ".join(f"batch.{f}" for f in changed)
                 problems.append(
@@ -523,28 +449,14 @@ class _Checks:
                 break
         x = kit.pristine_probe.clone()
         kit.predict(s, x)
-        if not _same(kit.pristine_probe, x):
+        if not same_value(kit.pristine_probe, x):
             problems.append("predict changed its input x in place; the runner reuses the eval "
                             "inputs for every eval point: work on a copy or out of place")
         return problems
 
 
-def _copy(value: Any) -> Any:
-    return value.clone() if torch.is_tensor(value) else value
+__all__ = ["CHECKS", "ContractViolation", "TaskLeakError", "TaskTripwire", "check_logger", "check_strategy",
+           "check_stream", "synthetic_stream"]
 
-
-def _same(before: Any, after: Any) -> bool:
-    """Same value: tensors element by element (NaN equal to NaN), anything else by ``==``."""
-    if torch.is_tensor(before):
-        if not (torch.is_tensor(after) and before.shape == after.shape
-                and before.dtype == after.dtype):
-            return False
-        same = before == after
-        if before.is_floating_point():
-            same = same | (before.isnan() & after.isnan())
-        return bool(same.all())
-    return before is after or before == after
-
-
-__all__ = ["CHECKS", "ContractViolation", "TaskLeakError", "TaskTripwire", "check_strategy",
-           "synthetic_stream"]
+from continual.testing_loggers import check_logger  # noqa: E402 - re-exported
+from continual.testing_streams import check_stream  # noqa: E402 - re-exported
