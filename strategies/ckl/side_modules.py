@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from continual.models.lm import lm_package
 from continual.types import ConfigError
 
 
@@ -56,7 +57,7 @@ def small_stack(config: Any, hidden_size: int, n_layers: int, n_heads: int,
     ``vocab_size=None`` gives it a one-row embedding, for stacks fed ``inputs_embeds`` only;
     ``final_norm=False`` replaces its closing norm by the identity.
     """
-    from transformers import AutoModel
+    AutoModel = lm_package("transformers").AutoModel
 
     cfg = copy.deepcopy(config)
     cfg.hidden_size, cfg.num_hidden_layers = hidden_size, n_layers
