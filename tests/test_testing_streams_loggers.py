@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _scripted import ScriptedLossStream
 
 from continual import streams
 from continual.streams.stream import Segment, Stream
-from continual.streams.text import TextStream, TextTask
 from continual.testing import ContractViolation, check_logger, check_stream
-from continual.types import Batch, EvalSet, Logger
+from continual.types import EvalSet, Logger
 
 ROOT = Path(__file__).resolve().parents[1]
 ALL_PASS = {"declared": "passed", "segments": "passed", "batches": "passed", "deterministic": "passed",
@@ -40,27 +40,6 @@ def _as(cls, stream, **changes):
     return cls(**{**fields, **changes})
 
 
-class _ScriptedLossStream(TextStream):
-    """Two tasks; eval row i returns ``losses[i]`` (lower is better), whatever the model does
-    (tests/lm/test_lm_runs.py)."""
-
-    def __init__(self, losses=()):
-        super().__init__("scripted", batch_size=2, seed=0)
-        self.losses = iter(losses)
-        self.tasks = [TextTask(0, "a"), TextTask(1, "b")]
-        self.segments = [Segment(0, 4, 0), Segment(4, 8, 1)]
-        self.eval_sets = [EvalSet("loss/a", "loss", False, 0), EvalSet("loss/b", "loss", False, 1)]
-
-    def batches(self, segment, first_step=0, start=None):
-        pos, step = segment.start if start is None else start, first_step
-        while pos < segment.end:
-            yield Batch(x=torch.zeros(2, 3, dtype=torch.long), y=torch.zeros(2, 3, dtype=torch.long), step=step)
-            pos, step = pos + 2, step + 1
-
-    def score_eval_sets(self, strategy):
-        return list(next(self.losses)), None
-
-
 # ---------------------------------------------------------------------- streams that pass
 def test_a_class_incremental_stream_passes(digits):
     assert check_stream(digits) == {**ALL_PASS, "eval_sets_shape": "passed", "eval_sets": "skipped"}
@@ -77,7 +56,7 @@ def test_a_task_incremental_stream_with_validation_passes(digits):
 
 
 def test_a_self_scoring_stream_passes():
-    assert check_stream(_ScriptedLossStream()) == {**ALL_PASS, "eval_sets_shape": "skipped", "eval_sets": "passed"}
+    assert check_stream(ScriptedLossStream()) == {**ALL_PASS, "eval_sets_shape": "skipped", "eval_sets": "passed"}
 
 
 def test_a_long_segment_is_counted_through_a_resume_and_stays_cheap(digits):
@@ -100,7 +79,7 @@ def test_an_object_that_is_not_a_stream_fails_declared():
 
 
 def test_an_unprepared_stream_that_needs_a_model_fails_declared():
-    stream = _ScriptedLossStream()
+    stream = ScriptedLossStream()
     stream.segments = []
     failed, message = _failed(check_stream, stream)
     assert failed == {"declared"} and "prepare(model, tokenizer)" in message
@@ -177,7 +156,7 @@ def test_an_eval_set_with_fewer_labels_than_inputs_fails_eval_sets_shape(digits)
     assert failed == {"eval_sets_shape"} and "eval_set(0" in message
 
 
-class _ScoresEverySet(_ScriptedLossStream):
+class _ScoresEverySet(ScriptedLossStream):
     """A held-out set without a task, and task_scores that returns the whole row."""
 
     def __init__(self):
@@ -278,7 +257,7 @@ def test_a_logger_whose_abort_raises_fails_abort():
 def test_skip_leaves_checks_out_and_rejects_unknown_names():
     assert check_logger(_AbortRaises, skip=("abort",))["abort"] == "skipped"
     with pytest.raises(ValueError, match="unknown checks"):
-        check_stream(_ScriptedLossStream(), skip=("nope",))
+        check_stream(ScriptedLossStream(), skip=("nope",))
 
 
 # ---------------------------------------------------------------------- docs, imports

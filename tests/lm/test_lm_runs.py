@@ -15,12 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 from _cli import run_continual, run_records
+from _scripted import Idle, ScriptedLossStream
 
 from continual.config import CheckpointConfig
 from continual.runner import Runner
-from continual.streams.stream import Segment
-from continual.streams.text import TextStream, TextTask
-from continual.types import Batch, EvalSet, Strategy
 
 KNOWLEDGE = ["stream=knowledge", "model=tiny_lm", "stream.probe_with=capital_oracle", "stream.filler=synthetic",
              "stream.n_per_set=12", "stream.n_phases=2", "stream.n_review=60", "stream.n_heldout=10",
@@ -130,35 +128,10 @@ def test_a_model_of_the_wrong_kind_is_refused_clearly(tmp_path, args, message):
     assert message in r.stderr
 
 
-class _ScriptedLossStream(TextStream):
-    """Two tasks; eval row i returns ``losses[i]`` (lower is better), whatever the model does."""
-
-    def __init__(self, losses):
-        super().__init__("scripted", batch_size=2, seed=0)
-        self.losses = iter(losses)
-        self.tasks = [TextTask(0, "a"), TextTask(1, "b")]
-        self.segments = [Segment(0, 4, 0), Segment(4, 8, 1)]
-        self.eval_sets = [EvalSet("loss/a", "loss", False, 0), EvalSet("loss/b", "loss", False, 1)]
-
-    def batches(self, segment, first_step=0, start=None):
-        pos, step = segment.start if start is None else start, first_step
-        while pos < segment.end:
-            yield Batch(x=torch.zeros(2, 3, dtype=torch.long), y=torch.zeros(2, 3, dtype=torch.long), step=step)
-            pos, step = pos + 2, step + 1
-
-    def score_eval_sets(self, strategy):
-        return list(next(self.losses)), None
-
-
-class _Idle(Strategy):
-    def observe(self, batch):
-        return {"loss": 1.0}
-
-
 def test_lower_is_better_scores_give_forgetting_and_transfer_the_usual_signs(tmp_path):
     # init: (5, 5); after task a: (2, 4); after task b: loss on a rose to 3, b fell to 1
-    stream = _ScriptedLossStream([(5.0, 5.0), (2.0, 4.0), (3.0, 1.0)])
-    summary = Runner(stream, _Idle(), out_dir=str(tmp_path), checkpoint=CheckpointConfig(enabled=False)).run()
+    stream = ScriptedLossStream([(5.0, 5.0), (2.0, 4.0), (3.0, 1.0)])
+    summary = Runner(stream, Idle(), out_dir=str(tmp_path), checkpoint=CheckpointConfig(enabled=False)).run()
     assert summary["forgetting"] == pytest.approx(1.0)  # loss on a: 2 -> 3, worse by 1
     assert summary["bwt"] == pytest.approx(-1.0)
     assert summary["fwt"] == pytest.approx(1.0)  # b's loss before training on it: 5 -> 4, better
