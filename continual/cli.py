@@ -203,6 +203,47 @@ def unknown_group_options(args: list[str]) -> list[str]:
     return messages
 
 
+CHOICE_GROUPS = ("stream", "strategy", "model", "schedule", "experiment")
+
+
+def unknown_choices(args: list[str]) -> list[str]:
+    """Messages for a config-group choice that does not exist (``strategy=err``) and a top-level
+    key that is not one (``seeed=1``), each with the closest names ("did you mean") and where to
+    see them all, instead of Hydra's list of every file or its "+seeed" suggestion."""
+    import difflib
+    from dataclasses import fields
+
+    from continual.config import RunConfig
+    from continual.registry import config_file, module_path
+
+    conf = module_path("continual.conf")
+    messages = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        group = key.lstrip("+")
+        if group in CHOICE_GROUPS:
+            if any(c in value for c in "()[]{}$*"):  # choice(...), glob(...), interpolations: Hydra's
+                continue
+            names = [v for v in value.split(",") if v]  # a sweep lists several
+            for name in names:
+                if config_file(group, name) is None and conf is not None:
+                    known = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+                    close = difflib.get_close_matches(name, known, n=3)
+                    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+                    messages.append(f"there is no {group} {name!r}{hint} `continual list` shows every "
+                                    f"stream, strategy, model and schedule (conf/{group}/)")
+        elif not key.startswith("+") and "." not in key and not key.startswith("hydra"):
+            valid = [f.name for f in fields(RunConfig)]
+            if key not in valid:
+                close = difflib.get_close_matches(key, valid, n=2)
+                hint = f"did you mean {' or '.join(close)}? " if close else ""
+                messages.append(f"{key} is not a setting; {hint}the settings: {', '.join(valid)} "
+                                "(docs/configuration.md)")
+    return messages
+
+
 def _default_choice(group: str) -> str | None:
     import yaml
 
@@ -220,7 +261,8 @@ def main() -> None:
     """Entry point of the ``continual`` console script."""
     mark("main")
     args = sys.argv[1:]
-    problems = unknown_group_options(args) if args and args[0] not in ("list", "report") else []
+    problems = (unknown_choices(args) or unknown_group_options(args)) if args and args[0] not in ("list", "report") \
+        else []
     if problems:
         print("continual: configuration error: " + "\n".join(problems), file=sys.stderr)
         raise SystemExit(2)

@@ -93,3 +93,16 @@ def test_cfg_job_refuses_what_a_run_refuses(tmp_path, args, message):
 def test_cfg_job_prints_a_valid_config(tmp_path):
     r = _continual("strategy=naive", "--cfg", "job", cwd=tmp_path)
     assert r.returncode == 0 and "_target_: continual.strategies.naive.Naive" in r.stdout
+
+
+def test_a_choice_or_setting_that_does_not_exist_gets_a_did_you_mean():
+    from continual.cli import unknown_choices
+
+    (message,) = unknown_choices(["strategy=err"])
+    assert "there is no strategy 'err'; did you mean er?" in message and "continual list" in message
+    (message,) = unknown_choices(["-m", "strategy=naive,erx", "seed=0,1"])
+    assert "there is no strategy 'erx'" in message
+    (message,) = unknown_choices(["seeed=1"])
+    assert message.startswith("seeed is not a setting; did you mean seed?")
+    assert unknown_choices(["strategy=er", "+experiment=quick_sweep", "stream.n_tasks=2", "hydra/launcher=joblib",
+                            "loggers=[wandb]", "strategy=choice(naive,er)", "+strategy.seed=1"]) == []
