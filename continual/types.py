@@ -33,7 +33,8 @@ class Batch:
     """One training step's data as the learner may see it.
 
     x: (B, ...) inputs on the run's device.
-    y: (B,) int64 global class labels.
+    y: (B,) int64 global class labels; for a language stream, (B, T) next-token targets (-100
+        where no loss is taken).
     task: (B,) int64 task ids, or None when the scenario hides task ids from
         the learner (class-incremental, domain-incremental, task-free).
     true_task, step, index: metadata for the runner's bookkeeping; a strategy
@@ -250,7 +251,9 @@ class Stream:
 
     def batches(self, segment: Segment, first_step: int = 0, start: int | None = None) -> Iterator[Batch]:
         """Batches of ``segment`` (step numbers from ``first_step``), from schedule position
-        ``start`` (default: the segment's start)."""
+        ``start`` (default: the segment's start). Every batch but a segment's last holds
+        ``batch_size`` positions, so a run that resumes after k batches passes
+        ``start = segment.start + k * batch_size`` and must get the same batches as before."""
         raise NotImplementedError
 
     def to(self, device: torch.device | str) -> Stream:
@@ -320,7 +323,9 @@ class Logger:
     each a no-op here; a logger overrides the ones it needs."""
 
     def start(self, runner: Any) -> None:  # noqa: B027 - optional hook
-        """The run starts (or resumes): ``runner.stream``, ``runner.state``, ``runner.out_dir``."""
+        """Training starts (or resumes): ``runner.stream``, ``runner.state``, ``runner.out_dir``.
+        A fresh run's first record, the untrained model's ``init`` eval point, reaches ``log``
+        before this call: a logger that needs set-up makes it at its first call of either."""
 
     def log(self, record: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """One ``metrics.jsonl`` record (a step window or an eval point)."""
