@@ -353,10 +353,12 @@ def test_two_jobs_of_a_cli_sweep_get_unique_run_names_and_their_setting_as_group
     assert [w["group"] for w in runs] == ["split_digits-er strategy.lr=0.05", "split_digits-er strategy.lr=0.1"]
 
 
-def test_missing_wandb_warns_once_and_the_run_completes(tmp_path, monkeypatch):
+def test_missing_wandb_stops_at_start_unless_told_to_continue_then_warns_once(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError
-    loggers = make_loggers(["wandb"], CONFIG, tmp_path, CHOICES)
-    with pytest.warns(RuntimeWarning, match="cannot import wandb") as caught:
+    with pytest.raises(ConfigError, match="needs the wandb package"):
+        make_loggers(["wandb"], CONFIG, tmp_path, CHOICES)
+    with pytest.warns(RuntimeWarning, match="wandb") as caught:
+        loggers = make_loggers({"wandb": {"on_failure": "continue"}}, CONFIG, tmp_path, CHOICES)
         summary = _run(tmp_path, loggers)
     assert len([w for w in caught if "wandb" in str(w.message)]) == 1
     assert json.loads((tmp_path / "summary.json").read_text())["acc"] == summary["acc"]

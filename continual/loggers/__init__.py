@@ -20,6 +20,7 @@ import inspect
 import math
 import os
 import re
+import sys
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -244,6 +245,17 @@ class GuardedLogger(Logger):
         self._call("abort", error)
 
 
+def package_installed(name: str) -> bool:
+    """Whether ``import name`` can work, without importing it: already imported (or set in
+    ``sys.modules``, as tests do; None there means "cannot be imported"), or findable."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def make_loggers(
     loggers: Sequence[str] | Mapping[str, Any] | None,
     config: dict[str, Any],
@@ -286,7 +298,7 @@ def make_loggers(
 
         check_options(logger_cls, opts, f"loggers.{name}", provided=("config", "out_dir", "names"))
         package = LOGGER_PACKAGES[name]
-        if importlib.util.find_spec(package) is None:
+        if not package_installed(package):
             if on_failure == "stop":
                 raise ConfigError(f"loggers=[{name}] needs the {package} package, which is not installed: "
                                   f"pip install {package}, or set loggers.{name}.on_failure=continue to run "
