@@ -97,8 +97,10 @@ def byte_tokenizer():
     core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    # no token_type_ids: a decoder LM has no segments (and transformers 4.5x's generate refuses them)
     return PreTrainedTokenizerFast(tokenizer_object=core, eos_token=EOS, bos_token=EOS,
-                                   pad_token=PAD, unk_token="<unk>")
+                                   pad_token=PAD, unk_token="<unk>",
+                                   model_input_names=["input_ids", "attention_mask"])
 
 
 def tiny_causal_lm(hidden_size: int = 64, n_layers: int = 2, n_heads: int = 4,

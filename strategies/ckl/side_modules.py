@@ -103,7 +103,7 @@ class InputCapture:
         self.inputs = {k: given.get(k) for k in self.KEYS}
         past = given.get("cache", given.get("past_key_values"))  # transformers >= 5.x: ``cache``
         self.incremental = bool(given.get("use_cache")) and not module.training
-        self.new_sequence = past is None or past.get_seq_length() == 0
+        self.new_sequence = cache_length(past) == 0
 
 
 class SideCaches:
@@ -122,6 +122,16 @@ class SideCaches:
         out = stack(**inputs, **{name: self.caches[i]}, use_cache=True)
         self.caches[i] = getattr(out, name)
         return out.last_hidden_state
+
+
+def cache_length(past: Any) -> int:
+    """Positions a KV cache holds: a transformers ``Cache``, or the legacy tuple of per-block
+    (key, value) pairs of shape (B, H, T, D) that GPT-2 passes in transformers 4.4x; 0 for None."""
+    if past is None:
+        return 0
+    if isinstance(past, tuple):
+        return past[0][0].shape[-2] if past else 0
+    return past.get_seq_length()
 
 
 def cache_argument(stack: nn.Module) -> str:
