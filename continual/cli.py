@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from continual.config import register_configs
@@ -217,6 +218,9 @@ def unknown_choices(args: list[str]) -> list[str]:
     from continual.registry import config_file, module_path
 
     conf = module_path("continual.conf")
+    own_dirs = user_config_dirs(args)
+    if own_dirs is None:  # another primary config or a package search path: Hydra decides
+        return []
     messages = []
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
@@ -228,11 +232,12 @@ def unknown_choices(args: list[str]) -> list[str]:
                 continue
             names = [v for v in value.split(",") if v]  # a sweep lists several
             for name in names:
-                if config_file(group, name) is None and conf is not None:
-                    known = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+                in_own = any((d / group / f"{name}.yaml").is_file() for d in own_dirs)
+                if config_file(group, name) is None and not in_own and conf is not None:
+                    known = sorted({p.stem for d in (conf, *own_dirs) for p in (d / group).glob("*.yaml")})
                     close = difflib.get_close_matches(name, known, n=3)
-                    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-                    messages.append(f"there is no {group} {name!r}{hint} `continual list` shows every "
+                    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                    messages.append(f"there is no {group} {name!r}{hint}; `continual list` shows every "
                                     f"stream, strategy, model and schedule (conf/{group}/)")
         elif not key.startswith("+") and "." not in key and not key.startswith("hydra"):
             valid = [f.name for f in fields(RunConfig)]
@@ -242,6 +247,29 @@ def unknown_choices(args: list[str]) -> list[str]:
                 messages.append(f"{key} is not a setting; {hint}the settings: {', '.join(valid)} "
                                 "(docs/configuration.md)")
     return messages
+
+
+def user_config_dirs(args: list[str]) -> list[Path] | None:
+    """The user's config folders a command adds (``'hydra.searchpath=[file://my_conf]'``,
+    ``--config-dir my_conf``), or None when it changes what we cannot follow (another
+    primary config, a ``pkg://`` search path)."""
+    import re
+
+    found: list[Path] = []
+    for i, arg in enumerate(args):
+        if arg.lstrip("+").startswith("hydra.searchpath="):
+            for scheme, where in re.findall(r"(\w+)://([^,\]\s'\"]+)", arg):
+                if scheme != "file":
+                    return None
+                found.append(Path(where))
+        elif arg in ("--config-dir", "-cd") and i + 1 < len(args):
+            found.append(Path(args[i + 1]))
+        elif arg.startswith("--config-dir="):
+            found.append(Path(arg.split("=", 1)[1]))
+        elif arg in ("--config-path", "-cp", "--config-name", "-cn") or arg.startswith(("--config-path=",
+                                                                                     "--config-name=")):
+            return None
+    return found
 
 
 def _default_choice(group: str) -> str | None:

@@ -61,7 +61,7 @@ def test_wrongly_typed_strategy_option(tmp_path):
 
 def test_unknown_group_choice_says_did_you_mean_and_where_to_look(tmp_path):
     r = _continual(*FAST, "strategy=err", cwd=tmp_path)
-    assert r.returncode == 2 and "there is no strategy 'err'; did you mean er?" in r.stderr
+    assert r.returncode == 2 and "there is no strategy 'err' (did you mean er?)" in r.stderr
     assert "continual list" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -98,10 +98,11 @@ def test_a_choice_or_setting_that_does_not_exist_gets_a_did_you_mean():
     from continual.cli import unknown_choices
 
     (message,) = unknown_choices(["strategy=err"])
-    assert "there is no strategy 'err'; did you mean er?" in message and "continual list" in message
+    assert "there is no strategy 'err' (did you mean er?); `continual list` shows" in message
     (message,) = unknown_choices(["-m", "strategy=naive,erx", "seed=0,1"])
     assert "there is no strategy 'erx'" in message
     (message,) = unknown_choices(["seeed=1"])
     assert message.startswith("seeed is not a setting; did you mean seed?")
+    assert unknown_choices(["hydra.searchpath=[pkg://theirs.conf]", "stream=theirs"]) == []  # Hydra decides
     assert unknown_choices(["strategy=er", "+experiment=quick_sweep", "stream.n_tasks=2", "hydra/launcher=joblib",
                             "loggers=[wandb]", "strategy=choice(naive,er)", "+strategy.seed=1"]) == []
